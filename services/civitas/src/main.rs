@@ -1,0 +1,94 @@
+//! The `civitas` binary: runs the data space (`up`), one service (`connector`), and the tools that
+//! talk to services (`load`). Every subcommand has `--help`.
+
+mod demo;
+mod load;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use civitas_connector::{Application, Settings};
+use clap::{Parser, Subcommand};
+
+/// Civitas: a governed, federated smart-city data space speaking NGSI-LD.
+#[derive(Debug, Parser)]
+#[command(name = "civitas", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole local data space: one connector per department, demo city loaded on first start.
+    Up(up::UpArgs),
+    /// Run one department's connector.
+    Connector(ConnectorArgs),
+    /// Bulk-load NGSI-LD entities (JSON or JSON-LD files or folders) into a connector.
+    Load(load::LoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConnectorArgs {
+    /// The connector's settings file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; overrides the file.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Address to listen on (e.g. 127.0.0.1:9092); overrides the file.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outcome = actix_web::rt::System::new().block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Connector(args) => run_connector(args).await,
+            Command::Load(args) => load::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("error: {error:#}\n"),
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CIVITAS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run_connector(args: ConnectorArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::load(&args.config)?;
+    if let Some(url) = args.database_url {
+        settings.database_url = Some(url);
+    }
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    let department = settings.department.clone();
+    let application = Application::build(settings)
+        .await
+        .context("starting the connector")?;
+    tracing::info!(%department, url = %application.public_url(), "connector ready");
+    application.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}

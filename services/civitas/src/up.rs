@@ -1,0 +1,191 @@
+//! `civitas up`: the whole local data space in one process: one connector per department on
+//! embedded SQLite under the state folder, the demo city loaded on first start, and
+//! `DIR/endpoints.json` written once everything answers.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use civitas_connector::{Application, Settings};
+use indicatif::ProgressBar;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::demo;
+use crate::load::{self, Target};
+
+/// Arguments of `civitas up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// A data-space file (TOML) naming the departments; default: transport, environment, water.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where databases, contexts and endpoints.json are kept.
+    #[arg(long, default_value = ".civitas")]
+    state_dir: PathBuf,
+    /// The broker's port; the portal gets N+1 and the connectors N+2, N+3, … in config order.
+    #[arg(long, default_value_t = 9090)]
+    base_port: u16,
+}
+
+/// The data-space file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpConfig {
+    #[serde(default = "default_departments")]
+    departments: Vec<Department>,
+    /// Load the demo city into departments it knows (transport, environment, water) on first start.
+    #[serde(default = "yes")]
+    demo: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Department {
+    name: String,
+    #[serde(default)]
+    tenants: Vec<String>,
+    /// Overrides the embedded SQLite database (e.g. a postgres:// URL).
+    #[serde(default)]
+    database_url: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_departments() -> Vec<Department> {
+    ["transport", "environment", "water"]
+        .into_iter()
+        .map(|name| Department {
+            name: name.to_owned(),
+            tenants: Vec::new(),
+            database_url: None,
+        })
+        .collect()
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => UpConfig {
+            departments: default_departments(),
+            demo: true,
+        },
+    };
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let state_dir = std::path::absolute(&args.state_dir)?;
+    let data_dir = state_dir.join("data");
+    let contexts_dir = state_dir.join("contexts");
+    std::fs::create_dir_all(&data_dir)?;
+    std::fs::create_dir_all(&contexts_dir)?;
+    let mut preload = BTreeMap::new();
+    for context in demo::ALL_CONTEXTS {
+        let path = contexts_dir.join(context.file_name);
+        std::fs::write(&path, context.document)
+            .with_context(|| format!("writing {}", path.display()))?;
+        preload.insert(context.url.to_owned(), path);
+    }
+
+    let mut applications = Vec::new();
+    for (index, department) in config.departments.iter().enumerate() {
+        let port = args
+            .base_port
+            .checked_add(2 + index as u16)
+            .context("--base-port is too high")?;
+        let database_url = department.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                data_dir.join(format!("{}.db", department.name)).display()
+            )
+        });
+        let mut settings = Settings::new(&department.name, &database_url);
+        settings.listen = format!("127.0.0.1:{port}");
+        settings.tenants = department.tenants.clone();
+        settings.contexts.preload = preload.clone();
+        let application = Application::build(settings).await.with_context(|| {
+            format!("starting the {} connector on port {port}", department.name)
+        })?;
+        applications.push((department.name.clone(), application));
+    }
+    let mut connectors = BTreeMap::new();
+    let mut servers = Vec::new();
+    for (name, application) in applications {
+        connectors.insert(name, application.public_url().to_owned());
+        servers.push(actix_web::rt::spawn(application.run_until_stopped()));
+    }
+
+    if config.demo {
+        for (name, url) in &connectors {
+            let marker = data_dir.join(format!("{name}.demo-loaded"));
+            let entities = demo::entities(name);
+            if marker.exists() || entities.is_empty() {
+                continue;
+            }
+            tracing::info!(department = %name, entities = entities.len(), "loading the demo city");
+            let target = Target {
+                url: url.clone(),
+                auth: None,
+                tenant: None,
+                context: None,
+                batch_size: 500,
+            };
+            let progress = ProgressBar::new(entities.len() as u64);
+            let report = load::upsert(&target, entities, &progress).await?;
+            progress.finish_and_clear();
+            if !report.errors.is_empty() {
+                let first: Vec<&str> = report.errors.iter().take(3).map(String::as_str).collect();
+                anyhow::bail!(
+                    "loading the demo city into {name} failed for {} entities, e.g. {}",
+                    report.errors.len(),
+                    first.join("; ")
+                );
+            }
+            std::fs::write(&marker, b"")?;
+        }
+    }
+
+    let endpoints = json!({ "connectors": connectors });
+    let endpoints_path = state_dir.join("endpoints.json");
+    std::fs::write(&endpoints_path, serde_json::to_string_pretty(&endpoints)?)?;
+    print_tour(&state_dir, &endpoints_path, &connectors)?;
+
+    for server in servers {
+        server.await.context("a connector stopped unexpectedly")??;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tour(
+    state_dir: &Path,
+    endpoints: &Path,
+    connectors: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Civitas is up. State: {}", state_dir.display())?;
+    for (name, url) in connectors {
+        writeln!(out, "  connector {name:<12} {url}")?;
+    }
+    writeln!(out, "Endpoints: {}", endpoints.display())?;
+    if let Some(transport) = connectors.get("transport") {
+        let parking = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld";
+        writeln!(out, "\nTry:")?;
+        writeln!(
+            out,
+            "  curl -s '{transport}/ngsi-ld/v1/entities?type=ParkingSpot&limit=2&options=keyValues' \\\n    -H 'Link: <{parking}>; rel=\"http://www.w3.org/ns/json-ld#context\"'"
+        )?;
+        writeln!(
+            out,
+            "  curl -s '{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:OffStreetParking:civitas:000'"
+        )?;
+    }
+    writeln!(out, "\nPress Ctrl-C to stop.")?;
+    out.flush()
+}

@@ -1,0 +1,149 @@
+//! A department's connector: its NGSI-LD entities, stored in SQLite or PostgreSQL and served over
+//! the NGSI-LD HTTP API (ETSI GS CIM 009 clause 6).
+//!
+//! [`Application::build`] wires settings, store, @context resolver and routes; `main` (in the
+//! `civitas` binary) only calls it. Handlers live in [`routes`], one module per NGSI-LD path;
+//! the operations they call live in [`entities`].
+
+pub mod clock;
+pub mod contexts;
+pub mod entities;
+mod routes;
+pub mod settings;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use civitas_store::Store;
+
+use crate::clock::{Clock, SystemClock};
+use crate::contexts::ContextResolver;
+use crate::entities::Entities;
+pub use crate::settings::Settings;
+
+/// Everything a handler may use; shared by all workers.
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Settings,
+    pub entities: Entities,
+    pub contexts: ContextResolver,
+    pub public_url: String,
+}
+
+/// Errors that stop the connector from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] civitas_store::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Contexts(#[from] contexts::SetupError),
+}
+
+/// A connector bound to its port, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens the store (applying migrations), binds the listener and builds the server.
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        Application::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build`], with an injected clock (tests).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartError> {
+        settings.validate()?;
+        // reqwest is built without a default TLS provider; ring is the one this workspace uses.
+        // Installing it is idempotent; an error only means one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let database_url = settings.database_url.clone().unwrap_or_default();
+        let store = Store::open(&database_url).await?;
+        let listener =
+            TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
+                address: settings.listen.clone(),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartError::Listen {
+            address: settings.listen.clone(),
+            source,
+        })?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        let contexts = ContextResolver::new(
+            settings.contexts.clone(),
+            store.clone(),
+            clock.clone(),
+            &public_url,
+        )
+        .await?;
+        let state = web::Data::new(AppState {
+            entities: Entities::new(store, clock),
+            contexts,
+            public_url,
+            settings,
+        });
+        let server_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .wrap(actix_web::middleware::Compress::default())
+                .configure(routes::configure)
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Listen {
+            address: address.to_string(),
+            source,
+        })?
+        .shutdown_timeout(10)
+        .run();
+        Ok(Application {
+            port: address.port(),
+            server,
+            state,
+        })
+    }
+
+    /// The port the connector listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The base URL clients use.
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// Serves until the server is stopped (Ctrl-C / SIGTERM, or a handle's `stop`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// A handle to stop the server from elsewhere.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}

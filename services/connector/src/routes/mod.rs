@@ -1,0 +1,404 @@
+//! The connector's HTTP routes, one module per NGSI-LD resource (ETSI GS CIM 009 clause 6), and
+//! the request-reading helpers they share.
+
+mod entities;
+mod entity_operations;
+mod health;
+mod jsonld_contexts;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use civitas_http::negotiation::{self, BodyType, ContextSource};
+use civitas_http::{ErrorCode, Problem};
+use civitas_ngsild::ErrorType;
+use civitas_ngsild::render::{Format, Projection, RenderOptions};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::contexts::Resolved;
+use crate::entities::TenantKey;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/ngsi-ld/v1")
+            .configure(entities::configure)
+            .configure(entity_operations::configure)
+            .configure(jsonld_contexts::configure)
+            .configure(not_implemented),
+    )
+    .configure(health::configure)
+    .default_service(web::to(unknown_path));
+}
+
+/// Content negotiation for resources that are not implemented: a client that asks for a media type
+/// no resource here produces gets its 406/415 first, then the honest 501.
+fn negotiate_unimplemented(req: &HttpRequest) -> Result<(), Problem> {
+    Params::parse(req, NGSI_LD_PARAMETERS)?;
+    negotiation::response_type(req, false)?;
+    if req
+        .headers()
+        .contains_key(actix_web::http::header::CONTENT_TYPE)
+        && matches!(req.method().as_str(), "POST" | "PATCH" | "PUT")
+    {
+        negotiation::body_type(req, true)?;
+    }
+    Ok(())
+}
+
+async fn unknown_path(req: HttpRequest) -> Problem {
+    Problem::not_found(format!("no resource at {}", req.path()))
+}
+
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> Problem {
+    Problem::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    )
+}
+
+/// Every query parameter NGSI-LD defines on the resources this connector does not serve yet; others
+/// are refused as unknown before the 501.
+const NGSI_LD_PARAMETERS: &[&str] = &[
+    "id",
+    "type",
+    "idPattern",
+    "attrs",
+    "q",
+    "csf",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "geometryProperty",
+    "timeproperty",
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "lastN",
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "details",
+    "lang",
+    "local",
+    "scopeQ",
+    "datasetId",
+    "aggrMethods",
+    "aggrPeriodDuration",
+    "pick",
+    "omit",
+    "entityMap",
+    "expandValues",
+    "join",
+    "joinLevel",
+    "containedBy",
+    "orderBy",
+    "deleteAll",
+    "noOverwrite",
+];
+
+/// NGSI-LD resources this connector does not serve yet: an honest 501 rather than a 404.
+fn not_implemented(cfg: &mut web::ServiceConfig) {
+    for path in [
+        "/types{slash:/?}",
+        "/types/{type}",
+        "/attributes{slash:/?}",
+        "/attributes/{attr}",
+        "/temporal/entities{slash:/?}",
+        "/temporal/entities/{tail:.+}",
+        "/temporal/entityOperations/{tail:.*}",
+        "/subscriptions{slash:/?}",
+        "/subscriptions/{tail:.+}",
+        "/csourceRegistrations{slash:/?}",
+        "/csourceRegistrations/{tail:.+}",
+        "/csourceSubscriptions{slash:/?}",
+        "/csourceSubscriptions/{tail:.+}",
+        "/entityOperations/query",
+    ] {
+        cfg.route(
+            path,
+            web::to(|req: HttpRequest| async move {
+                match negotiate_unimplemented(&req) {
+                    Err(problem) => problem,
+                    Ok(()) => Problem::new(
+                        ErrorCode::NotImplemented,
+                        format!(
+                            "{} {} is not implemented by this connector yet",
+                            req.method(),
+                            req.path()
+                        ),
+                    ),
+                }
+            }),
+        );
+    }
+}
+
+/// The query parameters of a request, checked against the ones the endpoint knows (clause 6.3.1:
+/// an unknown parameter is a 400).
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub(crate) fn parse(req: &HttpRequest, known: &[&str]) -> Result<Params, Problem> {
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(req.query_string().as_bytes())
+                .into_owned()
+                .collect();
+        for (name, _) in &pairs {
+            if !known.contains(&name.as_str()) {
+                return Err(Problem::invalid_request(format!(
+                    "unknown query parameter {name:?}"
+                )));
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A comma-separated list parameter; absent → empty.
+    pub(crate) fn list(&self, name: &str) -> Vec<&str> {
+        self.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn flag(&self, name: &str) -> Result<bool, Problem> {
+        match self.get(name) {
+            None => Ok(false),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(Problem::bad_request(format!(
+                "{name} must be true or false, not {other:?}"
+            ))),
+        }
+    }
+
+    /// `options` values, each checked against `allowed`.
+    pub(crate) fn options(&self, allowed: &[&str]) -> Result<Vec<&str>, Problem> {
+        let options = self.list("options");
+        for option in &options {
+            if !allowed.contains(option) {
+                return Err(Problem::bad_request(format!(
+                    "unknown or unsupported option {option:?}"
+                )));
+            }
+        }
+        Ok(options)
+    }
+
+    /// Refuses parameters of the spec this connector does not evaluate yet (501, never ignored).
+    pub(crate) fn refuse_unimplemented(&self, names: &[&str]) -> Result<(), Problem> {
+        for name in names {
+            if self.get(name).is_some() {
+                return Err(Problem::new(
+                    ErrorCode::NotImplemented,
+                    format!("the query parameter {name} is not implemented by this connector yet"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the request body, refusing more than the configured limit with a 413.
+pub(crate) async fn read_body(
+    state: &AppState,
+    mut payload: web::Payload,
+) -> Result<Bytes, Problem> {
+    let limit = state.settings.limits.max_body_bytes;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| Problem::invalid_request(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Problem::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The tenant a request addresses, if this connector serves it (clause 4.14).
+pub(crate) fn tenant(state: &AppState, req: &HttpRequest) -> Result<TenantKey, Problem> {
+    match negotiation::tenant(req)? {
+        None => Ok(TenantKey::default_tenant()),
+        Some(tenant) => {
+            let declared = state.settings.tenants.iter().any(|t| t == tenant.as_str());
+            if declared || state.settings.allow_any_tenant {
+                Ok(TenantKey(tenant.as_str().to_owned()))
+            } else {
+                Err(Problem::new(
+                    ErrorType::NonexistentTenant,
+                    format!(
+                        "the tenant {tenant} is not served by this connector; tenants are declared in its configuration"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// A request with a JSON body, its tenant and its resolved @context.
+pub(crate) struct JsonInput {
+    pub tenant: TenantKey,
+    pub body: Value,
+    pub body_type: BodyType,
+    pub context: Resolved,
+}
+
+/// Reads a request that carries a JSON body: tenant, media type, body, and @context.
+pub(crate) async fn json_input(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    allow_merge_patch: bool,
+) -> Result<JsonInput, Problem> {
+    let tenant = tenant(state, req)?;
+    let body_type = negotiation::body_type(req, allow_merge_patch)?;
+    let bytes = read_body(state, payload).await?;
+    let body = negotiation::parse_json(&bytes)?;
+    let source = match (&body, body_type) {
+        // Batches: in JSON-LD each entity carries its own @context, in JSON none may; both are
+        // checked per entity, so one bad entity does not sink the batch.
+        (Value::Array(_), BodyType::JsonLd) => {
+            if negotiation::link_context(req)?.is_some() {
+                return Err(Problem::bad_request(
+                    "a JSON-LD request must not have a JSON-LD Link header",
+                ));
+            }
+            ContextSource::Core
+        }
+        (Value::Array(_), _) => {
+            negotiation::link_context(req)?.map_or(ContextSource::Core, ContextSource::Link)
+        }
+        _ => negotiation::request_context(req, Some((&body, body_type)))?,
+    };
+    let context = state.contexts.resolve(&source).await?;
+    Ok(JsonInput {
+        tenant,
+        body,
+        body_type,
+        context,
+    })
+}
+
+/// Resolves the @context of a request without a body (the Link header, else the core context).
+pub(crate) async fn link_input(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(TenantKey, Resolved), Problem> {
+    let tenant = tenant(state, req)?;
+    let source = negotiation::request_context(req, None)?;
+    let context = state.contexts.resolve(&source).await?;
+    Ok((tenant, context))
+}
+
+/// The rendering options of a retrieval or query: `options`, `format`, `attrs`, `pick`, `omit`.
+pub(crate) fn render_options(
+    params: &Params,
+    context: &Resolved,
+) -> Result<RenderOptions, Problem> {
+    let options = params.options(&["keyValues", "concise", "normalized", "sysAttrs"])?;
+    let mut format = None;
+    let mut set_format = |f: Format| -> Result<(), Problem> {
+        match format.replace(f) {
+            Some(previous) if previous != f => Err(Problem::bad_request(
+                "keyValues, concise and normalized are mutually exclusive",
+            )),
+            _ => Ok(()),
+        }
+    };
+    for option in &options {
+        match *option {
+            "keyValues" => set_format(Format::KeyValues)?,
+            "concise" => set_format(Format::Concise)?,
+            "normalized" => set_format(Format::Normalized)?,
+            _ => {}
+        }
+    }
+    match params.get("format") {
+        None => {}
+        Some("keyValues" | "simplified") => set_format(Format::KeyValues)?,
+        Some("concise") => set_format(Format::Concise)?,
+        Some("normalized") => set_format(Format::Normalized)?,
+        Some(other) => return Err(Problem::bad_request(format!("unknown format {other:?}"))),
+    }
+    let expand = |name: &str| context.active.expand_name(name);
+    let mut projection = Projection::default();
+    let attrs = params.list("attrs");
+    let pick = params.list("pick");
+    let omit = params.list("omit");
+    if !pick.is_empty() && !omit.is_empty() {
+        return Err(Problem::bad_request(
+            "pick and omit cannot be used together",
+        ));
+    }
+    for name in attrs.iter().chain(&pick).chain(&omit) {
+        if !civitas_ngsild::names::is_valid_name(name) {
+            return Err(Problem::bad_request(format!(
+                "{name:?} is not a valid attribute name"
+            )));
+        }
+    }
+    if !attrs.is_empty() {
+        projection.keep = Some(attrs.iter().map(|a| expand(a)).collect());
+    }
+    if !pick.is_empty() {
+        projection.omit_id = !pick.contains(&"id");
+        projection.omit_type = !pick.contains(&"type");
+        let picked: std::collections::HashSet<String> = pick
+            .iter()
+            .filter(|p| !matches!(**p, "id" | "type"))
+            .map(|p| expand(p))
+            .collect();
+        projection.keep = Some(match projection.keep.take() {
+            Some(keep) => keep.intersection(&picked).cloned().collect(),
+            None => picked,
+        });
+    }
+    for name in &omit {
+        match *name {
+            "id" => projection.omit_id = true,
+            "type" => projection.omit_type = true,
+            other => {
+                projection.omit.insert(expand(other));
+            }
+        }
+    }
+    Ok(RenderOptions {
+        format: format.unwrap_or_default(),
+        sys_attrs: options.contains(&"sysAttrs"),
+        projection,
+    })
+}
+
+/// A path segment, percent-decoded completely (the router leaves `%2F`, `%25` and `%2B` encoded).
+pub(crate) fn path_param(req: &HttpRequest, name: &str) -> String {
+    let raw = req.match_info().get(name).unwrap_or_default();
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// 204 No Content.
+pub(crate) fn no_content() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}

@@ -1,0 +1,219 @@
+//! The connector's settings: one struct, loaded from a TOML file, then overridden by the environment
+//! (`DATABASE_URL`) and the command line. Unknown keys are rejected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything a connector needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The department this connector serves (e.g. `transport`).
+    pub department: String,
+    /// Address to listen on; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `sqlite://PATH` or `postgres://…`; required (from here, `DATABASE_URL` or `--database-url`).
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// The base URL clients reach this connector at; defaults to `http://` + the bound address.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Tenants served besides the default one (clause 4.14). Requests naming any other tenant are
+    /// rejected, never silently served from a new tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Serve any syntactically valid tenant. For test deployments only (the ETSI suite invents tenants).
+    #[serde(default)]
+    pub allow_any_tenant: bool,
+    #[serde(default)]
+    pub contexts: ContextSettings,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// How JSON-LD @contexts are obtained.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSettings {
+    /// URL → local file. Requests for these URLs never touch the network (air-gapped sites, tests).
+    #[serde(default)]
+    pub preload: BTreeMap<String, PathBuf>,
+    /// Whether contexts outside the preload map may be fetched over HTTP(S).
+    #[serde(default = "yes")]
+    pub fetch_remote: bool,
+    /// URL prefixes that may be fetched; empty allows every http(s) URL.
+    #[serde(default)]
+    pub fetch_allow: Vec<String>,
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
+    /// The largest remote context document accepted.
+    #[serde(default = "default_max_context_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for ContextSettings {
+    fn default() -> ContextSettings {
+        ContextSettings {
+            preload: BTreeMap::new(),
+            fetch_remote: true,
+            fetch_allow: Vec::new(),
+            fetch_timeout_ms: default_fetch_timeout_ms(),
+            max_bytes: default_max_context_bytes(),
+        }
+    }
+}
+
+/// Limits that protect the service from oversized requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 beyond it).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest `limit` of a query (clause 5.5.9); larger values are rejected.
+    #[serde(default = "default_max_page_size")]
+    pub max_page_size: u32,
+    /// Page size when the query gives no `limit`.
+    #[serde(default = "default_page_size")]
+    pub default_page_size: u32,
+    /// Most entities in one batch operation.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: default_max_body_bytes(),
+            max_page_size: default_max_page_size(),
+            default_page_size: default_page_size(),
+            max_batch_size: default_max_batch(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_fetch_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_context_bytes() -> usize {
+    1 << 20
+}
+fn default_max_body_bytes() -> usize {
+    32 << 20
+}
+fn default_max_page_size() -> u32 {
+    1_000
+}
+fn default_page_size() -> u32 {
+    20
+}
+fn default_max_batch() -> usize {
+    10_000
+}
+
+/// Errors while loading settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Minimal settings for a department, everything else at its default.
+    pub fn new(department: &str, database_url: &str) -> Settings {
+        Settings {
+            department: department.to_owned(),
+            listen: default_listen(),
+            database_url: Some(database_url.to_owned()),
+            public_url: None,
+            tenants: Vec::new(),
+            allow_any_tenant: false,
+            contexts: ContextSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads a TOML file. Relative preload paths are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut settings: Settings =
+            toml::from_str(&text).map_err(|source| SettingsError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in settings.contexts.preload.values_mut() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot, and reports problems before the service starts.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.department.is_empty()
+            || !self
+                .department
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(SettingsError::Invalid(format!(
+                "department {:?} must be a simple name",
+                self.department
+            )));
+        }
+        if self.database_url.is_none() {
+            return Err(SettingsError::Invalid(
+                "no database_url (set it in the file, DATABASE_URL or --database-url)".to_owned(),
+            ));
+        }
+        for tenant in &self.tenants {
+            civitas_ngsild::names::Tenant::parse(tenant)
+                .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        }
+        if self.limits.default_page_size == 0
+            || self.limits.default_page_size > self.limits.max_page_size
+        {
+            return Err(SettingsError::Invalid(
+                "limits.default_page_size must be between 1 and limits.max_page_size".to_owned(),
+            ));
+        }
+        for (url, file) in &self.contexts.preload {
+            if !file.is_file() {
+                return Err(SettingsError::Invalid(format!(
+                    "preloaded context {url}: {} is not a file",
+                    file.display()
+                )));
+            }
+        }
+        if self.allow_any_tenant {
+            tracing::warn!(
+                "allow_any_tenant is on: any tenant named in a request is served (test deployments only)"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! `GET /entities` by id, type, idPattern and attrs, with pagination, and purge.
+
+use serde_json::json;
+
+use crate::helpers::{TEST_CONTEXT_URL, apps};
+
+#[actix_web::test]
+async fn queries_filter_and_paginate() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let entities: Vec<_> = (0..25)
+            .map(|n| {
+                let kind = if n % 5 == 0 { "Vehicle" } else { "Building" };
+                json!({"id": format!("urn:ngsi-ld:{kind}:{n:02}"), "type": kind, "speed": n})
+            })
+            .collect();
+        let loaded = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/upsert",
+                &json!(entities),
+                ctx,
+            )
+            .await;
+        assert_eq!(loaded.status, 201, "{}", loaded.text);
+
+        let page = app
+            .get(
+                "/ngsi-ld/v1/entities?type=Building&limit=7&offset=7&count=true",
+                ctx,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert_eq!(page.header("ngsild-results-count"), Some("20"));
+        let ids: Vec<String> = page
+            .json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 7);
+        assert_eq!(ids[0], "urn:ngsi-ld:Building:09");
+
+        // Default page size is 20.
+        let all = app
+            .get("/ngsi-ld/v1/entities?type=Building,Vehicle", ctx)
+            .await
+            .json();
+        assert_eq!(all.as_array().map(Vec::len), Some(20));
+        let by_id = app.get("/ngsi-ld/v1/entities?id=urn:ngsi-ld:Vehicle:05,urn:ngsi-ld:Vehicle:10&options=keyValues", ctx).await.json();
+        assert_eq!(
+            by_id,
+            json!([{"id": "urn:ngsi-ld:Vehicle:05", "type": "Vehicle", "speed": 5}, {"id": "urn:ngsi-ld:Vehicle:10", "type": "Vehicle", "speed": 10}])
+        );
+        let pattern = app
+            .get("/ngsi-ld/v1/entities?idPattern=Vehicle:1.*&count=true", ctx)
+            .await;
+        assert_eq!(
+            pattern.header("ngsild-results-count"),
+            Some("2"),
+            "{}",
+            pattern.text
+        );
+        // A type that the caller's context maps elsewhere matches nothing.
+        let none = app
+            .get("/ngsi-ld/v1/entities?type=Building", None)
+            .await
+            .json();
+        assert_eq!(none, json!([]));
+        // GeoJSON collection.
+        let features = app
+            .request(
+                "GET",
+                "/ngsi-ld/v1/entities?type=https://example.org/ns%23Vehicle&limit=2",
+                &[("accept", "application/geo+json")],
+                None,
+            )
+            .await;
+        assert_eq!(features.json()["type"], "FeatureCollection");
+
+        // Purge by type, and keep/drop.
+        let dropped = app
+            .request(
+                "DELETE",
+                "/ngsi-ld/v1/entities?type=Vehicle&drop=speed",
+                &[("link", &crate::helpers::link(TEST_CONTEXT_URL))],
+                None,
+            )
+            .await;
+        assert_eq!(dropped.status, 204, "{}", dropped.text);
+        let vehicle = app
+            .get("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:05", ctx)
+            .await
+            .json();
+        assert!(vehicle.get("speed").is_none());
+        let purged = app
+            .request(
+                "DELETE",
+                "/ngsi-ld/v1/entities?type=Building",
+                &[("link", &crate::helpers::link(TEST_CONTEXT_URL))],
+                None,
+            )
+            .await;
+        assert_eq!(purged.status, 204, "{}", purged.text);
+        let left = app
+            .get("/ngsi-ld/v1/entities?type=Building,Vehicle&count=true", ctx)
+            .await;
+        assert_eq!(left.header("ngsild-results-count"), Some("5"));
+    }
+}

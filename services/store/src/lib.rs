@@ -1,0 +1,393 @@
+//! Entity storage for the Civitas connector: one [`Store`] over embedded SQLite or PostgreSQL.
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod migrations;
+mod ops;
+mod record;
+mod sql;
+
+use std::slice;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite};
+
+pub use crate::error::Error;
+pub use crate::record::{BBox, ContextRecord, EntityQuery, EntityRecord, QueryPage};
+use crate::sql::Sql;
+
+/// Reader connections of a SQLite store; writes go through one separate connection.
+const SQLITE_READERS: u32 = 4;
+/// How long a SQLite statement waits for a lock held by another process before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections of a PostgreSQL store.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
+/// The entity store: a handle to a database of one of the supported kinds.
+///
+/// Cloning is cheap and shares the connection pools.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    /// SQLite allows one writer at a time. Writes queue for the single `writer` connection
+    /// (fairly, inside the pool) instead of spinning in SQLite's busy handler; reads use
+    /// `readers`, which WAL mode never blocks.
+    Sqlite {
+        readers: SqlitePool,
+        writer: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// A borrowed pool, whichever the backend.
+enum PoolRef<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+/// Runs `$body` on a connection from `$pool`, with `$db` naming the backend's sqlx database.
+macro_rules! on_pool {
+    ($pool:expr, |$connection:ident, $db:ident| $body:expr) => {
+        match $pool {
+            PoolRef::Sqlite(pool) => {
+                type $db = Sqlite;
+                let mut $connection = pool.acquire().await?;
+                $body
+            }
+            PoolRef::Postgres(pool) => {
+                type $db = Postgres;
+                let mut $connection = pool.acquire().await?;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` on the connection of the transaction `$transaction`.
+macro_rules! on_transaction {
+    ($transaction:expr, |$connection:ident, $db:ident| $body:expr) => {
+        match &mut $transaction.inner {
+            TransactionInner::Sqlite(transaction) => {
+                type $db = Sqlite;
+                let $connection = &mut **transaction;
+                $body
+            }
+            TransactionInner::Postgres(transaction) => {
+                type $db = Postgres;
+                let $connection = &mut **transaction;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `url` and applies the embedded migrations.
+    ///
+    /// - `sqlite://PATH` (or `sqlite:PATH`): the file and its directory are created if missing;
+    ///   WAL journal, `synchronous = NORMAL`, foreign keys on, 5 s busy timeout.
+    ///   `sqlite::memory:` gives a private in-memory database on one connection.
+    /// - `postgres://…` or `postgresql://…`.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("sqlite") => Self::open_sqlite(url).await,
+            Some("postgres" | "postgresql") => Self::open_postgres(url).await,
+            _ => Err(Error::UnsupportedUrl),
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Store, Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .with_regexp();
+        let migrator = migrations::migrator(migrations::SQLITE);
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            // The database lives as long as its last connection: keep exactly one, forever.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?;
+            migrator.run(&pool).await?;
+            return Ok(Store {
+                backend: Backend::Sqlite {
+                    readers: pool.clone(),
+                    writer: pool,
+                },
+            });
+        }
+        if let Some(directory) = options.get_filename().parent()
+            && !directory.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(directory).map_err(Error::CreateDirectory)?;
+        }
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        migrator.run(&writer).await?;
+        // `query_only` makes a write through a reader fail at once instead of taking the lock.
+        let path = options.get_filename().display().to_string();
+        let readers = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
+            .await?;
+        tracing::info!(backend = "sqlite", %path, "entity store opened");
+        Ok(Store {
+            backend: Backend::Sqlite { readers, writer },
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Store, Error> {
+        let options = PgConnectOptions::from_str(url)?;
+        // Host and database only: the URL may carry a password.
+        let (host, database) = (
+            options.get_host().to_owned(),
+            options.get_database().unwrap_or_default().to_owned(),
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        migrations::migrator(migrations::POSTGRES)
+            .run(&pool)
+            .await?;
+        tracing::info!(backend = "postgres", %host, %database, "entity store opened");
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    fn readers(&self) -> PoolRef<'_> {
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => PoolRef::Sqlite(readers),
+            Backend::Postgres(pool) => PoolRef::Postgres(pool),
+        }
+    }
+
+    fn writer(&self) -> PoolRef<'_> {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => PoolRef::Sqlite(writer),
+            Backend::Postgres(pool) => PoolRef::Postgres(pool),
+        }
+    }
+
+    /// Checks that the database answers (for `GET /ready`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            sqlx::query::<Db>("SELECT 1")
+                .execute(&mut *connection)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The entity `id` of `tenant`, if stored.
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<EntityRecord>, Error> {
+        let ids = [id.to_owned()];
+        let records = on_pool!(self.readers(), |connection, Db| {
+            ops::get_many::<Db>(&mut connection, tenant, &ids, "").await?
+        });
+        Ok(records.into_iter().next())
+    }
+
+    /// The entities of `tenant` with these ids, in id order; missing ids are skipped.
+    pub async fn get_many(&self, tenant: &str, ids: &[String]) -> Result<Vec<EntityRecord>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::get_many::<Db>(&mut connection, tenant, ids, "").await
+        })
+    }
+
+    /// One page of the entities of `tenant` matching `query`, in ascending id order.
+    ///
+    /// The page and the count are two statements; a write committed between them can make them
+    /// disagree by that write.
+    pub async fn query(&self, tenant: &str, query: &EntityQuery) -> Result<QueryPage, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::query::<Db>(&mut connection, tenant, query).await
+        })
+    }
+
+    /// Starts a write transaction. Dropping it without [`Transaction::commit`] rolls it back.
+    ///
+    /// On SQLite there is one writer at a time: this waits until the previous transaction ends,
+    /// so never call it while holding another `Transaction` of the same store.
+    pub async fn begin(&self) -> Result<Transaction, Error> {
+        let inner = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                // IMMEDIATE takes the write lock now, so the transaction never has to upgrade a
+                // read lock later (which can fail with SQLITE_BUSY regardless of the timeout).
+                TransactionInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Backend::Postgres(pool) => TransactionInner::Postgres(pool.begin().await?),
+        };
+        Ok(Transaction { inner })
+    }
+
+    /// Stores a hosted `@context` (ETSI GS CIM 009, clause 5.13.2); `Error::AlreadyExists` if
+    /// its id is taken.
+    pub async fn put_context(&self, record: &ContextRecord) -> Result<(), Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::put_context::<Db>(&mut connection, record).await
+        })
+    }
+
+    /// The hosted `@context` with this id, if any.
+    pub async fn get_context(&self, id: &str) -> Result<Option<ContextRecord>, Error> {
+        let records = on_pool!(self.readers(), |connection, Db| {
+            ops::get_contexts::<Db>(&mut connection, Some(id)).await?
+        });
+        Ok(records.into_iter().next())
+    }
+
+    /// All hosted `@context`s, oldest first.
+    pub async fn list_contexts(&self) -> Result<Vec<ContextRecord>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::get_contexts::<Db>(&mut connection, None).await
+        })
+    }
+
+    /// Deletes a hosted `@context`; `false` if there was none with this id.
+    pub async fn delete_context(&self, id: &str) -> Result<bool, Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::delete_context::<Db>(&mut connection, id).await
+        })
+    }
+}
+
+/// A write transaction: the read-modify-write of one request. Dropping it rolls it back.
+pub struct Transaction {
+    inner: TransactionInner,
+}
+
+enum TransactionInner {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Transaction {
+    /// The entity, locked until the transaction ends.
+    pub async fn get_for_update(
+        &mut self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<EntityRecord>, Error> {
+        let ids = [id.to_owned()];
+        let records = self.get_many_for_update(tenant, &ids).await?;
+        Ok(records.into_iter().next())
+    }
+
+    /// The entities with these ids, in id order (missing ones skipped), locked until the
+    /// transaction ends. Rows are locked in id order, so concurrent batches cannot deadlock.
+    pub async fn get_many_for_update(
+        &mut self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<EntityRecord>, Error> {
+        on_transaction!(self, |connection, Db| {
+            ops::get_many::<Db>(connection, tenant, ids, <Db as Sql>::FOR_UPDATE).await
+        })
+    }
+
+    /// Inserts a new entity; `Error::AlreadyExists` if `(tenant, id)` is taken. The error leaves
+    /// the transaction usable.
+    pub async fn insert(&mut self, tenant: &str, record: &EntityRecord) -> Result<(), Error> {
+        match self.insert_many(tenant, slice::from_ref(record)).await?[..] {
+            [true] => Ok(()),
+            _ => Err(Error::AlreadyExists),
+        }
+    }
+
+    /// Inserts the entities that do not exist yet, in a few multi-row statements; returns, for
+    /// each record, whether it was inserted (`false`: the id was taken, possibly by an earlier
+    /// record of the same batch).
+    pub async fn insert_many(
+        &mut self,
+        tenant: &str,
+        records: &[EntityRecord],
+    ) -> Result<Vec<bool>, Error> {
+        on_transaction!(self, |connection, Db| {
+            ops::insert_many::<Db>(connection, tenant, records).await
+        })
+    }
+
+    /// Replaces an existing entity and its index rows; `Error::NotFound` if it does not exist.
+    pub async fn update(&mut self, tenant: &str, record: &EntityRecord) -> Result<(), Error> {
+        on_transaction!(self, |connection, Db| {
+            ops::update::<Db>(connection, tenant, record).await
+        })
+    }
+
+    /// Inserts the entity or replaces it entirely (`created_at` included).
+    pub async fn upsert(&mut self, tenant: &str, record: &EntityRecord) -> Result<(), Error> {
+        self.upsert_many(tenant, slice::from_ref(record)).await
+    }
+
+    /// Inserts or replaces many entities in a few multi-row statements; the way to write
+    /// batches (ETSI GS CIM 009, clause 5.6.8). Of records with the same id, the last wins.
+    pub async fn upsert_many(
+        &mut self,
+        tenant: &str,
+        records: &[EntityRecord],
+    ) -> Result<(), Error> {
+        on_transaction!(self, |connection, Db| {
+            ops::upsert_many::<Db>(connection, tenant, records).await
+        })
+    }
+
+    /// Deletes the entity; `false` if it did not exist.
+    pub async fn delete(&mut self, tenant: &str, id: &str) -> Result<bool, Error> {
+        let ids = [id.to_owned()];
+        Ok(self.delete_many(tenant, &ids).await? == [true])
+    }
+
+    /// Deletes the entities with these ids; returns, for each id, whether it existed.
+    pub async fn delete_many(&mut self, tenant: &str, ids: &[String]) -> Result<Vec<bool>, Error> {
+        on_transaction!(self, |connection, Db| {
+            ops::delete_many::<Db>(connection, tenant, ids).await
+        })
+    }
+
+    /// Deletes every entity of `tenant` matching `query` (limit, offset and count ignored; an
+    /// empty query matches the whole tenant); returns how many were deleted.
+    pub async fn purge(&mut self, tenant: &str, query: &EntityQuery) -> Result<u64, Error> {
+        on_transaction!(self, |connection, Db| {
+            ops::purge::<Db>(connection, tenant, query).await
+        })
+    }
+
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), Error> {
+        match self.inner {
+            TransactionInner::Sqlite(transaction) => transaction.commit().await?,
+            TransactionInner::Postgres(transaction) => transaction.commit().await?,
+        }
+        Ok(())
+    }
+}

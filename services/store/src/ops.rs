@@ -1,0 +1,703 @@
+//! The statements, written once for both dialects.
+//!
+//! Every function takes a connection (a pooled one for reads, the transaction's for writes).
+//! Batch functions cut their input into chunks written by one statement each (multi-row
+//! `VALUES` on SQLite, unnested arrays on PostgreSQL), so that a batch of a thousand records
+//! costs a handful of round trips, not thousands.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use sqlx::{Executor, QueryBuilder};
+
+use crate::sql::{CONTEXT_COLUMNS, ENTITY_COLUMNS, IN_LIST_CHUNK, Sql, encode_list, to_micros};
+use crate::{ContextRecord, EntityQuery, EntityRecord, Error, QueryPage};
+
+/// Rows per multi-row `INSERT INTO entities` (12 parameters each; SQLite allows 32766).
+const ENTITY_CHUNK: usize = 500;
+/// Rows per multi-row `INSERT` into an index table (3 parameters each).
+const INDEX_CHUNK: usize = 2000;
+
+/// The index tables.
+const INDEX_TABLES: [IndexTable; 3] = [
+    ("entity_types", "type", |record| &record.types),
+    ("entity_attributes", "attribute", |record| {
+        &record.attributes
+    }),
+    ("entity_scopes", "scope", |record| &record.scopes),
+];
+
+const INSERT_ENTITIES: &str = "INSERT INTO entities (tenant, id, types, scopes, attributes, \
+     created_at, modified_at, min_lon, min_lat, max_lon, max_lat, body) ";
+
+/// A statement is kept prepared in the connection's cache only if its text will recur: always
+/// when lists are bound as arrays, else for single rows and full chunks. The ragged last chunk
+/// of a batch is prepared once and dropped.
+fn recurring<DB: Sql>(rows: usize, chunk: usize) -> bool {
+    DB::LISTS_ARE_ARRAYS || rows == 1 || rows == chunk
+}
+
+async fn fetch_records<DB: Sql>(
+    connection: &mut DB::Connection,
+    query: &mut QueryBuilder<DB>,
+) -> Result<Vec<EntityRecord>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| DB::entity_row(row)?.into_record())
+        .collect()
+}
+
+/// The ids returned by a statement ending in `RETURNING id`.
+async fn fetch_ids<DB: Sql>(
+    connection: &mut DB::Connection,
+    query: &mut QueryBuilder<DB>,
+    persistent: bool,
+) -> Result<Vec<String>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let rows = query
+        .build()
+        .persistent(persistent)
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| DB::first_text(row))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Sorted, deduplicated ids, so that chunks are id ranges and rows are locked in id order
+/// (two batches locking overlapping rows in different orders could deadlock on PostgreSQL).
+fn sorted_ids(ids: &[String]) -> Vec<&str> {
+    let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+}
+
+/// The records with these ids, in id order; `suffix` is `""` or `DB::FOR_UPDATE`.
+pub(crate) async fn get_many<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    ids: &[String],
+    suffix: &str,
+) -> Result<Vec<EntityRecord>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let ids = sorted_ids(ids);
+    let mut records = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(IN_LIST_CHUNK) {
+        let mut query = QueryBuilder::new(format!(
+            "SELECT {ENTITY_COLUMNS} FROM entities e WHERE e.tenant = "
+        ));
+        DB::push_text(&mut query, tenant);
+        query.push(" AND e.id ");
+        DB::push_in_list(&mut query, chunk);
+        query.push(" ORDER BY e.id");
+        query.push(suffix);
+        records.extend(fetch_records(connection, &mut query).await?);
+    }
+    Ok(records)
+}
+
+/// Rejects a pattern the database would reject, before it can abort a transaction.
+fn check_pattern(query: &EntityQuery) -> Result<(), Error> {
+    match &query.id_pattern {
+        Some(pattern) => regex::Regex::new(pattern)
+            .map(drop)
+            .map_err(|error| Error::InvalidPattern(error.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Pushes `AND EXISTS (…)`: the entity has one of `values` in the index `table`.
+fn push_exists<DB: Sql>(
+    query: &mut QueryBuilder<DB>,
+    table: &str,
+    column: &str,
+    values: &[String],
+) {
+    if values.is_empty() {
+        return;
+    }
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    query.push(format!(
+        " AND EXISTS (SELECT 1 FROM {table} x WHERE x.tenant = e.tenant AND x.entity_id = e.id \
+         AND x.{column} "
+    ));
+    DB::push_in_list(query, &values);
+    query.push(")");
+}
+
+/// Pushes ` FROM … WHERE …` selecting the matches as `e`, and returns the column to order by.
+///
+/// The plan is chosen here rather than left to the planner (SQLite has no statistics):
+/// - ids given: point lookups on the primary key;
+/// - else one type (or one attribute): walk the index table's `(tenant, type, entity_id)` range,
+///   which is already in id order, so `LIMIT` stops early;
+/// - else several types (or attributes): the matching ids as a subquery;
+/// - else a range scan of the tenant on the primary key.
+///
+/// The remaining filters are checked per candidate.
+fn push_from_where<DB: Sql>(
+    query: &mut QueryBuilder<DB>,
+    tenant: &str,
+    filter: &EntityQuery,
+) -> &'static str {
+    let mut order = "e.id";
+    let mut types = filter.types.as_slice();
+    let mut attributes = filter.attributes.as_slice();
+    if !filter.ids.is_empty() || (types.is_empty() && attributes.is_empty()) {
+        query.push(" FROM entities e WHERE e.tenant = ");
+        DB::push_text(query, tenant);
+        if !filter.ids.is_empty() {
+            let ids: Vec<&str> = filter.ids.iter().map(String::as_str).collect();
+            query.push(" AND e.id ");
+            DB::push_in_list(query, &ids);
+        }
+    } else {
+        let (table, column, values) = if types.is_empty() {
+            let values = attributes;
+            attributes = &[];
+            ("entity_attributes", "attribute", values)
+        } else {
+            let values = types;
+            types = &[];
+            ("entity_types", "type", values)
+        };
+        if let [value] = values {
+            order = "d.entity_id";
+            query.push(format!(
+                " FROM {table} d JOIN entities e ON e.tenant = d.tenant AND e.id = d.entity_id \
+                 WHERE d.tenant = "
+            ));
+            DB::push_text(query, tenant);
+            query.push(format!(" AND d.{column} = "));
+            DB::push_text(query, value);
+        } else {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            query.push(" FROM entities e WHERE e.tenant = ");
+            DB::push_text(query, tenant);
+            query.push(format!(
+                " AND e.id IN (SELECT d.entity_id FROM {table} d WHERE d.tenant = "
+            ));
+            DB::push_text(query, tenant);
+            query.push(format!(" AND d.{column} "));
+            DB::push_in_list(query, &values);
+            query.push(")");
+        }
+    }
+    push_exists(query, "entity_types", "type", types);
+    push_exists(query, "entity_attributes", "attribute", attributes);
+    if let Some(pattern) = &filter.id_pattern {
+        query.push(format!(" AND e.id {} ", DB::REGEX_MATCH));
+        DB::push_text(query, pattern);
+    }
+    order
+}
+
+/// Pushes the `SELECT` of one page of matches.
+fn push_select_page<DB: Sql>(query: &mut QueryBuilder<DB>, tenant: &str, filter: &EntityQuery) {
+    query.push(format!("SELECT {ENTITY_COLUMNS}"));
+    let order = push_from_where(query, tenant, filter);
+    query.push(format!(" ORDER BY {order} LIMIT "));
+    DB::push_integer(query, i64::from(filter.limit));
+    query.push(" OFFSET ");
+    DB::push_integer(query, i64::from(filter.offset));
+}
+
+/// Pushes the `SELECT COUNT(*)` of the matches.
+fn push_count<DB: Sql>(query: &mut QueryBuilder<DB>, tenant: &str, filter: &EntityQuery) {
+    // One type (or one attribute) and nothing else: the index range alone has the answer.
+    let single = match (filter.types.as_slice(), filter.attributes.as_slice()) {
+        ([value], []) => Some(("entity_types", "type", value)),
+        ([], [value]) => Some(("entity_attributes", "attribute", value)),
+        _ => None,
+    };
+    match single {
+        Some((table, column, value)) if filter.ids.is_empty() && filter.id_pattern.is_none() => {
+            query.push(format!("SELECT COUNT(*) FROM {table} d WHERE d.tenant = "));
+            DB::push_text(query, tenant);
+            query.push(format!(" AND d.{column} = "));
+            DB::push_text(query, value);
+        }
+        _ => {
+            query.push("SELECT COUNT(*)");
+            push_from_where(query, tenant, filter);
+        }
+    }
+}
+
+/// Pushes the `DELETE` of every match.
+fn push_purge<DB: Sql>(query: &mut QueryBuilder<DB>, tenant: &str, filter: &EntityQuery) {
+    query.push("DELETE FROM entities WHERE tenant = ");
+    DB::push_text(query, tenant);
+    query.push(" AND id IN (SELECT e.id");
+    push_from_where(query, tenant, filter);
+    query.push(")");
+}
+
+pub(crate) async fn query<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    filter: &EntityQuery,
+) -> Result<QueryPage, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    check_pattern(filter)?;
+    let records = if filter.limit == 0 {
+        Vec::new()
+    } else {
+        let mut query = QueryBuilder::new("");
+        push_select_page(&mut query, tenant, filter);
+        fetch_records(connection, &mut query).await?
+    };
+    let total = if filter.count {
+        let mut query = QueryBuilder::new("");
+        push_count(&mut query, tenant, filter);
+        let row = query.build().fetch_one(&mut *connection).await?;
+        let count = DB::first_integer(&row)?;
+        Some(u64::try_from(count).map_err(|_| Error::Corrupt(format!("count {count}")))?)
+    } else {
+        None
+    };
+    Ok(QueryPage { records, total })
+}
+
+/// An index table: its name, its value column, and the list of a record that fills it.
+type IndexTable = (&'static str, &'static str, fn(&EntityRecord) -> &[String]);
+
+/// Inserts the rows of one index table for `records`.
+async fn insert_index_rows<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    (table, column, values_of): IndexTable,
+    records: &[&EntityRecord],
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let rows: Vec<(&str, &str)> = records
+        .iter()
+        .flat_map(|record| {
+            values_of(record)
+                .iter()
+                .map(|value| (value.as_str(), record.id.as_str()))
+        })
+        .collect();
+    for chunk in rows.chunks(INDEX_CHUNK) {
+        let mut query = QueryBuilder::new(format!(
+            "INSERT INTO {table} (tenant, {column}, entity_id) "
+        ));
+        DB::push_index_rows(&mut query, tenant, chunk);
+        // A record may list the same type twice; the index holds it once.
+        query.push(" ON CONFLICT DO NOTHING");
+        query
+            .build()
+            .persistent(recurring::<DB>(chunk.len(), INDEX_CHUNK))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Brings the index rows of `records`, whose entity rows were just written, in line with them.
+///
+/// Most updates keep the set of types, attributes and scopes, so the current index rows are
+/// read and only entities whose set changed are rewritten: a read of the index is much cheaper
+/// than deleting and re-inserting thousands of rows. Reading after the entity rows were written
+/// is what makes this safe under PostgreSQL's READ COMMITTED: every writer of an entity's index
+/// rows first writes (and so locks) its entity row, so nobody can change them between this read
+/// and the end of the transaction.
+async fn sync_index_rows<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    records: &[&EntityRecord],
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let ids: Vec<&str> = records.iter().map(|record| record.id.as_str()).collect();
+    for index_table in INDEX_TABLES {
+        let (table, column, values_of) = index_table;
+        let mut current: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for chunk in ids.chunks(IN_LIST_CHUNK) {
+            let mut query = QueryBuilder::new(format!(
+                "SELECT entity_id, {column} FROM {table} WHERE tenant = "
+            ));
+            DB::push_text(&mut query, tenant);
+            query.push(" AND entity_id ");
+            DB::push_in_list(&mut query, chunk);
+            let rows = query
+                .build()
+                .persistent(recurring::<DB>(chunk.len(), IN_LIST_CHUNK))
+                .fetch_all(&mut *connection)
+                .await?;
+            for row in &rows {
+                let (id, value) = DB::two_texts(row)?;
+                current.entry(id).or_default().insert(value);
+            }
+        }
+        let mut stale: Vec<&str> = Vec::new();
+        let mut changed: Vec<&EntityRecord> = Vec::new();
+        for record in records {
+            let wanted: BTreeSet<&str> = values_of(record).iter().map(String::as_str).collect();
+            let have = current.get(&record.id);
+            let same = match have {
+                Some(have) => have.iter().map(String::as_str).eq(wanted.iter().copied()),
+                None => wanted.is_empty(),
+            };
+            if !same {
+                if have.is_some() {
+                    stale.push(&record.id);
+                }
+                changed.push(record);
+            }
+        }
+        for chunk in stale.chunks(IN_LIST_CHUNK) {
+            let mut query = QueryBuilder::new(format!("DELETE FROM {table} WHERE tenant = "));
+            DB::push_text(&mut query, tenant);
+            query.push(" AND entity_id ");
+            DB::push_in_list(&mut query, chunk);
+            query
+                .build()
+                .persistent(recurring::<DB>(chunk.len(), IN_LIST_CHUNK))
+                .execute(&mut *connection)
+                .await?;
+        }
+        insert_index_rows(connection, tenant, index_table, &changed).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the records that do not exist yet; returns, per record, whether it was inserted.
+/// Of several records with the same id only the first can be inserted.
+pub(crate) async fn insert_many<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    records: &[EntityRecord],
+) -> Result<Vec<bool>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut inserted: HashSet<String> = HashSet::with_capacity(records.len());
+    for chunk in records.chunks(ENTITY_CHUNK) {
+        let mut query = QueryBuilder::new(INSERT_ENTITIES);
+        DB::push_entity_rows(&mut query, tenant, &chunk.iter().collect::<Vec<_>>());
+        // DO NOTHING rather than failing on the duplicate key: a failed statement would abort
+        // the whole transaction on PostgreSQL.
+        query.push(" ON CONFLICT (tenant, id) DO NOTHING RETURNING id");
+        let persistent = recurring::<DB>(chunk.len(), ENTITY_CHUNK);
+        inserted.extend(fetch_ids(connection, &mut query, persistent).await?);
+    }
+    let mut outcome = Vec::with_capacity(records.len());
+    let mut fresh = Vec::with_capacity(inserted.len());
+    for record in records {
+        // `remove`, so that a later record with the same id counts as not inserted.
+        let was_inserted = inserted.remove(&record.id);
+        outcome.push(was_inserted);
+        if was_inserted {
+            fresh.push(record);
+        }
+    }
+    // Fresh entities have no index rows: a deleted entity's went with it by cascade.
+    for index_table in INDEX_TABLES {
+        insert_index_rows(connection, tenant, index_table, &fresh).await?;
+    }
+    Ok(outcome)
+}
+
+const UPSERT_TAIL: &str = " ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types, \
+     scopes = excluded.scopes, attributes = excluded.attributes, \
+     created_at = excluded.created_at, modified_at = excluded.modified_at, \
+     min_lon = excluded.min_lon, min_lat = excluded.min_lat, \
+     max_lon = excluded.max_lon, max_lat = excluded.max_lat, body = excluded.body";
+
+/// Inserts or entirely replaces the records. Of several records with the same id the last wins.
+pub(crate) async fn upsert_many<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    records: &[EntityRecord],
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    // PostgreSQL refuses to update one row twice in a statement, so keep the last of each id.
+    let mut seen = HashSet::with_capacity(records.len());
+    let mut unique: Vec<&EntityRecord> = records
+        .iter()
+        .rev()
+        .filter(|record| seen.insert(record.id.as_str()))
+        .collect();
+    unique.reverse();
+    for chunk in unique.chunks(ENTITY_CHUNK) {
+        let mut query = QueryBuilder::new(INSERT_ENTITIES);
+        DB::push_entity_rows(&mut query, tenant, chunk);
+        query.push(UPSERT_TAIL);
+        query
+            .build()
+            .persistent(recurring::<DB>(chunk.len(), ENTITY_CHUNK))
+            .execute(&mut *connection)
+            .await?;
+    }
+    sync_index_rows(connection, tenant, &unique).await
+}
+
+/// Replaces an existing record; `Error::NotFound` if there is none.
+pub(crate) async fn update<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    record: &EntityRecord,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let bbox = record.location;
+    let mut query = QueryBuilder::new("UPDATE entities SET types = ");
+    DB::push_text(&mut query, &encode_list(&record.types));
+    query.push(", scopes = ");
+    DB::push_text(&mut query, &encode_list(&record.scopes));
+    query.push(", attributes = ");
+    DB::push_text(&mut query, &encode_list(&record.attributes));
+    query.push(", created_at = ");
+    DB::push_integer(&mut query, to_micros(record.created_at));
+    query.push(", modified_at = ");
+    DB::push_integer(&mut query, to_micros(record.modified_at));
+    query.push(", min_lon = ");
+    DB::push_real(&mut query, bbox.map(|b| b.min_lon));
+    query.push(", min_lat = ");
+    DB::push_real(&mut query, bbox.map(|b| b.min_lat));
+    query.push(", max_lon = ");
+    DB::push_real(&mut query, bbox.map(|b| b.max_lon));
+    query.push(", max_lat = ");
+    DB::push_real(&mut query, bbox.map(|b| b.max_lat));
+    query.push(", body = ");
+    DB::push_text(&mut query, &record.body);
+    query.push(" WHERE tenant = ");
+    DB::push_text(&mut query, tenant);
+    query.push(" AND id = ");
+    DB::push_text(&mut query, &record.id);
+    let result = query.build().execute(&mut *connection).await?;
+    if DB::rows_affected(&result) == 0 {
+        return Err(Error::NotFound);
+    }
+    sync_index_rows(connection, tenant, &[record]).await
+}
+
+/// Deletes the entities with these ids (their index rows go by cascade); returns, per id,
+/// whether it existed. Of repeated ids only the first counts as deleted.
+pub(crate) async fn delete_many<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    ids: &[String],
+) -> Result<Vec<bool>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut deleted: HashSet<String> = HashSet::with_capacity(ids.len());
+    for chunk in sorted_ids(ids).chunks(IN_LIST_CHUNK) {
+        let mut query = QueryBuilder::new("DELETE FROM entities WHERE tenant = ");
+        DB::push_text(&mut query, tenant);
+        query.push(" AND id ");
+        DB::push_in_list(&mut query, chunk);
+        query.push(" RETURNING id");
+        let persistent = recurring::<DB>(chunk.len(), IN_LIST_CHUNK);
+        deleted.extend(fetch_ids(connection, &mut query, persistent).await?);
+    }
+    Ok(ids.iter().map(|id| deleted.remove(id)).collect())
+}
+
+/// Deletes every match of `filter` (limit and offset ignored); returns how many.
+pub(crate) async fn purge<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    filter: &EntityQuery,
+) -> Result<u64, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    check_pattern(filter)?;
+    let mut query = QueryBuilder::new("");
+    push_purge(&mut query, tenant, filter);
+    let result = query.build().execute(&mut *connection).await?;
+    Ok(DB::rows_affected(&result))
+}
+
+pub(crate) async fn put_context<DB: Sql>(
+    connection: &mut DB::Connection,
+    record: &ContextRecord,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "INSERT INTO jsonld_contexts ({CONTEXT_COLUMNS}) VALUES ("
+    ));
+    DB::push_text(&mut query, &record.id);
+    query.push(", ");
+    DB::push_text(&mut query, &record.url);
+    query.push(", ");
+    DB::push_text(&mut query, &record.kind);
+    query.push(", ");
+    DB::push_text(&mut query, &record.body);
+    query.push(", ");
+    DB::push_integer(&mut query, to_micros(record.created_at));
+    query.push(") ON CONFLICT (id) DO NOTHING");
+    let result = query.build().execute(&mut *connection).await?;
+    if DB::rows_affected(&result) == 0 {
+        return Err(Error::AlreadyExists);
+    }
+    Ok(())
+}
+
+/// The contexts with this id (none or one), or all of them when `id` is `None`, oldest first.
+pub(crate) async fn get_contexts<DB: Sql>(
+    connection: &mut DB::Connection,
+    id: Option<&str>,
+) -> Result<Vec<ContextRecord>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(format!("SELECT {CONTEXT_COLUMNS} FROM jsonld_contexts"));
+    if let Some(id) = id {
+        query.push(" WHERE id = ");
+        DB::push_text(&mut query, id);
+    }
+    query.push(" ORDER BY created_at, id");
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| DB::context_row(row)?.into_record())
+        .collect()
+}
+
+pub(crate) async fn delete_context<DB: Sql>(
+    connection: &mut DB::Connection,
+    id: &str,
+) -> Result<bool, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("DELETE FROM jsonld_contexts WHERE id = ");
+    DB::push_text(&mut query, id);
+    let result = query.build().execute(&mut *connection).await?;
+    Ok(DB::rows_affected(&result) > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The statements use the indexes on SQLite, which has no statistics to plan with.
+
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{AssertSqlSafe, ConnectOptions, Row, Sqlite, SqliteConnection};
+
+    use super::*;
+
+    /// Pushes one statement for `filter` after `EXPLAIN QUERY PLAN`.
+    type Push = fn(&mut QueryBuilder<Sqlite>, &str, &EntityQuery);
+
+    async fn plan(connection: &mut SqliteConnection, push: Push, filter: &EntityQuery) -> String {
+        let mut query = QueryBuilder::new("EXPLAIN QUERY PLAN ");
+        push(&mut query, "city", filter);
+        let rows = query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .expect("EXPLAIN QUERY PLAN");
+        rows.iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// No full scan of a table (only of the `json_each` list of ids) and no sort.
+    fn check(plan: &str, what: &str) {
+        for line in plan.lines() {
+            let scans_a_table = line.contains("SCAN") && !line.contains("json_each");
+            assert!(
+                !scans_a_table && !line.contains("TEMP B-TREE"),
+                "{what}: {line}\n{plan}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn statements_use_the_indexes() {
+        let mut connection = SqliteConnectOptions::from_str("sqlite::memory:")
+            .expect("in-memory SQLite options")
+            .with_regexp()
+            .connect()
+            .await
+            .expect("in-memory SQLite");
+        for (_, _, sql) in crate::migrations::SQLITE {
+            sqlx::raw_sql(AssertSqlSafe(*sql))
+                .execute(&mut connection)
+                .await
+                .expect("migration");
+        }
+        let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect();
+        let many_ids: Vec<String> = (0..IN_LIST_CHUNK + 1)
+            .map(|i| format!("urn:x:{i}"))
+            .collect();
+        let filters = [
+            EntityQuery::default(),
+            EntityQuery {
+                ids: strings(&["a"]),
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                ids: strings(&["a", "b"]),
+                types: strings(&["T"]),
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                ids: many_ids,
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                types: strings(&["T"]),
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                types: strings(&["T", "U"]),
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                attributes: strings(&["A"]),
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                attributes: strings(&["A", "B"]),
+                ..EntityQuery::default()
+            },
+            EntityQuery {
+                types: strings(&["T"]),
+                attributes: strings(&["A", "B"]),
+                id_pattern: Some("x".to_owned()),
+                ..EntityQuery::default()
+            },
+        ];
+        let statements: [(&str, Push); 3] = [
+            ("page", push_select_page),
+            ("count", push_count),
+            ("purge", push_purge),
+        ];
+        for filter in &filters {
+            for (name, push) in statements {
+                // Without any filter the count and purge walk the tenant's whole range, which is
+                // the answer; only the page must not scan.
+                if *filter == EntityQuery::default() && name != "page" {
+                    continue;
+                }
+                let plan = plan(&mut connection, push, filter).await;
+                check(&plan, &format!("{name} of {filter:?}"));
+            }
+        }
+    }
+}

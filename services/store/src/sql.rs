@@ -1,0 +1,374 @@
+//! What differs between the two SQL dialects, behind one small trait.
+//!
+//! The statements themselves are written once, in `ops`, against [`Sql`]. Placeholders
+//! (`?` vs `$n`) are handled by sqlx's `QueryBuilder`; the rest (regular-expression operator,
+//! row locks, binding lists of ids) is here.
+
+use chrono::{DateTime, Utc};
+use sqlx::database::HasStatementCache;
+use sqlx::{Database, IntoArguments, Postgres, QueryBuilder, Row, Sqlite};
+
+use crate::{BBox, ContextRecord, EntityRecord, Error};
+
+/// The entity columns every `SELECT` returns, in the order [`EntityRow`] decodes them.
+pub(crate) const ENTITY_COLUMNS: &str = "e.id, e.types, e.scopes, e.attributes, e.created_at, \
+     e.modified_at, e.min_lon, e.min_lat, e.max_lon, e.max_lat, e.body";
+
+/// The context columns every `SELECT` returns, in the order [`ContextRow`] decodes them.
+pub(crate) const CONTEXT_COLUMNS: &str = "id, url, kind, body, created_at";
+
+/// Lists longer than this are bound as one JSON array on SQLite rather than one placeholder
+/// each; callers that write also cut their id lists into chunks of this size.
+pub(crate) const IN_LIST_CHUNK: usize = 1000;
+
+/// A database dialect the store speaks.
+pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCache {
+    /// The infix operator matching a string against a regular expression.
+    const REGEX_MATCH: &'static str;
+    /// The clause locking the selected rows until the transaction ends (empty when the whole
+    /// database is already locked by the write transaction).
+    const FOR_UPDATE: &'static str;
+
+    fn push_text(query: &mut QueryBuilder<Self>, value: &str);
+    fn push_integer(query: &mut QueryBuilder<Self>, value: i64);
+    fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>);
+    /// Whether lists (ids, rows of a bulk insert) are bound as arrays, which keeps the text of
+    /// a statement independent of their length.
+    const LISTS_ARE_ARRAYS: bool;
+
+    /// Pushes a predicate tail matching any of `values` (not empty): `= x`, `IN (…)`, `= ANY(…)`.
+    fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]);
+    /// Pushes the source rows of `INSERT INTO entities (tenant, id, …, body)`.
+    fn push_entity_rows(query: &mut QueryBuilder<Self>, tenant: &str, records: &[&EntityRecord]);
+    /// Pushes the source rows of `INSERT INTO <index table> (tenant, <value>, entity_id)` from
+    /// `(value, entity_id)` pairs.
+    fn push_index_rows(query: &mut QueryBuilder<Self>, tenant: &str, rows: &[(&str, &str)]);
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    fn entity_row(row: &Self::Row) -> Result<EntityRow, sqlx::Error>;
+    fn context_row(row: &Self::Row) -> Result<ContextRow, sqlx::Error>;
+    /// The first column as an integer.
+    fn first_integer(row: &Self::Row) -> Result<i64, sqlx::Error>;
+    /// The first column as a string.
+    fn first_text(row: &Self::Row) -> Result<String, sqlx::Error>;
+    /// The first two columns as strings.
+    fn two_texts(row: &Self::Row) -> Result<(String, String), sqlx::Error>;
+}
+
+/// The raw columns of an `entities` row.
+pub(crate) struct EntityRow {
+    id: String,
+    types: String,
+    scopes: String,
+    attributes: String,
+    created_at: i64,
+    modified_at: i64,
+    bbox: [Option<f64>; 4],
+    body: String,
+}
+
+/// The raw columns of a `jsonld_contexts` row.
+pub(crate) struct ContextRow {
+    id: String,
+    url: String,
+    kind: String,
+    body: String,
+    created_at: i64,
+}
+
+/// Row decoding is the same code for both backends, only the types differ.
+macro_rules! decode_rows {
+    () => {
+        fn entity_row(row: &Self::Row) -> Result<EntityRow, sqlx::Error> {
+            Ok(EntityRow {
+                id: row.try_get(0)?,
+                types: row.try_get(1)?,
+                scopes: row.try_get(2)?,
+                attributes: row.try_get(3)?,
+                created_at: row.try_get(4)?,
+                modified_at: row.try_get(5)?,
+                bbox: [
+                    row.try_get(6)?,
+                    row.try_get(7)?,
+                    row.try_get(8)?,
+                    row.try_get(9)?,
+                ],
+                body: row.try_get(10)?,
+            })
+        }
+
+        fn context_row(row: &Self::Row) -> Result<ContextRow, sqlx::Error> {
+            Ok(ContextRow {
+                id: row.try_get(0)?,
+                url: row.try_get(1)?,
+                kind: row.try_get(2)?,
+                body: row.try_get(3)?,
+                created_at: row.try_get(4)?,
+            })
+        }
+
+        fn first_integer(row: &Self::Row) -> Result<i64, sqlx::Error> {
+            row.try_get(0)
+        }
+
+        fn first_text(row: &Self::Row) -> Result<String, sqlx::Error> {
+            row.try_get(0)
+        }
+
+        fn two_texts(row: &Self::Row) -> Result<(String, String), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        }
+    };
+}
+
+impl Sql for Sqlite {
+    // The REGEXP function is registered on every connection by `with_regexp()`, backed by the
+    // same `regex` crate that validates patterns up front.
+    const REGEX_MATCH: &'static str = "REGEXP";
+    // Write transactions start with BEGIN IMMEDIATE and hold the database's write lock.
+    const FOR_UPDATE: &'static str = "";
+    const LISTS_ARE_ARRAYS: bool = false;
+
+    fn push_text(query: &mut QueryBuilder<Self>, value: &str) {
+        query.push_bind(value.to_owned());
+    }
+
+    fn push_integer(query: &mut QueryBuilder<Self>, value: i64) {
+        query.push_bind(value);
+    }
+
+    fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>) {
+        query.push_bind(value);
+    }
+
+    fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {
+        match values {
+            [single] => {
+                query.push("= ");
+                Self::push_text(query, single);
+            }
+            _ if values.len() <= IN_LIST_CHUNK => {
+                query.push("IN (");
+                for (index, value) in values.iter().enumerate() {
+                    if index > 0 {
+                        query.push(", ");
+                    }
+                    Self::push_text(query, value);
+                }
+                query.push(")");
+            }
+            _ => {
+                // Beyond SQLite's limit on bound parameters: one JSON array instead.
+                query.push("IN (SELECT value FROM json_each(");
+                Self::push_text(query, &serde_json::Value::from(values.to_vec()).to_string());
+                query.push("))");
+            }
+        }
+    }
+
+    fn push_entity_rows(query: &mut QueryBuilder<Self>, tenant: &str, records: &[&EntityRecord]) {
+        query.push("VALUES ");
+        for (index, record) in records.iter().enumerate() {
+            let bbox = record.location;
+            query.push(if index == 0 { "(" } else { ", (" });
+            Self::push_text(query, tenant);
+            query.push(", ");
+            Self::push_text(query, &record.id);
+            query.push(", ");
+            Self::push_text(query, &encode_list(&record.types));
+            query.push(", ");
+            Self::push_text(query, &encode_list(&record.scopes));
+            query.push(", ");
+            Self::push_text(query, &encode_list(&record.attributes));
+            query.push(", ");
+            Self::push_integer(query, to_micros(record.created_at));
+            query.push(", ");
+            Self::push_integer(query, to_micros(record.modified_at));
+            for value in [
+                bbox.map(|b| b.min_lon),
+                bbox.map(|b| b.min_lat),
+                bbox.map(|b| b.max_lon),
+                bbox.map(|b| b.max_lat),
+            ] {
+                query.push(", ");
+                Self::push_real(query, value);
+            }
+            query.push(", ");
+            Self::push_text(query, &record.body);
+            query.push(")");
+        }
+    }
+
+    fn push_index_rows(query: &mut QueryBuilder<Self>, tenant: &str, rows: &[(&str, &str)]) {
+        query.push("VALUES ");
+        for (index, (value, id)) in rows.iter().enumerate() {
+            query.push(if index == 0 { "(" } else { ", (" });
+            Self::push_text(query, tenant);
+            query.push(", ");
+            Self::push_text(query, value);
+            query.push(", ");
+            Self::push_text(query, id);
+            query.push(")");
+        }
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    decode_rows!();
+}
+
+impl Sql for Postgres {
+    const REGEX_MATCH: &'static str = "~";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const LISTS_ARE_ARRAYS: bool = true;
+
+    fn push_text(query: &mut QueryBuilder<Self>, value: &str) {
+        query.push_bind(value.to_owned());
+    }
+
+    fn push_integer(query: &mut QueryBuilder<Self>, value: i64) {
+        query.push_bind(value);
+    }
+
+    fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>) {
+        query.push_bind(value);
+    }
+
+    fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {
+        if let [single] = values {
+            query.push("= ");
+            Self::push_text(query, single);
+        } else {
+            // One text[] parameter: the statement text does not depend on the list's length.
+            query.push("= ANY(");
+            query.push_bind(
+                values
+                    .iter()
+                    .map(|value| (*value).to_owned())
+                    .collect::<Vec<String>>(),
+            );
+            query.push(")");
+        }
+    }
+
+    // One array per column, unnested into rows: a constant statement, prepared once, with 12
+    // parameters however many rows there are.
+    fn push_entity_rows(query: &mut QueryBuilder<Self>, tenant: &str, records: &[&EntityRecord]) {
+        fn column<T>(records: &[&EntityRecord], value: impl Fn(&EntityRecord) -> T) -> Vec<T> {
+            records.iter().map(|record| value(record)).collect()
+        }
+        query.push("SELECT ");
+        Self::push_text(query, tenant);
+        query.push(", * FROM UNNEST(");
+        query.push_bind(column(records, |r| r.id.clone()));
+        query.push(", ");
+        query.push_bind(column(records, |r| encode_list(&r.types)));
+        query.push(", ");
+        query.push_bind(column(records, |r| encode_list(&r.scopes)));
+        query.push(", ");
+        query.push_bind(column(records, |r| encode_list(&r.attributes)));
+        query.push(", ");
+        query.push_bind(column(records, |r| to_micros(r.created_at)));
+        query.push(", ");
+        query.push_bind(column(records, |r| to_micros(r.modified_at)));
+        query.push(", ");
+        query.push_bind(column(records, |r| r.location.map(|b| b.min_lon)));
+        query.push(", ");
+        query.push_bind(column(records, |r| r.location.map(|b| b.min_lat)));
+        query.push(", ");
+        query.push_bind(column(records, |r| r.location.map(|b| b.max_lon)));
+        query.push(", ");
+        query.push_bind(column(records, |r| r.location.map(|b| b.max_lat)));
+        query.push(", ");
+        query.push_bind(column(records, |r| r.body.clone()));
+        query.push(")");
+    }
+
+    fn push_index_rows(query: &mut QueryBuilder<Self>, tenant: &str, rows: &[(&str, &str)]) {
+        query.push("SELECT ");
+        Self::push_text(query, tenant);
+        query.push(", * FROM UNNEST(");
+        query.push_bind(
+            rows.iter()
+                .map(|(value, _)| (*value).to_owned())
+                .collect::<Vec<_>>(),
+        );
+        query.push(", ");
+        query.push_bind(
+            rows.iter()
+                .map(|(_, id)| (*id).to_owned())
+                .collect::<Vec<_>>(),
+        );
+        query.push(")");
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    decode_rows!();
+}
+
+/// Microseconds since the Unix epoch, the stored form of every timestamp.
+pub(crate) fn to_micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn from_micros(micros: i64) -> Result<DateTime<Utc>, Error> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| Error::Corrupt(format!("timestamp {micros} is out of range")))
+}
+
+/// The stored form of a list of strings: a JSON array.
+pub(crate) fn encode_list(values: &[String]) -> String {
+    serde_json::Value::from(values.to_vec()).to_string()
+}
+
+fn decode_list(id: &str, column: &str, text: &str) -> Result<Vec<String>, Error> {
+    serde_json::from_str(text)
+        .map_err(|error| Error::Corrupt(format!("{column} of entity {id}: {error}")))
+}
+
+impl EntityRow {
+    pub(crate) fn into_record(self) -> Result<EntityRecord, Error> {
+        let location = match self.bbox {
+            [Some(min_lon), Some(min_lat), Some(max_lon), Some(max_lat)] => Some(BBox {
+                min_lon,
+                min_lat,
+                max_lon,
+                max_lat,
+            }),
+            [None, None, None, None] => None,
+            _ => {
+                return Err(Error::Corrupt(format!(
+                    "partial bounding box of entity {}",
+                    self.id
+                )));
+            }
+        };
+        Ok(EntityRecord {
+            types: decode_list(&self.id, "types", &self.types)?,
+            scopes: decode_list(&self.id, "scopes", &self.scopes)?,
+            attributes: decode_list(&self.id, "attributes", &self.attributes)?,
+            created_at: from_micros(self.created_at)?,
+            modified_at: from_micros(self.modified_at)?,
+            location,
+            body: self.body,
+            id: self.id,
+        })
+    }
+}
+
+impl ContextRow {
+    pub(crate) fn into_record(self) -> Result<ContextRecord, Error> {
+        Ok(ContextRecord {
+            created_at: from_micros(self.created_at)?,
+            id: self.id,
+            url: self.url,
+            kind: self.kind,
+            body: self.body,
+        })
+    }
+}
