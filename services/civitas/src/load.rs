@@ -32,11 +32,11 @@ pub struct LoadArgs {
     files: Vec<PathBuf>,
 }
 
-/// Counts of a load.
+/// Counts of a load. A batch that partly fails answers with a `BatchOperationResult`, which does
+/// not say which entities were new, so only the number stored is known for every batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadReport {
-    pub created: usize,
-    pub updated: usize,
+    pub stored: usize,
     pub errors: Vec<String>,
 }
 
@@ -90,9 +90,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{} created, {} updated, {} failed",
-        report.created,
-        report.updated,
+        "{} stored, {} failed",
+        report.stored,
         report.errors.len()
     )?;
     for error in report.errors.iter().take(20) {
@@ -180,15 +179,9 @@ pub async fn upsert(
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             match status {
-                201 => {
-                    let created = body.as_array().map_or(0, Vec::len);
-                    report.created += created;
-                    report.updated += batch.len().saturating_sub(created);
-                }
-                204 => report.updated += batch.len(),
+                201 | 204 => report.stored += batch.len(),
                 207 => {
-                    let succeeded = body["success"].as_array().map_or(0, Vec::len);
-                    report.updated += succeeded;
+                    report.stored += body["success"].as_array().map_or(0, Vec::len);
                     for error in body["errors"].as_array().into_iter().flatten() {
                         report.errors.push(format!(
                             "{}: {}",

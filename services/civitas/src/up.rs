@@ -26,6 +26,7 @@ pub struct UpArgs {
     #[arg(long, default_value = ".civitas")]
     state_dir: PathBuf,
     /// The broker's port; the portal gets N+1 and the connectors N+2, N+3, … in config order.
+    /// 0 picks free ports (endpoints.json says which).
     #[arg(long, default_value_t = 9090)]
     base_port: u16,
 }
@@ -96,10 +97,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let mut applications = Vec::new();
     for (index, department) in config.departments.iter().enumerate() {
-        let port = args
-            .base_port
-            .checked_add(2 + index as u16)
-            .context("--base-port is too high")?;
+        // Port 0 asks the system for free ports; endpoints.json then tells where everything is.
+        let port = match args.base_port {
+            0 => 0,
+            base => base
+                .checked_add(2 + index as u16)
+                .context("--base-port is too high")?,
+        };
         let database_url = department.database_url.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",

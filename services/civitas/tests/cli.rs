@@ -1,0 +1,154 @@
+//! The `civitas` binary end to end: `up` starts the demo city, writes endpoints.json, stops on
+//! Ctrl-C and keeps its data across restarts; `load` reports what it stored and what it refused;
+//! every command has `--help`.
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_civitas");
+const PARKING: &str =
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld";
+
+fn start_up(state_dir: &Path) -> Child {
+    Command::new(BINARY)
+        .args(["up", "--base-port", "0", "--state-dir"])
+        .arg(state_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("civitas up starts")
+}
+
+/// Waits (bounded) for `up` to write endpoints.json.
+fn wait_for_endpoints(state_dir: &Path, child: &mut Child) -> Value {
+    let path = state_dir.join("endpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(value) = serde_json::from_str(&text)
+        {
+            return value;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("civitas up exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("civitas up wrote no endpoints.json within 180 s");
+}
+
+/// Sends SIGINT (Ctrl-C) and waits, bounded, for a clean exit.
+fn interrupt(mut child: Child) -> ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("civitas up did not stop within 30 s of Ctrl-C");
+}
+
+async fn parking_spot_count(connector: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{connector}/ngsi-ld/v1/entities?type=ParkingSpot&limit=0&count=true"
+        ))
+        .header(
+            "Link",
+            format!("<{PARKING}>; rel=\"http://www.w3.org/ns/json-ld#context\""),
+        )
+        .send()
+        .await
+        .expect("the connector answers");
+    assert_eq!(response.status().as_u16(), 200);
+    response
+        .headers()
+        .get("ngsild-results-count")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn up_serves_the_demo_city_and_load_reports_per_entity() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut child = start_up(state.path());
+    let endpoints = wait_for_endpoints(state.path(), &mut child);
+    let transport = endpoints["connectors"]["transport"]
+        .as_str()
+        .expect("transport URL")
+        .to_owned();
+    assert!(endpoints["connectors"]["environment"].is_string());
+    assert!(endpoints["connectors"]["water"].is_string());
+    assert_eq!(parking_spot_count(&transport).await, "2000");
+
+    // load: one bad entity is reported, the good ones stored, exit code 1.
+    let file = state.path().join("mine.json");
+    let entities = json!([
+        {"id": "urn:ngsi-ld:Bench:1", "type": "Bench", "seats": 3},
+        {"id": "not a uri", "type": "Bench"},
+        {"id": "urn:ngsi-ld:Bench:2", "type": "Bench", "seats": 4}
+    ]);
+    std::fs::write(&file, entities.to_string()).expect("write entities");
+    let output = Command::new(BINARY)
+        .args(["load", "--url", &transport])
+        .arg(&file)
+        .output()
+        .expect("load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("2 stored, 1 failed"), "{stdout}");
+    assert!(stdout.contains("not a uri"), "{stdout}");
+    let bench = reqwest::get(format!(
+        "{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:2"
+    ))
+    .await
+    .expect("get");
+    assert_eq!(bench.status().as_u16(), 200);
+
+    // Ctrl-C stops cleanly; a restart keeps the data and does not load the demo again.
+    assert!(interrupt(child).success());
+    std::fs::remove_file(state.path().join("endpoints.json")).expect("endpoints.json was written");
+    let mut child = start_up(state.path());
+    let endpoints = wait_for_endpoints(state.path(), &mut child);
+    let transport = endpoints["connectors"]["transport"]
+        .as_str()
+        .expect("transport URL")
+        .to_owned();
+    assert_eq!(parking_spot_count(&transport).await, "2000");
+    let bench = reqwest::get(format!(
+        "{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:1"
+    ))
+    .await
+    .expect("get");
+    assert_eq!(bench.status().as_u16(), 200);
+    assert!(interrupt(child).success());
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        vec!["--help"],
+        vec!["up", "--help"],
+        vec!["connector", "--help"],
+        vec!["load", "--help"],
+    ] {
+        let output = Command::new(BINARY).args(&command).output().expect("runs");
+        assert!(output.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{command:?}"
+        );
+    }
+}
