@@ -7,3 +7,4 @@ mod entities;
 mod errors;
 mod helpers;
 mod query;
+mod remote_contexts;
