@@ -103,8 +103,14 @@ pub fn attribute(instances: &[Attribute], ctx: &ActiveContext, options: &RenderO
         return default.map_or(Value::Null, |i| key_value(&i.value, ctx));
     }
     match instances {
-        [single] => instance(single, ctx, options),
-        many => Value::Array(many.iter().map(|i| instance(i, ctx, options)).collect()),
+        [single] => instance(single, ctx, options, true),
+        // The instances of a multi-attribute are always objects, so that the array reads back as
+        // instances and not as one Property whose value is an array.
+        many => Value::Array(
+            many.iter()
+                .map(|i| instance(i, ctx, options, false))
+                .collect(),
+        ),
     }
 }
 
@@ -149,7 +155,12 @@ fn compact_names(value: &Value, ctx: &ActiveContext) -> Value {
     }
 }
 
-fn instance(attribute: &Attribute, ctx: &ActiveContext, options: &RenderOptions) -> Value {
+fn instance(
+    attribute: &Attribute,
+    ctx: &ActiveContext,
+    options: &RenderOptions,
+    may_be_bare: bool,
+) -> Value {
     let concise = options.format == Format::Concise;
     let has_metadata = attribute.dataset_id.is_some()
         || attribute.observed_at.is_some()
@@ -157,19 +168,21 @@ fn instance(attribute: &Attribute, ctx: &ActiveContext, options: &RenderOptions)
         || !attribute.sub_attributes.is_empty()
         || (options.sys_attrs
             && (attribute.created_at.is_some() || attribute.modified_at.is_some()));
-    if concise && !has_metadata {
+    if concise && may_be_bare && !has_metadata {
         // Concise representation (clause 4.5.18): a Property without sub-attributes is its bare
-        // value unless that value is itself an object, which would read as an attribute; a
-        // GeoProperty is its bare geometry.
+        // value when that value is a scalar (an object or array could read back as attribute
+        // members or instances); a GeoProperty is its bare geometry.
         match &attribute.value {
-            AttributeValue::Property(v) if !v.is_object() => return v.clone(),
+            AttributeValue::Property(v) if !v.is_object() && !v.is_array() => return v.clone(),
             AttributeValue::GeoProperty(v) => return v.clone(),
             _ => {}
         }
     }
 
     let mut out = Map::new();
-    if !concise {
+    // Concise omits the type where the members imply it; a GeoProperty's `value` alone would read
+    // back as a Property, so it keeps its type.
+    if !concise || matches!(attribute.value, AttributeValue::GeoProperty(_)) {
         out.insert(
             "type".to_owned(),
             Value::String(attribute.value.type_name().to_owned()),

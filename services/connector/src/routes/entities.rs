@@ -77,7 +77,7 @@ async fn create(
     Ok(HttpResponse::Created()
         .insert_header((
             header::LOCATION,
-            format!("/ngsi-ld/v1/entities/{}", id.as_str()),
+            format!("/ngsi-ld/v1/entities/{}", super::path_segment(id.as_str())),
         ))
         .finish())
 }
@@ -301,6 +301,7 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         "coordinates",
         "geoproperty",
     ])?;
+    negotiation::response_type(&req, false)?;
     let (tenant, context) = link_input(&state, &req).await?;
     let query = entity_filter(&params, &context)?;
     let local = params.flag("local")?;
@@ -438,6 +439,7 @@ async fn merge(
 /// `DELETE /entities/{entityId}` (clause 6.5.3.2).
 async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &["local", "type"])?;
+    negotiation::response_type(&req, false)?;
     let (tenant, _) = link_input(&state, &req).await?;
     state
         .entities
@@ -573,6 +575,7 @@ async fn delete_attribute(
     {
         return Err(Problem::bad_request("datasetId must be a URI"));
     }
+    negotiation::response_type(&req, false)?;
     let (tenant, context) = link_input(&state, &req).await?;
     state
         .entities

@@ -271,6 +271,9 @@ pub(crate) async fn json_input(
     payload: web::Payload,
     allow_merge_patch: bool,
 ) -> Result<JsonInput, Problem> {
+    // Writes answer in JSON at most (ids, UpdateResult, BatchOperationResult): an Accept header
+    // that rules JSON out is a 406 before anything is written (clause 6.3.6).
+    negotiation::response_type(req, false)?;
     let tenant = tenant(state, req)?;
     let body_type = negotiation::body_type(req, allow_merge_patch)?;
     let bytes = read_body(state, payload).await?;
@@ -396,6 +399,30 @@ pub(crate) fn path_param(req: &HttpRequest, name: &str) -> String {
     percent_encoding::percent_decode_str(raw)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// Characters that cannot stand in a path segment as they are (RFC 3986 §3.3).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `value` percent-encoded as one path segment (non-ASCII as UTF-8 escapes).
+pub(crate) fn path_segment(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }
 
 /// 204 No Content.
