@@ -200,27 +200,6 @@ impl ActiveContext {
         {
             return Err(Error::InvalidContext("@version must be 1.1".to_owned()));
         }
-        if let Some(vocab) = definitions.get("@vocab") {
-            self.vocab = match vocab {
-                Value::Null => None,
-                Value::String(v) => Some(
-                    self.expand_iri_while_defining(
-                        v,
-                        definitions,
-                        loader,
-                        remote_stack,
-                        &mut HashMap::new(),
-                        true,
-                    )?
-                    .unwrap_or_default(),
-                ),
-                _ => {
-                    return Err(Error::InvalidContext(
-                        "@vocab must be a string or null".to_owned(),
-                    ));
-                }
-            };
-        }
         let default_protected = match definitions.get("@protected") {
             None => false,
             Some(Value::Bool(b)) => *b,
@@ -231,6 +210,27 @@ impl ActiveContext {
             }
         };
 
+        if let Some(vocab) = definitions.get("@vocab") {
+            self.vocab = match vocab {
+                Value::Null => None,
+                Value::String(v) => Some(
+                    self.expand_iri_while_defining(
+                        v,
+                        definitions,
+                        loader,
+                        remote_stack,
+                        &mut HashMap::new(),
+                        default_protected,
+                    )?
+                    .unwrap_or_default(),
+                ),
+                _ => {
+                    return Err(Error::InvalidContext(
+                        "@vocab must be a string or null".to_owned(),
+                    ));
+                }
+            };
+        }
         let mut defined: HashMap<String, bool> = HashMap::new();
         for term in definitions.keys() {
             if term.starts_with('@') {
@@ -308,7 +308,7 @@ impl ActiveContext {
                     loader,
                     remote_stack,
                     defined,
-                    true,
+                    default_protected,
                 )?;
                 match expanded {
                     Some(iri) if is_keyword(&iri) || iri.contains(':') || iri.starts_with("_:") => {
@@ -359,9 +359,14 @@ impl ActiveContext {
             None => None,
             Some(Value::String(t)) => match t.as_str() {
                 "@id" | "@vocab" | "@json" | "@none" => Some(t.clone()),
-                _ => {
-                    self.expand_iri_while_defining(t, local, loader, remote_stack, defined, true)?
-                }
+                _ => self.expand_iri_while_defining(
+                    t,
+                    local,
+                    loader,
+                    remote_stack,
+                    defined,
+                    default_protected,
+                )?,
             },
             Some(_) => {
                 return Err(Error::InvalidContext(format!(
@@ -423,21 +428,39 @@ impl ActiveContext {
         loader: &mut Loader<'_>,
         remote_stack: &mut Vec<String>,
         defined: &mut HashMap<String, bool>,
-        vocab: bool,
+        default_protected: bool,
     ) -> Result<Option<String>, Error> {
         if is_keyword(value) {
             return Ok(Some(value.to_owned()));
         }
         if local.contains_key(value) && defined.get(value) != Some(&true) {
-            self.create_term_definition(value, local, false, loader, remote_stack, defined)?;
+            self.create_term_definition(
+                value,
+                local,
+                default_protected,
+                loader,
+                remote_stack,
+                defined,
+            )?;
         }
-        if let Some((prefix, _)) = value.split_once(':')
+        // A prefix is defined first, unless the value is an absolute IRI or a blank node
+        // (JSON-LD 1.1 API §5.2.2 step 6.2: a suffix starting with `//` is not a compact IRI).
+        if let Some((prefix, suffix)) = value.split_once(':')
+            && prefix != "_"
+            && !suffix.starts_with("//")
             && local.contains_key(prefix)
             && defined.get(prefix) != Some(&true)
         {
-            self.create_term_definition(prefix, local, false, loader, remote_stack, defined)?;
+            self.create_term_definition(
+                prefix,
+                local,
+                default_protected,
+                loader,
+                remote_stack,
+                defined,
+            )?;
         }
-        Ok(self.expand_iri(value, vocab))
+        Ok(self.expand_iri(value, true))
     }
 
     /// JSON-LD IRI expansion. `vocab` is true for names (keys, `@type` values, `@vocab`-typed

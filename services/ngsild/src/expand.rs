@@ -205,11 +205,8 @@ fn attribute(
     match value {
         Value::Null if kind == Payload::Partial => Ok(Value::Null),
         Value::Null => Err(Error::bad("an attribute value must not be null")),
-        Value::String(s)
-            if kind == Payload::Partial && s == crate::entity::well_known::NGSI_LD_NULL =>
-        {
-            Ok(Value::Null)
-        }
+        // A bare `urn:ngsi-ld:null` is a concise Property instance holding the NGSI-LD Null: like
+        // `{"value": "urn:ngsi-ld:null"}` it deletes the default instance only (clause 4.5.18).
         Value::Array(items) if !items.is_empty() && items.iter().all(looks_like_instance) => {
             let instances = items
                 .iter()

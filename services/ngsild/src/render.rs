@@ -122,14 +122,21 @@ fn one_or_many(items: impl ExactSizeIterator<Item = String>) -> Value {
     }
 }
 
+/// The simplified (keyValues) rendering of a value (clause 4.5.3): the bare value, except for
+/// LanguageProperty, VocabProperty and JsonProperty, which keep their member name so that they read
+/// back as what they are.
 fn key_value(value: &AttributeValue, ctx: &ActiveContext) -> Value {
+    let wrapped = |member: &str, inner: Value| {
+        let mut object = Map::with_capacity(1);
+        object.insert(member.to_owned(), inner);
+        Value::Object(object)
+    };
     match value {
-        AttributeValue::Property(v)
-        | AttributeValue::GeoProperty(v)
-        | AttributeValue::JsonProperty(v) => v.clone(),
+        AttributeValue::Property(v) | AttributeValue::GeoProperty(v) => v.clone(),
+        AttributeValue::JsonProperty(v) => wrapped("json", v.clone()),
         AttributeValue::Relationship { object, .. } => compact_ids(object, ctx),
-        AttributeValue::LanguageProperty(map) => Value::Object(map.clone()),
-        AttributeValue::VocabProperty(v) => compact_names(v, ctx),
+        AttributeValue::LanguageProperty(map) => wrapped("languageMap", Value::Object(map.clone())),
+        AttributeValue::VocabProperty(v) => wrapped("vocab", compact_names(v, ctx)),
         AttributeValue::ListProperty(items) => Value::Array(items.clone()),
         AttributeValue::ListRelationship(ids) => Value::Array(
             ids.iter()

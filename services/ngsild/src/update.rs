@@ -216,7 +216,12 @@ pub fn merge_instance(
         )));
     }
     let mut merged = encode_instance(existing);
-    if partial.contains_key("type") {
+    // A fragment that brings a value replaces the old value members (and may change the type); one
+    // that only restates the type or adds metadata keeps the value.
+    if VALUE_MEMBERS
+        .iter()
+        .any(|member| partial.contains_key(*member))
+    {
         for member in VALUE_MEMBERS {
             merged.remove(*member);
         }
@@ -356,19 +361,19 @@ pub fn update_attributes(
     };
     // Validate every instance first, so that a bad one leaves the entity untouched.
     let mut changes: Vec<(&str, Option<&str>, Option<Attribute>)> = Vec::new();
+    let mut new_types: Option<&Value> = None;
+    let mut new_scopes: Option<Vec<String>> = None;
     for (key, value) in fragment {
         match key.as_str() {
             "id" => {}
-            "type" => add_types(entity, value),
+            "type" => new_types = Some(value),
             "scope" => {
                 if entity.scopes.is_empty() {
                     report.not_updated.push(not_present("scope"));
                 } else if value.is_null() {
-                    entity.scopes.clear();
-                    report.updated.push("scope".to_owned());
+                    new_scopes = Some(Vec::new());
                 } else {
-                    entity.scopes = crate::canonical::decode_scopes(value)?;
-                    report.updated.push("scope".to_owned());
+                    new_scopes = Some(crate::canonical::decode_scopes(value)?);
                 }
             }
             name if value.is_null() => changes.push((name, None, None)),
@@ -384,6 +389,16 @@ pub fn update_attributes(
                 }
             }
         }
+    }
+    let types_before = entity.types.len();
+    if let Some(types) = new_types {
+        add_types(entity, types);
+    }
+    let mut changed = entity.types.len() != types_before;
+    if let Some(scopes) = new_scopes {
+        entity.scopes = scopes;
+        report.updated.push("scope".to_owned());
+        changed = true;
     }
     for (name, dataset_id, replacement) in changes {
         let exists = match replacement {
@@ -407,7 +422,9 @@ pub fn update_attributes(
             report.not_updated.push(not_present(name));
         }
     }
-    entity.modified_at = Some(now);
+    if changed || !report.updated.is_empty() {
+        entity.modified_at = Some(now);
+    }
     Ok(report)
 }
 

@@ -79,7 +79,7 @@ async fn created_entities_round_trip_in_every_rendering() {
             key_values["isParked"],
             "urn:ngsi-ld:OffStreetParking:Downtown1"
         );
-        assert_eq!(key_values["category"], "sedan");
+        assert_eq!(key_values["category"], json!({"vocab": "sedan"}));
 
         // Concise.
         let concise = app
