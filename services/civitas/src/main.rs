@@ -3,6 +3,7 @@
 
 mod demo;
 mod load;
+mod tokens;
 mod up;
 
 use std::path::PathBuf;
@@ -28,6 +29,11 @@ enum Command {
     Connector(ConnectorArgs),
     /// Bulk-load NGSI-LD entities (JSON or JSON-LD files or folders) into a connector.
     Load(load::LoadArgs),
+    /// Create a new Ed25519 root key pair for a department; prints the public key.
+    Keygen(tokens::KeygenArgs),
+    /// Issue, attenuate and inspect capability tokens.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,12 +58,13 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Connector(args) => run_connector(args).await,
             Command::Load(args) => load::run(args).await,
+            Command::Keygen(args) => tokens::keygen(args),
+            Command::Token(command) => tokens::run(command),
         }
     });
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!("{error:#}");
             let _ = std::io::Write::write_fmt(
                 &mut std::io::stderr(),
                 format_args!("error: {error:#}\n"),

@@ -152,3 +152,90 @@ fn every_command_has_help() {
         );
     }
 }
+
+fn civitas(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .output()
+        .expect("civitas runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keys_and_tokens_offline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("transport.key");
+    let other = dir.path().join("other.key");
+    let key_path = key.to_str().expect("utf-8 path");
+    let other_path = other.to_str().expect("utf-8 path");
+    let (code, public, _) = civitas(&["keygen", "--out", key_path]);
+    assert_eq!(code, Some(0));
+    assert!(public.trim().starts_with("ed25519/"), "{public}");
+    // An existing key is never overwritten.
+    let (code, _, stderr) = civitas(&["keygen", "--out", key_path]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(civitas(&["keygen", "--out", other_path]).0, Some(0));
+
+    let (code, token, stderr) = civitas(&[
+        "token",
+        "issue",
+        "--key",
+        key_path,
+        "--holder",
+        "agency",
+        "--read",
+        "ParkingSpot",
+        "--attrs",
+        "status",
+        "--ttl",
+        "30d",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, narrowed, stderr) = civitas(&[
+        "token",
+        "attenuate",
+        "--token",
+        token.trim(),
+        "--read-only",
+        "--ttl",
+        "1h",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, shown, _) = civitas(&[
+        "token",
+        "inspect",
+        "--token",
+        narrowed.trim(),
+        "--key",
+        key_path,
+    ]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains(r#"holder("agency")"#)
+            && shown.contains("block 1")
+            && shown.contains("signature: valid"),
+        "{shown}"
+    );
+    // Another department's key does not verify it.
+    let (code, shown, _) = civitas(&[
+        "token",
+        "inspect",
+        "--token",
+        narrowed.trim(),
+        "--key",
+        other_path,
+    ]);
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("NOT valid"), "{shown}");
+    assert_eq!(
+        civitas(&[
+            "token", "issue", "--key", key_path, "--holder", "x", "--ttl", "soon"
+        ])
+        .0,
+        Some(1)
+    );
+}
