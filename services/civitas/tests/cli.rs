@@ -12,18 +12,32 @@ const BINARY: &str = env!("CARGO_BIN_EXE_civitas");
 const PARKING: &str =
     "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld";
 
-fn start_up(state_dir: &Path) -> Child {
-    Command::new(BINARY)
+/// A running `civitas up`, killed if the test ends (or panics) before it is stopped.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_up(state_dir: &Path) -> Running {
+    let child = Command::new(BINARY)
         .args(["up", "--base-port", "0", "--state-dir"])
         .arg(state_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("civitas up starts")
+        .expect("civitas up starts");
+    Running(Some(child))
 }
 
 /// Waits (bounded) for `up` to write endpoints.json.
-fn wait_for_endpoints(state_dir: &Path, child: &mut Child) -> Value {
+fn wait_for_endpoints(state_dir: &Path, running: &mut Running) -> Value {
+    let child = running.0.as_mut().expect("running");
     let path = state_dir.join("endpoints.json");
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
@@ -41,7 +55,8 @@ fn wait_for_endpoints(state_dir: &Path, child: &mut Child) -> Value {
 }
 
 /// Sends SIGINT (Ctrl-C) and waits, bounded, for a clean exit.
-fn interrupt(mut child: Child) -> ExitStatus {
+fn interrupt(mut running: Running) -> ExitStatus {
+    let child = running.0.as_mut().expect("running");
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -50,11 +65,12 @@ fn interrupt(mut child: Child) -> ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().expect("wait") {
+            running.0 = None;
             return status;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
+    // `running` is dropped here: the child is killed and reaped.
     panic!("civitas up did not stop within 30 s of Ctrl-C");
 }
 
