@@ -125,17 +125,7 @@ pub fn parse_entity(payload: &Value, ctx: &ActiveContext) -> Result<Entity, Mode
 /// Parses a fragment (attributes, possibly `type` and `scope`) into validated attributes.
 fn parse_attributes(payload: &Value, ctx: &ActiveContext) -> Result<Attributes, ModelError> {
     let canonical = expand::entity(payload, ctx, Payload::Fragment)?;
-    let mut attributes = Attributes::new();
-    for (name, value) in &canonical {
-        if matches!(name.as_str(), "id" | "type" | "scope") {
-            continue;
-        }
-        attributes.insert(
-            name.clone(),
-            canonical::decode_instances(value, Trust::Caller)?,
-        );
-    }
-    Ok(attributes)
+    canonical::decode_attributes(&canonical, Trust::Caller)
 }
 
 /// Entity members that are not attributes cannot be addressed as `/attrs/{attrId}`.

@@ -99,6 +99,22 @@ pub fn decode_scopes(value: &Value) -> Result<Vec<String>, Error> {
         .collect()
 }
 
+/// Validates the attributes of a canonical fragment: every member but `id`, `type` and `scope`.
+pub fn decode_attributes(
+    canonical: &Map<String, Value>,
+    trust: Trust,
+) -> Result<Attributes, Error> {
+    let mut attributes = Attributes::new();
+    for (name, value) in canonical {
+        if matches!(name.as_str(), "id" | "type" | "scope") {
+            continue;
+        }
+        let instances = decode_instances(value, trust).map_err(|e| in_attribute(name, e))?;
+        attributes.insert(name.clone(), instances);
+    }
+    Ok(attributes)
+}
+
 /// Validates the canonical instances of one attribute (an array, or a single instance object).
 pub fn decode_instances(value: &Value, trust: Trust) -> Result<Vec<Attribute>, Error> {
     let instances: Vec<Attribute> = match value {

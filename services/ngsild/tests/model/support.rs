@@ -126,17 +126,7 @@ pub fn canonical_of(entity: &Entity) -> Value {
 /// The attributes of an append fragment, validated (as the connector's append does).
 pub fn attributes(payload: &Value, ctx: &ActiveContext) -> Result<Attributes, Error> {
     let canonical = expand::entity(payload, ctx, Payload::Fragment)?;
-    let mut attributes = Attributes::new();
-    for (name, value) in &canonical {
-        if matches!(name.as_str(), "id" | "type" | "scope") {
-            continue;
-        }
-        attributes.insert(
-            name.clone(),
-            canonical::decode_instances(value, Trust::Caller)?,
-        );
-    }
-    Ok(attributes)
+    canonical::decode_attributes(&canonical, Trust::Caller)
 }
 
 /// A partial fragment (update, merge) in canonical form.
