@@ -2,7 +2,7 @@
 //! one function over the store, run in one transaction. Handlers parse the request, call one of
 //! these and render the result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use civitas_http::Problem;
@@ -503,72 +503,116 @@ impl Entities {
             return Ok(outcome);
         }
         let ids: Vec<String> = parsed.iter().map(|(id, _)| id.clone()).collect();
+        // Plan the writes from an unlocked snapshot, so decoding, applying and encoding happen
+        // outside the write lock (SQLite has one writer); under the lock, the snapshot is checked
+        // and the plan redone only if another request changed one of these entities meanwhile.
+        let snapshot = self
+            .store
+            .get_many(tenant.as_str(), &ids)
+            .await
+            .map_err(store_problem)?;
+        let mut plan = plan_batch(&snapshot, parsed.clone(), now)?;
         let mut tx = self.store.begin().await.map_err(store_problem)?;
-        let existing = tx
+        let locked = tx
             .get_many_for_update(tenant.as_str(), &ids)
             .await
             .map_err(store_problem)?;
-        let mut current: HashMap<String, Option<Entity>> = HashMap::with_capacity(ids.len());
-        for record in &existing {
-            current.insert(record.id.clone(), Some(from_record(record)?));
+        if locked != snapshot {
+            plan = plan_batch(&locked, parsed, now)?;
         }
-        let mut existed: HashMap<String, bool> = HashMap::new();
-        let mut touched: Vec<String> = Vec::new();
-        for (id, item) in parsed {
-            let slot = current.entry(id.clone()).or_insert(None);
-            existed.entry(id.clone()).or_insert(slot.is_some());
-            match apply_batch_item(slot, item, now) {
-                Applied::Done => {
-                    if !outcome.success.contains(&id) {
-                        outcome.success.push(id.clone());
-                    }
-                    if !touched.contains(&id) {
-                        touched.push(id);
-                    }
-                }
-                Applied::Partly(problem) => {
-                    if !touched.contains(&id) {
-                        touched.push(id.clone());
-                    }
-                    outcome.errors.push(BatchError {
-                        entity_id: Some(id),
-                        problem,
-                    });
-                }
-                Applied::Refused(problem) => outcome.errors.push(BatchError {
-                    entity_id: Some(id),
-                    problem,
-                }),
-            }
-        }
-        let mut upserts = Vec::new();
-        let mut deletions = Vec::new();
-        for id in &touched {
-            match current.get(id) {
-                Some(Some(entity)) => upserts.push(to_record(entity)),
-                _ => deletions.push(id.clone()),
-            }
-        }
-        if !upserts.is_empty() {
-            tx.upsert_many(tenant.as_str(), &upserts)
+        if !plan.upserts.is_empty() {
+            tx.upsert_many(tenant.as_str(), &plan.upserts)
                 .await
                 .map_err(store_problem)?;
         }
-        if !deletions.is_empty() {
-            tx.delete_many(tenant.as_str(), &deletions)
+        if !plan.deletions.is_empty() {
+            tx.delete_many(tenant.as_str(), &plan.deletions)
                 .await
                 .map_err(store_problem)?;
         }
         tx.commit().await.map_err(store_problem)?;
-        outcome.created = outcome
-            .success
-            .iter()
-            .filter(|id| !existed.get(*id).copied().unwrap_or(true))
-            .cloned()
-            .collect();
-
+        outcome.success = plan.success;
+        outcome.created = plan.created;
+        outcome.errors.extend(plan.errors);
         Ok(outcome)
     }
+}
+
+/// The writes a batch makes, computed from the entities as they are.
+struct BatchPlan {
+    upserts: Vec<EntityRecord>,
+    deletions: Vec<String>,
+    success: Vec<String>,
+    created: Vec<String>,
+    errors: Vec<BatchError>,
+}
+
+/// Applies the items in order to the `existing` records and returns what to write. Pure: the
+/// same inputs always give the same plan.
+fn plan_batch(
+    existing: &[EntityRecord],
+    parsed: Vec<(String, ParsedItem)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<BatchPlan, Problem> {
+    let mut current: HashMap<String, Option<Entity>> = HashMap::with_capacity(parsed.len());
+    for record in existing {
+        current.insert(record.id.clone(), Some(from_record(record)?));
+    }
+    let mut existed: HashMap<String, bool> = HashMap::new();
+    let mut touched: Vec<String> = Vec::new();
+    let mut touched_set: HashSet<String> = HashSet::new();
+    let mut success: Vec<String> = Vec::new();
+    let mut success_set: HashSet<String> = HashSet::new();
+    let mut errors = Vec::new();
+    for (id, item) in parsed {
+        let slot = current.entry(id.clone()).or_insert(None);
+        existed.entry(id.clone()).or_insert(slot.is_some());
+        let problem = match apply_batch_item(slot, item, now) {
+            Applied::Done => None,
+            Applied::Partly(problem) => Some(problem),
+            Applied::Refused(problem) => {
+                errors.push(BatchError {
+                    entity_id: Some(id),
+                    problem,
+                });
+                continue;
+            }
+        };
+        if touched_set.insert(id.clone()) {
+            touched.push(id.clone());
+        }
+        match problem {
+            None => {
+                if success_set.insert(id.clone()) {
+                    success.push(id);
+                }
+            }
+            Some(problem) => errors.push(BatchError {
+                entity_id: Some(id),
+                problem,
+            }),
+        }
+    }
+    let mut upserts = Vec::new();
+    let mut deletions = Vec::new();
+    for id in touched {
+        match current.get(&id) {
+            Some(Some(entity)) => upserts.push(to_record(entity)),
+            _ => deletions.push(id),
+        }
+    }
+    let created = success
+        .iter()
+        .filter(|id| !existed.get(*id).copied().unwrap_or(true))
+        .cloned()
+        .collect();
+    Ok(BatchPlan {
+        upserts,
+        deletions,
+        success,
+        created,
+        errors,
+    })
 }
 
 /// What a purge with `keep` or `drop` leaves of each matching entity (expanded attribute names).
@@ -595,6 +639,7 @@ pub struct BatchItem {
     pub context: Arc<ActiveContext>,
 }
 
+#[derive(Clone)]
 enum ParsedItem {
     Create(Entity),
     Upsert(Entity, UpsertMode),
