@@ -325,6 +325,89 @@ impl Authorizer {
     }
 }
 
+/// A problem in a department's datalog policy, with the line it starts on (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Checks a department's datalog policy without running it: each statement is parsed on its own,
+/// so every error names the line its statement starts on.
+pub fn check_policy(source: &str) -> Result<(), Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    for (line, statement) in statements(source) {
+        if !statement.trim_end().ends_with(';') {
+            errors.push(PolicyError {
+                line,
+                message: "the statement does not end with ';'".to_owned(),
+            });
+            continue;
+        }
+        if let Err(error) = AuthorizerBuilder::new().code(&statement) {
+            let message = match error {
+                biscuit_auth::error::Token::Language(
+                    biscuit_parser::error::LanguageError::ParseError(parse),
+                ) => parse
+                    .errors
+                    .into_iter()
+                    .filter_map(|e| e.message)
+                    .next()
+                    .unwrap_or_else(|| format!("cannot parse {:?}", statement.trim())),
+                other => other.to_string(),
+            };
+            errors.push(PolicyError { line, message });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Splits datalog source into statements (up to and including `;`, outside strings and `//`
+/// comments), each with the line its first significant character is on.
+fn statements(source: &str) -> Vec<(usize, String)> {
+    let mut statements = Vec::new();
+    let (mut line, mut start_line) = (1, None);
+    let (mut in_string, mut in_comment) = (false, false);
+    let mut current = String::new();
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+            in_comment = false;
+            current.push(c);
+            continue;
+        }
+        if in_comment {
+            continue;
+        }
+        if !in_string && c == '/' && chars.peek() == Some(&'/') {
+            in_comment = true;
+            continue;
+        }
+        if c == '"' {
+            in_string = !in_string;
+        }
+        if start_line.is_none() && !c.is_whitespace() {
+            start_line = Some(line);
+        }
+        current.push(c);
+        if c == ';' && !in_string {
+            statements.push((
+                start_line.take().unwrap_or(line),
+                std::mem::take(&mut current),
+            ));
+        }
+    }
+    if let Some(start) = start_line {
+        statements.push((start, current));
+    }
+    statements
+}
+
 fn limit_error(error: biscuit_auth::error::Token) -> Error {
     Error::Forbidden(error.to_string())
 }
@@ -499,6 +582,13 @@ mod tests {
             ..request(Operation::Read)
         };
         assert!(authorizer().authorize(&tenanted, &north).is_ok());
+    }
+
+    #[test]
+    fn policy_errors_name_their_line() {
+        assert_eq!(check_policy("allow if true;\n"), Ok(()));
+        let errors = check_policy("allow if true;\n\ndeny if holder(;\n").expect_err("broken");
+        assert_eq!(errors[0].line, 3, "{errors:?}");
     }
 
     #[test]

@@ -34,6 +34,18 @@ enum Command {
     /// Issue, attenuate and inspect capability tokens.
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Work with a policies folder (policies/<department>/).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policies folder; exit 1 with file:line messages on error.
+    Check {
+        /// The folder holding one sub-folder per department.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +72,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Keygen(args) => tokens::keygen(args),
             Command::Token(command) => tokens::run(command),
+            Command::Policy(PolicyCommand::Check { dir }) => check_policies(&dir),
         }
     });
     match outcome {
@@ -81,6 +94,31 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn check_policies(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match civitas_policy::check_tree(dir) {
+        Ok(policies) => {
+            let names: Vec<&str> = policies.iter().map(|p| p.department.as_str()).collect();
+            writeln!(
+                out,
+                "{}: {} department(s) valid: {}",
+                dir.display(),
+                policies.len(),
+                names.join(", ")
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(findings) => {
+            for finding in &findings {
+                writeln!(out, "{finding}")?;
+            }
+            writeln!(out, "{} problem(s)", findings.len())?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn run_connector(args: ConnectorArgs) -> anyhow::Result<ExitCode> {

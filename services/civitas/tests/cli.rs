@@ -255,3 +255,22 @@ fn keys_and_tokens_offline() {
         Some(1)
     );
 }
+
+#[test]
+fn policy_check_validates_the_demo_policies_and_locates_errors() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
+    let (code, out, _) = civitas(&["policy", "check", demo]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("transport"), "{out}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("roads")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("roads/access.datalog"),
+        "allow if true;\ndeny if (;\n",
+    )
+    .expect("write");
+    let (code, out, _) = civitas(&["policy", "check", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("roads/access.datalog:2:"), "{out}");
+}
