@@ -279,6 +279,34 @@ impl Store {
             ops::delete_context::<Db>(&mut connection, id).await
         })
     }
+
+    /// Records capability-token revocation ids (hex) as revoked; ids already revoked stay as
+    /// they were.
+    pub async fn revoke(
+        &self,
+        revocation_ids: &[String],
+        at: chrono::DateTime<chrono::Utc>,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let at = crate::sql::to_micros(at);
+        on_pool!(self.writer(), |connection, Db| {
+            ops::revoke::<Db>(&mut connection, revocation_ids, at, reason).await
+        })
+    }
+
+    /// Which of these revocation ids are revoked (sorted).
+    pub async fn revoked_among(&self, revocation_ids: &[String]) -> Result<Vec<String>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::revoked_among::<Db>(&mut connection, revocation_ids).await
+        })
+    }
+
+    /// Every revoked id (sorted), to fill a service's in-memory list at start-up.
+    pub async fn all_revoked(&self) -> Result<Vec<String>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::all_revoked::<Db>(&mut connection).await
+        })
+    }
 }
 
 /// A write transaction: the read-modify-write of one request. Dropping it rolls it back.

@@ -22,6 +22,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "jsonld contexts",
         include_str!("../migrations/sqlite/0002_jsonld_contexts.sql"),
     ),
+    (
+        3,
+        "revoked tokens",
+        include_str!("../migrations/sqlite/0003_revoked_tokens.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -34,6 +39,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         2,
         "jsonld contexts",
         include_str!("../migrations/postgres/0002_jsonld_contexts.sql"),
+    ),
+    (
+        3,
+        "revoked tokens",
+        include_str!("../migrations/postgres/0003_revoked_tokens.sql"),
     ),
 ];
 

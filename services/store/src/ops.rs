@@ -588,6 +588,68 @@ where
     Ok(DB::rows_affected(&result) > 0)
 }
 
+pub(crate) async fn revoke<DB: Sql>(
+    connection: &mut DB::Connection,
+    ids: &[String],
+    revoked_at: i64,
+    reason: &str,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    for chunk in ids.chunks(INDEX_CHUNK / 2) {
+        let mut query = QueryBuilder::new(
+            "INSERT INTO revoked_tokens (revocation_id, revoked_at, reason) VALUES ",
+        );
+        for (index, id) in chunk.iter().enumerate() {
+            query.push(if index == 0 { "(" } else { ", (" });
+            DB::push_text(&mut query, id);
+            query.push(", ");
+            DB::push_integer(&mut query, revoked_at);
+            query.push(", ");
+            DB::push_text(&mut query, reason);
+            query.push(")");
+        }
+        query.push(" ON CONFLICT (revocation_id) DO NOTHING");
+        query.build().execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn revoked_among<DB: Sql>(
+    connection: &mut DB::Connection,
+    ids: &[String],
+) -> Result<Vec<String>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut revoked = Vec::new();
+    for chunk in ids.chunks(IN_LIST_CHUNK) {
+        let values: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let mut query =
+            QueryBuilder::new("SELECT revocation_id FROM revoked_tokens WHERE revocation_id ");
+        DB::push_in_list(&mut query, &values);
+        let rows = query.build().fetch_all(&mut *connection).await?;
+        for row in &rows {
+            revoked.push(DB::first_text(row)?);
+        }
+    }
+    revoked.sort();
+    Ok(revoked)
+}
+
+pub(crate) async fn all_revoked<DB: Sql>(
+    connection: &mut DB::Connection,
+) -> Result<Vec<String>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query =
+        QueryBuilder::new("SELECT revocation_id FROM revoked_tokens ORDER BY revocation_id");
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter().map(|row| Ok(DB::first_text(row)?)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     //! The statements use the indexes on SQLite, which has no statistics to plan with.

@@ -889,3 +889,41 @@ async fn open_creates_the_directory_and_rejects_unknown_schemes() -> TestResult 
     assert!(matches!(unknown, Err(Error::UnsupportedUrl)), "{unknown:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn revocations_persist_and_are_idempotent() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        assert!(store.all_revoked().await?.is_empty(), "{kind}");
+        let ids = vec!["aa01".to_owned(), "bb02".to_owned()];
+        store.revoke(&ids, fixed_time(10), "lost laptop").await?;
+        // Revoking again (and an overlapping set) changes nothing and does not fail.
+        store
+            .revoke(
+                &["bb02".to_owned(), "cc03".to_owned()],
+                fixed_time(20),
+                "again",
+            )
+            .await?;
+        assert_eq!(
+            store.all_revoked().await?,
+            ["aa01", "bb02", "cc03"],
+            "{kind}"
+        );
+        let asked = vec!["zz99".to_owned(), "bb02".to_owned(), "aa01".to_owned()];
+        assert_eq!(
+            store.revoked_among(&asked).await?,
+            ["aa01", "bb02"],
+            "{kind}"
+        );
+        assert!(
+            store.revoked_among(&["zz99".to_owned()]).await?.is_empty(),
+            "{kind}"
+        );
+        // Many ids at once (beyond one IN list).
+        let many: Vec<String> = (0..2500).map(|n| format!("{n:08x}")).collect();
+        store.revoke(&many, fixed_time(30), "bulk").await?;
+        assert_eq!(store.revoked_among(&many).await?.len(), 2500, "{kind}");
+    }
+    Ok(())
+}
