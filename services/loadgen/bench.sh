@@ -29,54 +29,18 @@ DURATION=${DURATION:-300}
 URL="http://127.0.0.1:$PORT"
 LOADGEN="$TARGET/release/civitas-loadgen"
 work=$(mktemp -d /tmp/civitas-bench.XXXXXX)
-connector_pid=
-database=
-
-cleanup() {
-  if [[ -n $connector_pid ]]; then
-    kill "$connector_pid" 2>/dev/null || true
-    wait "$connector_pid" 2>/dev/null || true
-    connector_pid=
-  fi
-  if [[ -n $database ]]; then
-    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" || true
-    database=
-  fi
-}
-trap 'cleanup; rm -rf "$work"' EXIT
+# shellcheck source=services/loadgen/common.sh
+source "$(dirname "$0")/common.sh"
+trap 'stop_connector; rm -rf "$work"' EXIT
 
 cargo build --release -p civitas -p civitas-loadgen
 
-cat >"$work/bench.toml" <<EOF
-department = "bench"
-
-[contexts]
-fetch_remote = false
-
-[contexts.preload]
-"https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld" = "$PWD/schemas/contexts/smart-data-models/Parking/context.jsonld"
-EOF
+write_bench_config
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), rustc $(rustc --version | cut -d' ' -f2)"
 
 for backend in $BACKENDS; do
-  case $backend in
-    sqlite) database_url="sqlite://$work/bench.db" ;;
-    postgres)
-      database="civitas_bench_$$"
-      psql -q "$PG_URL/postgres" -c "CREATE DATABASE $database"
-      database_url="$PG_URL/$database"
-      ;;
-    *) echo "unknown backend $backend" >&2; exit 2 ;;
-  esac
-  CIVITAS_LOG=warn "$TARGET/release/civitas" connector --config "$work/bench.toml" \
-    --database-url "$database_url" --listen "127.0.0.1:$PORT" 2>"$work/connector-$backend.log" &
-  connector_pid=$!
-  for _ in $(seq 100); do
-    curl -fs "$URL/health" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fs "$URL/health" >/dev/null || { cat "$work/connector-$backend.log" >&2; exit 1; }
+  start_connector "$backend" "$work/connector-$backend.log"
 
   echo "## $backend (load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg))"
   # 1. Batch upsert of new entities into the empty store, then of the same entities again (replace).
@@ -90,5 +54,5 @@ for backend in $BACKENDS; do
   # 3. Single-entity create of entities that do not exist yet.
   "$LOADGEN" create --url "$URL" --first 10000000 --requests "$CREATE_REQUESTS" \
     --concurrency "$CREATE_CONCURRENCY" --duration "$DURATION"
-  cleanup
+  stop_connector
 done

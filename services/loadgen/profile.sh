@@ -23,49 +23,15 @@ URL="http://127.0.0.1:$PORT"
 LOADGEN="$TARGET/release/civitas-loadgen"
 STAGES="$PWD/services/loadgen/perf_stages.py"
 work=$(mktemp -d /tmp/civitas-profile-db.XXXXXX)
-connector_pid=
-database=
-
-cleanup() {
-  if [[ -n $connector_pid ]]; then
-    kill "$connector_pid" 2>/dev/null || true
-    wait "$connector_pid" 2>/dev/null || true
-  fi
-  if [[ -n $database ]]; then
-    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=services/loadgen/common.sh
+source "$(dirname "$0")/common.sh"
+trap 'stop_connector; rm -rf "$work"' EXIT
 
 cargo build --release -p civitas -p civitas-loadgen
 
-cat >"$work/bench.toml" <<EOF
-department = "bench"
+write_bench_config
 
-[contexts]
-fetch_remote = false
-
-[contexts.preload]
-"https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld" = "$PWD/schemas/contexts/smart-data-models/Parking/context.jsonld"
-EOF
-
-case $BACKEND in
-  sqlite) database_url="sqlite://$work/bench.db" ;;
-  postgres)
-    database="civitas_bench_profile_$$"
-    psql -q "$PG_URL/postgres" -c "CREATE DATABASE $database"
-    database_url="$PG_URL/$database"
-    ;;
-  *) echo "unknown backend $BACKEND" >&2; exit 2 ;;
-esac
-CIVITAS_LOG=warn "$TARGET/release/civitas" connector --config "$work/bench.toml" \
-  --database-url "$database_url" --listen "127.0.0.1:$PORT" 2>"$OUT/connector.log" &
-connector_pid=$!
-for _ in $(seq 100); do
-  curl -fs "$URL/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_connector "$BACKEND" "$OUT/connector.log"
 
 echo "populating 100000 entities"
 "$LOADGEN" batch --url "$URL" --entities 100000 --concurrency 2 --duration 300
