@@ -105,7 +105,16 @@ pub struct ContextResolver {
     store: Store,
     clock: Arc<dyn Clock>,
     hosted_base: String,
+    /// Recent failed fetches: a URL that just failed is not fetched again for a while, so that
+    /// requests naming it answer at once instead of each waiting out the timeout.
+    failures: Mutex<HashMap<String, (DateTime<Utc>, Problem)>>,
 }
+
+/// How long a failed fetch is remembered.
+const FAILURE_MEMORY: chrono::Duration = chrono::Duration::seconds(30);
+
+/// How many failed URLs are remembered at most.
+const FAILURE_MEMORY_SIZE: usize = 1_024;
 
 impl std::fmt::Debug for ContextResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +228,7 @@ impl ContextResolver {
             client,
             store,
             clock,
+            failures: Mutex::new(HashMap::new()),
             hosted_base: format!(
                 "{}/ngsi-ld/v1/jsonldContexts/",
                 public_url.trim_end_matches('/')
@@ -354,7 +364,36 @@ impl ContextResolver {
     }
 
     /// Fetches a remote context document, caching it.
+    /// Fetches a remote context document, unless the same URL failed moments ago.
     async fn fetch(&self, url: &str) -> Result<Arc<Value>, Problem> {
+        let now = self.clock.now();
+        if let Some((at, problem)) = self
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(url)
+            && now - *at < FAILURE_MEMORY
+        {
+            return Err(problem.clone());
+        }
+        let outcome = self.fetch_now(url).await;
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        match &outcome {
+            Ok(_) => {
+                failures.remove(url);
+            }
+            Err(problem) => {
+                if failures.len() >= FAILURE_MEMORY_SIZE {
+                    failures.clear();
+                }
+                failures.insert(url.to_owned(), (now, problem.clone()));
+            }
+        }
+        outcome
+    }
+
+    /// Fetches a remote context document now, caching it.
+    async fn fetch_now(&self, url: &str) -> Result<Arc<Value>, Problem> {
         let unavailable = |reason: String| {
             Problem::new(
                 ErrorType::LdContextNotAvailable,
@@ -537,7 +576,7 @@ impl ContextResolver {
             (ContextKind::Cached, true) => {
                 let document = match self.bundled.get(&context.url) {
                     Some(document) => document.clone(),
-                    None => self.fetch(&context.url).await?,
+                    None => self.fetch_now(&context.url).await?,
                 };
                 let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(entry) = known.get_mut(&context.url) {

@@ -14,6 +14,7 @@ use crate::helpers::apps_with;
 struct ContextServer {
     url: String,
     hits: Arc<AtomicUsize>,
+    missed: Arc<AtomicUsize>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -25,9 +26,12 @@ impl Drop for ContextServer {
 
 fn start_context_server() -> ContextServer {
     let hits = Arc::new(AtomicUsize::new(0));
+    let missed = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let miss_counter = missed.clone();
     let server = HttpServer::new(move || {
         let counter = counter.clone();
+        let misses = miss_counter.clone();
         App::new()
             .route(
                 "/good.jsonld",
@@ -62,7 +66,10 @@ fn start_context_server() -> ContextServer {
             )
             .route(
                 "/missing.jsonld",
-                web::get().to(|| async { HttpResponse::NotFound().finish() }),
+                web::get().to(move || {
+                    misses.fetch_add(1, Ordering::SeqCst);
+                    async { HttpResponse::NotFound().finish() }
+                }),
             )
     })
     .workers(1)
@@ -72,7 +79,12 @@ fn start_context_server() -> ContextServer {
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    ContextServer { url, hits, handle }
+    ContextServer {
+        url,
+        hits,
+        missed,
+        handle,
+    }
 }
 
 #[actix_web::test]
@@ -139,6 +151,26 @@ async fn remote_contexts_are_fetched_once_and_failures_are_503() {
             assert_eq!(reply.status, 503, "{why}: {}", reply.text);
             reply.assert_problem(503, "LdContextNotAvailable");
         }
+        // A URL that just failed is not fetched again for a while: the second request answers at
+        // once with the same 503.
+        let missed_before = contexts.missed.load(Ordering::SeqCst);
+        assert!(missed_before >= 1, "the first request did reach the server");
+        let missing = format!("{}/missing.jsonld", contexts.url);
+        let again = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entities",
+                &json!({"id": "urn:x:lamp:bad", "type": "Lamp"}),
+                Some(&missing),
+            )
+            .await;
+        again.assert_problem(503, "LdContextNotAvailable");
+        assert_eq!(
+            contexts.missed.load(Ordering::SeqCst),
+            missed_before,
+            "the failure was remembered"
+        );
+
         // Outside the allow-list: refused without a fetch.
         let elsewhere = app
             .send_json(
