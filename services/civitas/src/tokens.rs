@@ -208,6 +208,25 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A department's root key file: read if it exists, created (mode 0600) otherwise.
+pub fn ensure_key(path: &Path) -> anyhow::Result<RootKey> {
+    if path.exists() {
+        return read_key(path);
+    }
+    let key = RootKey::generate()?;
+    write_private(path, &key.to_file_text())?;
+    Ok(key)
+}
+
+/// Mints a token into `path` unless the file exists (tokens are secrets: mode 0600).
+pub fn ensure_token(path: &Path, key: &RootKey, spec: &TokenSpec) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let token = token::issue(key, spec, SystemClock.now())?;
+    write_private(path, &format!("{token}\n"))
+}
+
 fn read_key(path: &Path) -> anyhow::Result<RootKey> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use civitas_auth::token::{ANY, TokenSpec};
 use civitas_connector::{Application, Settings};
 use indicatif::ProgressBar;
 use serde::Deserialize;
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use crate::demo;
 use crate::load::{self, Target};
+use crate::tokens;
 
 /// Arguments of `civitas up`.
 #[derive(Debug, clap::Args)]
@@ -95,8 +97,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         preload.insert(context.url.to_owned(), path);
     }
 
+    let keys_dir = state_dir.join("keys");
+    let tokens_dir = state_dir.join("tokens");
+    std::fs::create_dir_all(&keys_dir)?;
+    std::fs::create_dir_all(&tokens_dir)?;
+    let mut keys = BTreeMap::new();
+    let mut tokens = BTreeMap::new();
+
     let mut applications = Vec::new();
     for (index, department) in config.departments.iter().enumerate() {
+        let key_path = keys_dir.join(format!("{}.key", department.name));
+        let key = tokens::ensure_key(&key_path)
+            .with_context(|| format!("the root key of {}", department.name))?;
+        for (name, spec) in demo_tokens(&department.name) {
+            let path = tokens_dir.join(format!("{name}.biscuit"));
+            tokens::ensure_token(&path, &key, &spec)?;
+            tokens.insert(name, path);
+        }
+        keys.insert(department.name.clone(), key_path);
         // Port 0 asks the system for free ports; endpoints.json then tells where everything is.
         let port = match args.base_port {
             0 => 0,
@@ -114,6 +132,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         settings.listen = format!("127.0.0.1:{port}");
         settings.tenants = department.tenants.clone();
         settings.contexts.preload = preload.clone();
+        settings.auth.public_key = Some(key.public_string());
         let application = Application::build(settings).await.with_context(|| {
             format!("starting the {} connector on port {port}", department.name)
         })?;
@@ -156,7 +175,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let endpoints = json!({ "connectors": connectors });
+    let endpoints = json!({ "connectors": connectors, "keys": keys, "tokens": tokens });
     let endpoints_path = state_dir.join("endpoints.json");
     std::fs::write(&endpoints_path, serde_json::to_string_pretty(&endpoints)?)?;
     print_tour(&state_dir, &endpoints_path, &connectors)?;
@@ -165,6 +184,58 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         server.await.context("a connector stopped unexpectedly")??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo tokens of a department: its administrator and its auditor; at transport, also a partner
+/// agency that reads parking availability but no payment data.
+fn demo_tokens(department: &str) -> Vec<(String, TokenSpec)> {
+    let year = Some(chrono::Duration::days(365));
+    let mut specs = vec![
+        (
+            format!("admin.{department}"),
+            TokenSpec {
+                holder: format!("admin.{department}"),
+                read: vec![ANY.to_owned()],
+                write: vec![ANY.to_owned()],
+                admin: true,
+                audit: true,
+                ttl: year,
+                ..TokenSpec::default()
+            },
+        ),
+        (
+            format!("auditor.{department}"),
+            TokenSpec {
+                holder: "auditor".to_owned(),
+                audit: true,
+                ttl: year,
+                ..TokenSpec::default()
+            },
+        ),
+    ];
+    if department == "transport" {
+        let parking = |name: &str| format!("https://smartdatamodels.org/dataModel.Parking/{name}");
+        specs.push((
+            "partner-agency.transport".to_owned(),
+            TokenSpec {
+                holder: "partner-agency".to_owned(),
+                read: vec![parking("ParkingSpot"), parking("OffStreetParking")],
+                attributes: Some(vec![
+                    "https://uri.etsi.org/ngsi-ld/status".to_owned(),
+                    "https://uri.etsi.org/ngsi-ld/location".to_owned(),
+                    "https://smartdatamodels.org/name".to_owned(),
+                    parking("category"),
+                    parking("availableSpotNumber"),
+                    parking("totalSpotNumber"),
+                    parking("refParkingSite"),
+                ]),
+                purpose: Some("traffic-planning".to_owned()),
+                ttl: Some(chrono::Duration::days(90)),
+                ..TokenSpec::default()
+            },
+        ));
+    }
+    specs
 }
 
 fn print_tour(
@@ -178,6 +249,11 @@ fn print_tour(
         writeln!(out, "  connector {name:<12} {url}")?;
     }
     writeln!(out, "Endpoints: {}", endpoints.display())?;
+    writeln!(
+        out,
+        "Department keys and demo tokens: {0}/keys, {0}/tokens (not enforced by the connectors yet)",
+        state_dir.display()
+    )?;
     if let Some(transport) = connectors.get("transport") {
         let parking = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld";
         writeln!(out, "\nTry:")?;

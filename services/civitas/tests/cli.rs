@@ -109,6 +109,41 @@ async fn up_serves_the_demo_city_and_load_reports_per_entity() {
     assert!(endpoints["connectors"]["water"].is_string());
     assert_eq!(parking_spot_count(&transport).await, "2000");
 
+    // Keys and demo tokens: each department's key verifies its tokens, and is the one published.
+    let key = endpoints["keys"]["transport"]
+        .as_str()
+        .expect("transport key")
+        .to_owned();
+    for name in [
+        "admin.transport",
+        "auditor.transport",
+        "partner-agency.transport",
+        "admin.water",
+    ] {
+        assert!(endpoints["tokens"][name].is_string(), "{name}: {endpoints}");
+    }
+    let admin = std::fs::read_to_string(
+        endpoints["tokens"]["admin.transport"]
+            .as_str()
+            .expect("path"),
+    )
+    .expect("token file");
+    let (code, shown, _) = civitas(&["token", "inspect", "--token", admin.trim(), "--key", &key]);
+    assert_eq!(code, Some(0), "{shown}");
+    let (_, public, _) = civitas(&["token", "inspect", "--token", admin.trim()]);
+    assert!(public.contains(r#"right("admin", "*")"#), "{public}");
+    let published: Value = reqwest::get(format!("{transport}/.well-known/civitas"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let key_text = std::fs::read_to_string(&key).expect("key file");
+    let expected = civitas_auth::keys::RootKey::parse(&key_text)
+        .expect("key")
+        .public_string();
+    assert_eq!(published["publicKeys"], json!([expected]));
+
     // load: one bad entity is reported, the good ones stored, exit code 1.
     let file = state.path().join("mine.json");
     let entities = json!([

@@ -32,6 +32,18 @@ pub struct Settings {
     pub contexts: ContextSettings,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// The department's keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The public half of the department's root key (`ed25519/<hex>`), published at
+    /// `/.well-known/civitas` so that holders and auditors can verify its tokens.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 /// How JSON-LD @contexts are obtained.
@@ -149,6 +161,7 @@ impl Settings {
             allow_any_tenant: false,
             contexts: ContextSettings::default(),
             limits: Limits::default(),
+            auth: AuthSettings::default(),
         }
     }
 
@@ -200,6 +213,16 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "limits.default_page_size must be between 1 and limits.max_page_size".to_owned(),
             ));
+        }
+        if let Some(key) = &self.auth.public_key {
+            let valid = key
+                .strip_prefix("ed25519/")
+                .is_some_and(|hex| hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+            if !valid {
+                return Err(SettingsError::Invalid(format!(
+                    "auth.public_key {key:?} is not an ed25519/<64 hex digits> key"
+                )));
+            }
         }
         for (url, file) in &self.contexts.preload {
             if !file.is_file() {

@@ -37,5 +37,6 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "ngsiLdVersion": "1.8",
         "storage": state.entities.store().backend_name(),
         "url": state.public_url,
+        "publicKeys": state.settings.auth.public_key.iter().collect::<Vec<_>>(),
     }))
 }
