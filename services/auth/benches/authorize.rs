@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "https://smartdatamodels.org/dataModel.Parking/ParkingSpot".into(),
             "https://smartdatamodels.org/dataModel.Parking/OffStreetParking".into(),
         ],
-        attributes: Some(vec!["https://uri.etsi.org/ngsi-ld/status".into(), "https://uri.etsi.org/ngsi-ld/location".into()]),
+        attributes: Some(vec![
+            "https://uri.etsi.org/ngsi-ld/status".into(),
+            "https://uri.etsi.org/ngsi-ld/location".into(),
+        ]),
         purpose: Some("traffic-planning".into()),
         ttl: Some(chrono::Duration::days(30)),
         ..TokenSpec::default()
@@ -43,16 +46,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = issue(&key, &spec, now())?;
     let once = attenuate(
         &plain,
-        &Restrictions { read: Some(vec!["https://smartdatamodels.org/dataModel.Parking/ParkingSpot".into()]), ..Restrictions::default() },
+        &Restrictions {
+            read: Some(vec![
+                "https://smartdatamodels.org/dataModel.Parking/ParkingSpot".into(),
+            ]),
+            ..Restrictions::default()
+        },
         now(),
     )?;
-    let twice = attenuate(&once, &Restrictions { ttl: Some(chrono::Duration::hours(1)), ..Restrictions::default() }, now())?;
-    let request = Request { operation: Operation::Read, tenant: None, now: now() };
+    let twice = attenuate(
+        &once,
+        &Restrictions {
+            ttl: Some(chrono::Duration::hours(1)),
+            ..Restrictions::default()
+        },
+        now(),
+    )?;
+    let request = Request {
+        operation: Operation::Read,
+        tenant: None,
+        now: now(),
+    };
 
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "authorizations on {threads} threads at once, {TOTAL} per token shape")?;
-    for (name, token) in [("authority block only", &plain), ("two attenuation blocks", &twice)] {
+    writeln!(
+        out,
+        "authorizations on {threads} threads at once, {TOTAL} per token shape"
+    )?;
+    for (name, token) in [
+        ("authority block only", &plain),
+        ("two attenuation blocks", &twice),
+    ] {
         let started = Instant::now();
         let results: Vec<(Vec<u128>, usize)> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
@@ -63,7 +88,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         for _ in 0..TOTAL / threads {
                             let start = Instant::now();
                             match authorizer.authorize(token, &request) {
-                                Ok(grant) if grant.allows_attribute("https://uri.etsi.org/ngsi-ld/status") => {}
+                                Ok(grant)
+                                    if grant.allows_attribute(
+                                        "https://uri.etsi.org/ngsi-ld/status",
+                                    ) => {}
                                 _ => denied += 1,
                             }
                             durations.push(start.elapsed().as_micros());
