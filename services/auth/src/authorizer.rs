@@ -144,15 +144,6 @@ impl Grant {
                 .is_some_and(|types| types.contains(entity_type))
     }
 
-    /// Whether `operation` is allowed on an entity with these types: one allowed type suffices.
-    pub fn allows_entity<'a>(
-        &self,
-        operation: Operation,
-        mut types: impl Iterator<Item = &'a str>,
-    ) -> bool {
-        types.any(|t| self.allows_type(operation, t))
-    }
-
     /// The types `operation` is allowed on (`All` for every type).
     pub fn types(&self, operation: Operation) -> NameSet {
         if self

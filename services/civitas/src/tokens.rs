@@ -140,9 +140,9 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let names = Names::new(args.flags.context.as_deref())?;
             let spec = TokenSpec {
                 holder: args.holder,
-                read: names.types(args.flags.read.unwrap_or_default()),
-                write: names.types(args.flags.write.unwrap_or_default()),
-                attributes: args.flags.attrs.map(|a| names.attributes(a)),
+                read: names.expand(args.flags.read.unwrap_or_default()),
+                write: names.expand(args.flags.write.unwrap_or_default()),
+                attributes: args.flags.attrs.map(|a| names.expand(a)),
                 purpose: args.flags.purpose,
                 tenants: args.flags.tenant,
                 ttl: args.flags.ttl.as_deref().map(parse_duration).transpose()?,
@@ -157,12 +157,12 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let write = if args.read_only {
                 Some(Vec::new())
             } else {
-                args.flags.write.map(|w| names.types(w))
+                args.flags.write.map(|w| names.expand(w))
             };
             let restrictions = Restrictions {
-                read: args.flags.read.map(|r| names.types(r)),
+                read: args.flags.read.map(|r| names.expand(r)),
                 write,
-                attributes: args.flags.attrs.map(|a| names.attributes(a)),
+                attributes: args.flags.attrs.map(|a| names.expand(a)),
                 purposes: args.flags.purpose.map(|p| vec![p]),
                 tenants: args.flags.tenant,
                 ttl: args.flags.ttl.as_deref().map(parse_duration).transpose()?,
@@ -309,14 +309,6 @@ impl Names {
             })
             .collect()
     }
-
-    fn types(&self, names: Vec<String>) -> Vec<String> {
-        self.expand(names)
-    }
-
-    fn attributes(&self, names: Vec<String>) -> Vec<String> {
-        self.expand(names)
-    }
 }
 
 #[cfg(test)]
@@ -339,7 +331,7 @@ mod tests {
     fn names_expand_like_the_connector_does() {
         let names = Names::new(None).expect("core context");
         assert_eq!(
-            names.types(vec![
+            names.expand(vec![
                 "Bench".into(),
                 "*".into(),
                 "https://example.org/Spot".into()

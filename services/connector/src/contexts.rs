@@ -308,7 +308,7 @@ impl ContextResolver {
                     let document = self.fetch(&url).await?;
                     fetched.insert(url, document);
                 }
-                Err(other) => return Err(context_problem(other)),
+                Err(other) => return Err(Problem::from(other)),
             }
         }
         Err(Problem::bad_request(
@@ -609,8 +609,4 @@ fn bundled_entry(
         last_used_at: None,
         hits: 0,
     }
-}
-
-fn context_problem(error: ModelError) -> Problem {
-    Problem::from(error)
 }

@@ -286,7 +286,7 @@ impl Entities {
         let scopes = fragment_scopes(payload)?;
         let now = self.clock.now();
         self.modify(tenant, id, |entity| {
-            add_types(entity, types);
+            update::add_types(entity, types.iter().map(String::as_str));
             if let Some(scopes) = scopes {
                 update::append_scopes(entity, scopes, overwrite);
             }
@@ -746,7 +746,7 @@ fn try_apply_batch_item(
                 *existing = update::replace_entity(existing, entity, now)
             }
             (Some(existing), UpsertMode::Update) => {
-                add_types(existing, entity.types);
+                update::add_types(existing, entity.types.iter().map(String::as_str));
                 update::append(existing, entity.attributes, true, now);
             }
         },
@@ -754,7 +754,7 @@ fn try_apply_batch_item(
             let Some(existing) = slot.as_mut() else {
                 return Err(Problem::not_found("the entity does not exist"));
             };
-            add_types(existing, types);
+            update::add_types(existing, types.iter().map(String::as_str));
             let report = update::append(existing, attributes, overwrite, now);
             if !report.is_complete() {
                 let names: Vec<&str> = report.not_updated.iter().map(|n| n.name.as_str()).collect();
@@ -797,12 +797,4 @@ fn fragment_scopes(payload: &Value) -> Result<Option<Vec<String>>, Problem> {
         Some(other) => other.clone(),
     };
     Ok(Some(canonical::decode_scopes(&scopes)?))
-}
-
-fn add_types(entity: &mut Entity, types: Vec<String>) {
-    for t in types {
-        if !entity.types.contains(&t) {
-            entity.types.push(t);
-        }
-    }
 }

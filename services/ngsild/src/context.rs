@@ -595,7 +595,7 @@ impl ActiveContext {
         })
     }
 
-    /// The expanded IRIs of all terms; used by tests and diagnostics.
+    /// The names of all terms the context defines; for tests and diagnostics.
     pub fn term_names(&self) -> HashSet<&str> {
         self.terms.keys().map(String::as_str).collect()
     }

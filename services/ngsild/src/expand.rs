@@ -277,7 +277,9 @@ fn instance<'a>(
     };
     let Some(attribute_type) = attribute_type else {
         if kind == Payload::Partial {
-            return partial_instance(members, ctx, kind, depth);
+            let mut out = Map::new();
+            expand_members(members, &mut out, ctx, kind, depth)?;
+            return Ok(Value::Object(out));
         }
         // Concise form of a Property whose value is a JSON object.
         let value: Map<String, Value> = members.map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -289,17 +291,6 @@ fn instance<'a>(
 
     let mut out = Map::new();
     out.insert("type".to_owned(), Value::String(attribute_type.to_owned()));
-    expand_members(members, &mut out, ctx, kind, depth)?;
-    Ok(Value::Object(out))
-}
-
-fn partial_instance<'a>(
-    members: impl Iterator<Item = (&'a String, &'a Value)>,
-    ctx: &ActiveContext,
-    kind: Payload,
-    depth: usize,
-) -> Result<Value, Error> {
-    let mut out = Map::new();
     expand_members(members, &mut out, ctx, kind, depth)?;
     Ok(Value::Object(out))
 }

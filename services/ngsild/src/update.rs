@@ -285,17 +285,22 @@ fn instances_of(value: &Value) -> Result<Vec<&Map<String, Value>>, Error> {
     }
 }
 
-fn add_types(entity: &mut Entity, types: &Value) {
-    for t in types
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+/// Adds entity types (expanded IRIs) the entity does not have yet, keeping their order.
+pub fn add_types<'a>(entity: &mut Entity, types: impl IntoIterator<Item = &'a str>) {
+    for t in types {
         if !entity.types.iter().any(|existing| existing == t) {
             entity.types.push(t.to_owned());
         }
     }
+}
+
+/// The type names of a canonical `type` member.
+fn type_names(types: &Value) -> impl Iterator<Item = &str> {
+    types
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
 }
 
 /// Merges a partial canonical entity fragment into an entity (clause 5.6.17 merge entity, PATCH on
@@ -313,7 +318,7 @@ pub fn merge_entity(
                     return Err(Error::bad("the fragment's id differs from the entity's"));
                 }
             }
-            "type" => add_types(entity, value),
+            "type" => add_types(entity, type_names(value)),
             "scope" if value.is_null() => entity.scopes.clear(),
             "scope" => entity.scopes = crate::canonical::decode_scopes(value)?,
             name => {
@@ -392,7 +397,7 @@ pub fn update_attributes(
     }
     let types_before = entity.types.len();
     if let Some(types) = new_types {
-        add_types(entity, types);
+        add_types(entity, type_names(types));
     }
     let mut changed = entity.types.len() != types_before;
     if let Some(scopes) = new_scopes {
