@@ -9,6 +9,7 @@
 //! block's restrictions.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::builder;
@@ -55,7 +56,31 @@ pub struct Request<'a> {
     pub operation: Operation,
     /// The tenant addressed; `None` is the default tenant.
     pub tenant: Option<&'a str>,
+    /// The purpose the caller declares for this request, if any.
+    pub purpose: Option<&'a str>,
     pub now: DateTime<Utc>,
+}
+
+/// What a request names, once it is parsed: expanded entity types, entity ids and expanded
+/// attribute names. They become `entity_type`, `entity_id` and `attribute` facts for the token's
+/// checks and the department's policy ([`Authorized::check_names`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Names<'a> {
+    pub entity_types: &'a [String],
+    pub entity_ids: &'a [String],
+    pub attributes: &'a [String],
+}
+
+impl Request<'static> {
+    /// A request for `operation` on the default tenant that names nothing in particular.
+    pub fn new(operation: Operation, now: DateTime<Utc>) -> Request<'static> {
+        Request {
+            operation,
+            tenant: None,
+            purpose: None,
+            now,
+        }
+    }
 }
 
 /// A set of names that may be "everything".
@@ -95,7 +120,7 @@ impl NameSet {
         };
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         matches!(self, NameSet::Only(names) if names.is_empty())
     }
 }
@@ -113,15 +138,22 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// A grant for requests without a token, from the department's anonymous policy.
+    /// A grant for requests without a token, from the department's anonymous policy: the types
+    /// anyone may read and write (expanded IRIs or `*`) and the attributes they may see
+    /// (`None`: all).
     pub fn anonymous(
         read_types: impl IntoIterator<Item = String>,
+        write_types: impl IntoIterator<Item = String>,
         attributes: Option<Vec<String>>,
     ) -> Grant {
         let mut rights = HashMap::new();
-        let read = NameSet::from_names(read_types);
-        if !read.is_empty() {
-            rights.insert(Operation::Read, read);
+        for (operation, types) in [
+            (Operation::Read, NameSet::from_names(read_types)),
+            (Operation::Write, NameSet::from_names(write_types)),
+        ] {
+            if !types.is_empty() {
+                rights.insert(operation, types);
+            }
         }
         Grant {
             holder: None,
@@ -146,17 +178,19 @@ impl Grant {
 
     /// The types `operation` is allowed on (`All` for every type).
     pub fn types(&self, operation: Operation) -> NameSet {
-        if self
-            .rights
-            .get(&Operation::Admin)
-            .is_some_and(|t| *t == NameSet::All)
-        {
+        let admin = self.rights.get(&Operation::Admin);
+        if admin.is_some_and(|t| *t == NameSet::All) {
             return NameSet::All;
         }
-        self.rights
+        let mut types = self
+            .rights
             .get(&operation)
             .cloned()
-            .unwrap_or(NameSet::Only(HashSet::new()))
+            .unwrap_or(NameSet::Only(HashSet::new()));
+        if let (NameSet::Only(names), Some(NameSet::Only(admin))) = (&mut types, admin) {
+            names.extend(admin.iter().cloned());
+        }
+        types
     }
 
     /// Whether `operation` is allowed at all (on some type).
@@ -168,20 +202,162 @@ impl Grant {
     pub fn allows_attribute(&self, attribute: &str) -> bool {
         self.attributes.contains(attribute)
     }
+
+    /// Whether every attribute may be seen or written (no allow-list).
+    pub fn allows_every_attribute(&self) -> bool {
+        self.attributes == NameSet::All
+    }
 }
 
-/// One department's authorizer.
-pub struct Authorizer {
+/// Proof that a request was authorized: what for and what the caller may do. Only
+/// [`Authorizer::authorize`] makes one, so whatever takes an `&Authorized` cannot be reached
+/// without a decision.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    grant: Arc<Grant>,
+    operation: Operation,
+    tenant: String,
+    purpose: Option<String>,
+    /// Set when the token or the policy has rules about what a request names: the decision is
+    /// then completed per request by [`Authorized::check_names`].
+    per_request: Option<PerRequest>,
+}
+
+/// What it takes to complete a decision once the request's names are known.
+#[derive(Clone)]
+struct PerRequest {
+    shared: Arc<Shared>,
+    token: Arc<str>,
+    now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for PerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerRequest").finish_non_exhaustive()
+    }
+}
+
+impl Authorized {
+    /// The operation that was authorized.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The tenant the decision holds for (`""`: the default tenant).
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Who holds the token (`None`: anonymous).
+    pub fn holder(&self) -> Option<&str> {
+        self.grant.holder.as_deref()
+    }
+
+    pub fn purpose(&self) -> Option<&str> {
+        self.purpose.as_deref()
+    }
+
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The entity types the authorized operation may touch.
+    pub fn types(&self) -> NameSet {
+        self.grant.types(self.operation)
+    }
+
+    /// Whether an entity with these types is within the authorized operation: at least one of its
+    /// types must be allowed.
+    pub fn covers(&self, types: &[String]) -> bool {
+        types
+            .iter()
+            .any(|t| self.grant.allows_type(self.operation, t))
+    }
+
+    /// Whether every one of `types` is allowed (what a write may add to an entity).
+    pub fn covers_all(&self, types: &[String]) -> bool {
+        types
+            .iter()
+            .all(|t| self.grant.allows_type(self.operation, t))
+    }
+
+    pub fn allows_attribute(&self, attribute: &str) -> bool {
+        self.grant.allows_attribute(attribute)
+    }
+
+    pub fn allows_every_attribute(&self) -> bool {
+        self.grant.allows_every_attribute()
+    }
+
+    /// Completes the decision with what the request names (or, per entity, what an entity of a
+    /// batch or a result names). A no-op unless the token or the department's policy has rules
+    /// about `entity_type`, `entity_id` or `attribute`; then the whole datalog world runs again with
+    /// those facts and must allow.
+    pub fn check_names(&self, names: Names<'_>) -> Result<(), Error> {
+        let Some(per_request) = &self.per_request else {
+            return Ok(());
+        };
+        let request = Request {
+            operation: self.operation,
+            tenant: Some(&self.tenant),
+            purpose: self.purpose.as_deref(),
+            now: per_request.now,
+        };
+        per_request
+            .shared
+            .decide(&per_request.token, &request, Some(names))
+            .map(|_| ())
+    }
+}
+
+/// The predicates whose facts come from what a request names. A token or policy that uses none of
+/// them decides the same for every request with the same operation, tenant, purpose and second.
+const REQUEST_PREDICATES: [&str; 3] = ["entity_type", "entity_id", "attribute"];
+
+/// Whether datalog source uses one of [`REQUEST_PREDICATES`].
+fn uses_request_facts(source: &str) -> bool {
+    REQUEST_PREDICATES.iter().any(|name| {
+        source.match_indices(name).any(|(at, _)| {
+            let before = source[..at].chars().next_back();
+            let after = source[at + name.len()..].trim_start().chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after == Some('(')
+        })
+    })
+}
+
+/// A cached decision: the grant a token gets for (operation, tenant, purpose) within one second.
+/// Biscuit dates have one-second resolution, so within that second the datalog world is the same
+/// and so is the decision, unless it depends on what the request names (`per_request`).
+struct CachedGrant {
+    second: i64,
+    per_request: bool,
+    grant: Arc<Grant>,
+}
+
+type CacheKey = (String, Operation, String, Option<String>);
+
+/// The most decisions kept; past this, the cache starts over.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// One department's authorizer. Cheap to clone: clones share the revocation list and the cache.
+#[derive(Clone)]
+pub struct Authorizer(Arc<Shared>);
+
+struct Shared {
     root: PublicKey,
     department: String,
     policy: String,
+    policy_uses_request_facts: bool,
+    anonymous: Arc<Grant>,
     limits: AuthorizerLimits,
+    revoked: RwLock<HashSet<String>>,
+    cache: Mutex<HashMap<CacheKey, CachedGrant>>,
 }
 
 impl std::fmt::Debug for Authorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authorizer")
-            .field("department", &self.department)
+            .field("department", &self.0.department)
             .finish_non_exhaustive()
     }
 }
@@ -195,16 +371,19 @@ deny if true;
 
 impl Authorizer {
     /// An authorizer for tokens of `root`, with the department's own datalog `policy` (rules,
-    /// checks and policies evaluated before the default policy; may be empty).
+    /// checks and policies evaluated before the default policy; may be empty). Requests without a
+    /// token get nothing until [`Authorizer::with_anonymous`] says otherwise.
     pub fn new(root: PublicKey, policy: &str, department: &str) -> Result<Authorizer, Error> {
         // Parse once now, so a broken policy fails at start-up and not on the first request.
         AuthorizerBuilder::new()
             .code(policy)
             .map_err(|e| Error::Invalid(format!("policy: {e}")))?;
-        Ok(Authorizer {
+        Ok(Authorizer(Arc::new(Shared {
             root,
             department: department.to_owned(),
             policy: policy.to_owned(),
+            policy_uses_request_facts: uses_request_facts(policy),
+            anonymous: Arc::new(Grant::anonymous(Vec::new(), Vec::new(), Some(Vec::new()))),
             // Generous, explicit limits: the library's default time limit (1 ms) refuses valid
             // tokens on a loaded machine.
             limits: AuthorizerLimits {
@@ -212,39 +391,242 @@ impl Authorizer {
                 max_iterations: 1_000,
                 max_time: Duration::from_millis(250),
             },
+            revoked: RwLock::new(HashSet::new()),
+            cache: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// What requests without a token may do (the department's anonymous policy).
+    pub fn with_anonymous(self, grant: Grant) -> Authorizer {
+        let shared = Arc::unwrap_or_clone(self.0);
+        Authorizer(Arc::new(Shared {
+            anonymous: Arc::new(grant),
+            ..shared
+        }))
+    }
+
+    /// The department this authorizer decides for.
+    pub fn department(&self) -> &str {
+        &self.0.department
+    }
+
+    /// Refuses, from now on, every token with a block whose revocation id (hex) is in `ids`.
+    pub fn revoke(&self, ids: impl IntoIterator<Item = String>) {
+        let mut revoked = self.0.revoked.write().unwrap_or_else(|e| e.into_inner());
+        revoked.extend(ids.into_iter().map(|id| id.to_ascii_lowercase()));
+    }
+
+    /// Decides `request` for the bearer `tokens` (several when a caller presents one per
+    /// department: the first that this department's root key verifies is used), or, with no token,
+    /// by the anonymous policy.
+    pub fn authorize(&self, tokens: &[&str], request: &Request<'_>) -> Result<Authorized, Error> {
+        Shared::authorize(&self.0, tokens, request)
+    }
+
+    /// The revocation ids (hex, authority first) of a token this department's key verifies.
+    pub fn revocation_ids(&self, token: &str) -> Result<Vec<String>, Error> {
+        let biscuit = Biscuit::from_base64(token.trim(), self.0.root)
+            .map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        Ok(biscuit
+            .revocation_identifiers()
+            .iter()
+            .map(hex::encode)
+            .collect())
+    }
+}
+
+impl Clone for Shared {
+    fn clone(&self) -> Shared {
+        Shared {
+            root: self.root,
+            department: self.department.clone(),
+            policy: self.policy.clone(),
+            policy_uses_request_facts: self.policy_uses_request_facts,
+            anonymous: self.anonymous.clone(),
+            limits: self.limits.clone(),
+            revoked: RwLock::new(
+                self.revoked
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Shared {
+    fn revoked_among(&self, ids: &[String]) -> Option<String> {
+        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        if revoked.is_empty() {
+            return None;
+        }
+        ids.iter().find(|id| revoked.contains(*id)).cloned()
+    }
+
+    fn authorize(
+        this: &Arc<Shared>,
+        tokens: &[&str],
+        request: &Request<'_>,
+    ) -> Result<Authorized, Error> {
+        let (grant, per_request) = match tokens {
+            [] => {
+                if !this.anonymous.allows(request.operation) {
+                    return Err(Error::Unauthenticated(
+                        "this request needs a token (Authorization: Bearer)".to_owned(),
+                    ));
+                }
+                (this.anonymous.clone(), None)
+            }
+            [token] => this.authorize_token(token, request)?,
+            several => {
+                let ours = several
+                    .iter()
+                    .find(|token| Biscuit::from_base64(token.trim(), this.root).is_ok());
+                match ours {
+                    Some(token) => this.authorize_token(token, request)?,
+                    None => {
+                        return Err(Error::Unauthenticated(format!(
+                            "none of the {} tokens was issued by {}",
+                            several.len(),
+                            this.department
+                        )));
+                    }
+                }
+            }
+        };
+        if let Some(purpose) = request.purpose
+            && !grant.purposes.is_empty()
+            && !grant.purposes.iter().any(|p| p == purpose)
+        {
+            return Err(Error::Forbidden(format!(
+                "the token is not for the purpose {purpose:?}"
+            )));
+        }
+        Ok(Authorized {
+            grant,
+            operation: request.operation,
+            tenant: request.tenant.unwrap_or_default().to_owned(),
+            purpose: request.purpose.map(str::to_owned),
+            per_request: per_request.map(|token| PerRequest {
+                shared: this.clone(),
+                token,
+                now: request.now,
+            }),
         })
     }
 
-    /// Verifies `token` and computes what it allows for `request`.
-    pub fn authorize(&self, token: &str, request: &Request<'_>) -> Result<Grant, Error> {
-        let biscuit = Biscuit::from_base64(token.trim(), self.root)
+    /// One token: from the cache when the same decision was made within this second, else in full.
+    /// With the grant comes the token, when the decision must be completed per request.
+    fn authorize_token(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+    ) -> Result<(Arc<Grant>, Option<Arc<str>>), Error> {
+        let token = token.trim();
+        let second = request.now.timestamp();
+        let key: CacheKey = (
+            token.to_owned(),
+            request.operation,
+            request.tenant.unwrap_or_default().to_owned(),
+            request.purpose.map(str::to_owned),
+        );
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&key)
+                .filter(|entry| entry.second == second)
+                .map(|entry| (entry.grant.clone(), entry.per_request))
+        };
+        let (grant, per_request) = match cached {
+            Some(hit) => hit,
+            None => {
+                let (grant, per_request) = self.decide(token, request, None)?;
+                let grant = Arc::new(grant);
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(
+                    key,
+                    CachedGrant {
+                        second,
+                        per_request,
+                        grant: grant.clone(),
+                    },
+                );
+                (grant, per_request)
+            }
+        };
+        // Revocation is checked on every request, cached or not: it takes effect at once.
+        if let Some(id) = self.revoked_among(&grant.revocation_ids) {
+            return Err(Error::Revoked(id));
+        }
+        Ok((grant, per_request.then(|| Arc::from(token))))
+    }
+
+    /// Verifies `token` and computes what it allows for `request`; also says whether the decision
+    /// depends on what the request names. Without `names`, such a decision is only half made (the
+    /// token verifies, has not expired and grants something for the operation): the datalog
+    /// policies run when the names are known, with them.
+    fn decide(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+        names: Option<Names<'_>>,
+    ) -> Result<(Grant, bool), Error> {
+        let biscuit = Biscuit::from_base64(token, self.root)
             .map_err(|e| Error::Unauthenticated(e.to_string()))?;
         let revocation_ids: Vec<String> = biscuit
             .revocation_identifiers()
             .iter()
             .map(hex::encode)
             .collect();
+        if let Some(id) = self.revoked_among(&revocation_ids) {
+            return Err(Error::Revoked(id));
+        }
+        let per_request = self.policy_uses_request_facts
+            || (0..biscuit.block_count()).any(|index| {
+                biscuit
+                    .print_block_source(index)
+                    .map_or(true, |source| uses_request_facts(&source))
+            });
         let now = SystemTime::from(request.now);
-        let mut authorizer = AuthorizerBuilder::new()
-            .set_limits(self.limits.clone())
-            .fact(builder::fact(
-                "operation",
-                &[builder::string(request.operation.name())],
-            ))
-            .and_then(|b| {
-                b.fact(builder::fact(
-                    "tenant",
-                    &[builder::string(request.tenant.unwrap_or(""))],
-                ))
-            })
-            .and_then(|b| b.fact(builder::fact("time", &[builder::date(&now)])))
-            .and_then(|b| {
-                b.fact(builder::fact(
-                    "department",
-                    &[builder::string(&self.department)],
-                ))
-            })
-            .and_then(|b| b.code(&self.policy))
+        let string = |value: &str| builder::string(value);
+        let mut facts = vec![
+            builder::fact("operation", &[string(request.operation.name())]),
+            builder::fact("tenant", &[string(request.tenant.unwrap_or(""))]),
+            builder::fact("time", &[builder::date(&now)]),
+            builder::fact("department", &[string(&self.department)]),
+        ];
+        if let Some(purpose) = request.purpose {
+            facts.push(builder::fact("request_purpose", &[string(purpose)]));
+        }
+        for (index, id) in revocation_ids.iter().enumerate() {
+            facts.push(builder::fact(
+                "revocation_id",
+                &[builder::int(index as i64), string(id)],
+            ));
+        }
+        let names_given = names.is_some();
+        let names = names.unwrap_or_default();
+        for (predicate, values) in [
+            ("entity_type", names.entity_types),
+            ("entity_id", names.entity_ids),
+            ("attribute", names.attributes),
+        ] {
+            for value in values {
+                facts.push(builder::fact(predicate, &[string(value)]));
+            }
+        }
+        let mut builder = AuthorizerBuilder::new().set_limits(self.limits.clone());
+        for fact in facts {
+            builder = builder
+                .fact(fact)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+        let mut authorizer = builder
+            .code(&self.policy)
             .and_then(|b| b.code(DEFAULT_POLICY))
             .and_then(|b| b.build(&biscuit))
             .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -258,9 +640,11 @@ impl Authorizer {
         {
             return Err(Error::Expired(DateTime::<Utc>::from(at).to_rfc3339()));
         }
-        authorizer
-            .authorize()
-            .map_err(|e| Error::Forbidden(e.to_string()))?;
+        if !per_request || names_given {
+            authorizer
+                .authorize()
+                .map_err(|e| Error::Forbidden(e.to_string()))?;
+        }
 
         // Rights and the attribute allow-list: authority block (and the department's policy) only.
         let rights: Vec<(String, String)> = authorizer
@@ -304,16 +688,37 @@ impl Authorizer {
         for (limit,) in attribute_limits {
             attributes.narrow(&limit);
         }
-
-        Ok(Grant {
+        let grant = Grant {
             holder: holders.into_iter().next().map(|(h,)| h),
             rights: grant_rights,
             attributes,
             purposes: purposes.into_iter().map(|(p,)| p).collect(),
             revocation_ids,
             expires: expires.map(DateTime::<Utc>::from),
-        })
+        };
+        if !grant.allows(request.operation) {
+            return Err(Error::Forbidden(format!(
+                "the token has no {} right",
+                request.operation.name()
+            )));
+        }
+        Ok((grant, per_request))
     }
+}
+
+/// The tokens of an `Authorization` header value: `Bearer T` or, for a caller holding tokens of
+/// several departments, `Bearer T1, T2`. `None` when the header is not a bearer credential.
+pub fn bearer_tokens(header: &str) -> Option<Vec<&str>> {
+    let (scheme, rest) = header.trim().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let tokens: Vec<&str> = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!tokens.is_empty()).then_some(tokens)
 }
 
 /// A problem in a department's datalog policy, with the line it starts on (1-based).
@@ -407,7 +812,7 @@ fn limit_error(error: biscuit_auth::error::Token) -> Error {
 mod tests {
     use super::*;
     use crate::keys::RootKey;
-    use crate::token::{Restrictions, TokenSpec, attenuate, issue};
+    use crate::token::{ANY, Restrictions, TokenSpec, attenuate, issue};
 
     const SPOT: &str = "https://example.org/ParkingSpot";
     const SITE: &str = "https://example.org/OffStreetParking";
@@ -427,11 +832,7 @@ mod tests {
     }
 
     fn request(operation: Operation) -> Request<'static> {
-        Request {
-            operation,
-            tenant: None,
-            now: at(10),
-        }
+        Request::new(operation, at(10))
     }
 
     fn partner() -> TokenSpec {
@@ -448,8 +849,9 @@ mod tests {
     fn a_token_grants_what_its_authority_block_says() {
         let token = issue(&key(), &partner(), at(0)).expect("issues");
         let grant = authorizer()
-            .authorize(&token, &request(Operation::Read))
+            .authorize(&[&token], &request(Operation::Read))
             .expect("allowed");
+        let grant = grant.grant();
         assert_eq!(grant.holder.as_deref(), Some("partner"));
         assert!(grant.allows_type(Operation::Read, SPOT));
         assert!(!grant.allows_type(Operation::Write, SPOT));
@@ -459,7 +861,7 @@ mod tests {
         assert_eq!(grant.revocation_ids.len(), 1);
         // No write right at all: the write request is refused outright.
         assert!(matches!(
-            authorizer().authorize(&token, &request(Operation::Write)),
+            authorizer().authorize(&[&token], &request(Operation::Write)),
             Err(Error::Forbidden(_))
         ));
     }
@@ -479,8 +881,9 @@ mod tests {
         )
         .expect("attenuates");
         let grant = authorizer()
-            .authorize(&narrowed, &request(Operation::Read))
+            .authorize(&[&narrowed], &request(Operation::Read))
             .expect("allowed");
+        let grant = grant.grant();
         assert!(grant.allows_type(Operation::Read, SPOT));
         assert!(!grant.allows_type(Operation::Read, SITE));
         assert!(
@@ -509,7 +912,7 @@ mod tests {
             ..request(Operation::Read)
         };
         assert!(matches!(
-            authorizer().authorize(&token, &late),
+            authorizer().authorize(&[&token], &late),
             Err(Error::Expired(_))
         ));
         // An attenuation with a shorter life expires earlier.
@@ -523,7 +926,7 @@ mod tests {
         )
         .expect("attenuates");
         assert!(matches!(
-            authorizer().authorize(&short, &request(Operation::Read)),
+            authorizer().authorize(&[&short], &request(Operation::Read)),
             Err(Error::Expired(_))
         ));
         // Another department's root key.
@@ -534,7 +937,7 @@ mod tests {
         )
         .expect("issues");
         assert!(matches!(
-            authorizer().authorize(&foreign, &request(Operation::Read)),
+            authorizer().authorize(&[&foreign], &request(Operation::Read)),
             Err(Error::Unauthenticated(_))
         ));
         // Tampered bytes.
@@ -543,11 +946,11 @@ mod tests {
         bytes[middle] = if bytes[middle] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(bytes).expect("ascii");
         assert!(matches!(
-            authorizer().authorize(&tampered, &request(Operation::Read)),
+            authorizer().authorize(&[&tampered], &request(Operation::Read)),
             Err(Error::Unauthenticated(_))
         ));
         assert!(matches!(
-            authorizer().authorize("not a token", &request(Operation::Read)),
+            authorizer().authorize(&["not a token"], &request(Operation::Read)),
             Err(Error::Unauthenticated(_))
         ));
         // Wrong tenant.
@@ -565,14 +968,14 @@ mod tests {
             ..request(Operation::Read)
         };
         assert!(matches!(
-            authorizer().authorize(&tenanted, &south),
+            authorizer().authorize(&[&tenanted], &south),
             Err(Error::Forbidden(_))
         ));
         let north = Request {
             tenant: Some("north"),
             ..request(Operation::Read)
         };
-        assert!(authorizer().authorize(&tenanted, &north).is_ok());
+        assert!(authorizer().authorize(&[&tenanted], &north).is_ok());
     }
 
     #[test]
@@ -592,9 +995,233 @@ mod tests {
         .expect("policy");
         let token = issue(&key(), &partner(), at(0)).expect("issues");
         assert!(matches!(
-            strict.authorize(&token, &request(Operation::Read)),
+            strict.authorize(&[&token], &request(Operation::Read)),
             Err(Error::Forbidden(_))
         ));
         assert!(Authorizer::new(key().public(), "this is not datalog", "transport").is_err());
+    }
+
+    #[test]
+    fn revocation_takes_effect_at_once_even_for_cached_decisions() {
+        let authorizer = authorizer();
+        let token = issue(&key(), &partner(), at(0)).expect("issues");
+        let narrowed = attenuate(&token, &Restrictions::default(), at(0)).expect("attenuates");
+        for t in [&token, &narrowed] {
+            assert!(
+                authorizer
+                    .authorize(&[t], &request(Operation::Read))
+                    .is_ok()
+            );
+        }
+        // Revoking the attenuation block refuses the narrowed token only.
+        let ids = inspect_ids(&narrowed);
+        authorizer.revoke([ids[1].clone()]);
+        assert!(matches!(
+            authorizer.authorize(&[&narrowed], &request(Operation::Read)),
+            Err(Error::Revoked(_))
+        ));
+        assert!(
+            authorizer
+                .authorize(&[&token], &request(Operation::Read))
+                .is_ok()
+        );
+        // Revoking the authority block refuses both, within the same second (cached decisions).
+        authorizer.revoke([ids[0].to_uppercase()]);
+        for t in [&token, &narrowed] {
+            assert!(matches!(
+                authorizer.authorize(&[t], &request(Operation::Read)),
+                Err(Error::Revoked(_))
+            ));
+        }
+    }
+
+    fn inspect_ids(token: &str) -> Vec<String> {
+        crate::token::inspect(token, None)
+            .expect("decodes")
+            .revocation_ids
+    }
+
+    #[test]
+    fn cached_decisions_are_the_decisions() {
+        let authorizer = authorizer();
+        let token = issue(
+            &key(),
+            &TokenSpec {
+                ttl: Some(chrono::Duration::seconds(20)),
+                ..partner()
+            },
+            at(0),
+        )
+        .expect("issues");
+        // The same second twice (the second from the cache), then the second after expiry.
+        for _ in 0..2 {
+            assert!(
+                authorizer
+                    .authorize(&[&token], &request(Operation::Read))
+                    .is_ok()
+            );
+        }
+        let late = Request::new(Operation::Read, at(21));
+        assert!(matches!(
+            authorizer.authorize(&[&token], &late),
+            Err(Error::Expired(_))
+        ));
+        // Another tenant or operation is another decision.
+        assert!(matches!(
+            authorizer.authorize(&[&token], &request(Operation::Write)),
+            Err(Error::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn anonymous_requests_get_the_anonymous_policy() {
+        let closed = authorizer();
+        assert!(matches!(
+            closed.authorize(&[], &request(Operation::Read)),
+            Err(Error::Unauthenticated(_))
+        ));
+        let open = authorizer().with_anonymous(Grant::anonymous(
+            vec![SPOT.to_owned()],
+            Vec::new(),
+            Some(vec![STATUS.to_owned()]),
+        ));
+        let anonymous = open
+            .authorize(&[], &request(Operation::Read))
+            .expect("public read");
+        assert_eq!(anonymous.holder(), None);
+        assert!(anonymous.covers(&[SPOT.to_owned(), SITE.to_owned()]));
+        assert!(!anonymous.covers(&[SITE.to_owned()]));
+        assert!(anonymous.allows_attribute(STATUS) && !anonymous.allows_attribute(PAYMENT));
+        assert!(matches!(
+            open.authorize(&[], &request(Operation::Write)),
+            Err(Error::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn with_several_tokens_the_departments_own_is_used() {
+        let ours = issue(&key(), &partner(), at(0)).expect("issues");
+        let theirs = issue(
+            &RootKey::from_seed([4; 32]).expect("key"),
+            &TokenSpec {
+                write: vec![ANY.to_owned()],
+                ..partner()
+            },
+            at(0),
+        )
+        .expect("issues");
+        let decided = authorizer()
+            .authorize(&[&theirs, &ours], &request(Operation::Read))
+            .expect("ours verifies");
+        assert_eq!(decided.holder(), Some("partner"));
+        assert!(matches!(
+            authorizer().authorize(&[&theirs, &theirs], &request(Operation::Read)),
+            Err(Error::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn policies_see_what_the_request_names_and_its_purpose() {
+        let policy = format!(
+            r#"deny if operation("read"), attribute("{PAYMENT}");
+            deny if request_purpose("marketing");"#
+        );
+        let strict = Authorizer::new(key().public(), &policy, "transport").expect("policy");
+        let token = issue(&key(), &partner(), at(0)).expect("issues");
+        let payment = [PAYMENT.to_owned()];
+        let status = [STATUS.to_owned()];
+        let asks = |attributes| Names {
+            attributes,
+            ..Names::default()
+        };
+        // The request-level decision cannot know the names: it is completed per request, and
+        // never reused for another request's names.
+        let authorized = strict
+            .authorize(&[&token], &request(Operation::Read))
+            .expect("half decided");
+        assert!(matches!(
+            authorized.check_names(asks(&payment)),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(authorized.check_names(asks(&status)).is_ok());
+        assert!(matches!(
+            authorized.check_names(asks(&payment)),
+            Err(Error::Forbidden(_))
+        ));
+        // Without such rules, names change nothing and cost nothing.
+        let plain = authorizer()
+            .authorize(&[&token], &request(Operation::Read))
+            .expect("allowed");
+        assert!(plain.check_names(asks(&payment)).is_ok());
+        // A token's own check about names works the same way.
+        let checked = attenuate(
+            &token,
+            &Restrictions {
+                datalog: Some(format!(r#"check if entity_type("{SPOT}");"#)),
+                ..Restrictions::default()
+            },
+            at(0),
+        )
+        .expect("attenuates");
+        let authorized = authorizer()
+            .authorize(&[&checked], &request(Operation::Read))
+            .expect("half decided");
+        let spot = [SPOT.to_owned()];
+        let site = [SITE.to_owned()];
+        let of_type = |entity_types| Names {
+            entity_types,
+            ..Names::default()
+        };
+        assert!(authorized.check_names(of_type(&spot)).is_ok());
+        assert!(matches!(
+            authorized.check_names(of_type(&site)),
+            Err(Error::Forbidden(_))
+        ));
+        let marketing = Request {
+            purpose: Some("marketing"),
+            ..request(Operation::Read)
+        };
+        assert!(matches!(
+            strict
+                .authorize(&[&token], &marketing)
+                .and_then(|a| a.check_names(Names::default())),
+            Err(Error::Forbidden(_))
+        ));
+        // A token for one purpose is not used for another.
+        let purposeful = issue(
+            &key(),
+            &TokenSpec {
+                purpose: Some("planning".into()),
+                ..partner()
+            },
+            at(0),
+        )
+        .expect("issues");
+        let other = Request {
+            purpose: Some("research"),
+            ..request(Operation::Read)
+        };
+        assert!(matches!(
+            authorizer().authorize(&[&purposeful], &other),
+            Err(Error::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn request_predicates_are_found_as_predicates_only() {
+        assert!(uses_request_facts("deny if entity_type($t);"));
+        assert!(uses_request_facts("check if attribute ( \"x\" );"));
+        assert!(!uses_request_facts("check if attribute_allowed($a);"));
+        assert!(!uses_request_facts("check if my_entity_id($a);"));
+        assert!(!uses_request_facts(""));
+    }
+
+    #[test]
+    fn bearer_headers() {
+        assert_eq!(bearer_tokens("Bearer abc"), Some(vec!["abc"]));
+        assert_eq!(bearer_tokens("bearer a, b ,c"), Some(vec!["a", "b", "c"]));
+        assert_eq!(bearer_tokens("Basic abc"), None);
+        assert_eq!(bearer_tokens("Bearer  , "), None);
+        assert_eq!(bearer_tokens("Bearer"), None);
     }
 }

@@ -19,6 +19,9 @@ pub enum Error {
     /// The token is valid but expired.
     #[error("the token expired at {0}")]
     Expired(String),
+    /// The token was revoked (the revocation id of one of its blocks, hex).
+    #[error("the token was revoked ({0})")]
+    Revoked(String),
     /// The token is valid but does not allow the request.
     #[error("the token does not allow this request: {0}")]
     Forbidden(String),

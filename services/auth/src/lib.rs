@@ -6,7 +6,9 @@
 //! block of **restrictions**; restrictions are intersected, never unioned, so no block can widen
 //! what the authority block granted. The [`authorizer`] verifies a token against the root key,
 //! runs the department's datalog policies and computes the [`authorizer::Grant`]: which operations
-//! on which types, which attributes, for which tenant.
+//! on which types, which attributes, for which tenant. The result of a decision is an
+//! [`authorizer::Authorized`] value, which only the authorizer can make: code that takes one cannot
+//! be reached without a decision.
 //!
 //! ```
 //! use civitas_auth::keys::RootKey;
@@ -20,10 +22,10 @@
 //! let narrowed = attenuate(&token, &Restrictions { attributes: Some(vec!["https://example.org/status".into()]), ..Restrictions::default() }, now).unwrap();
 //!
 //! let authorizer = Authorizer::new(key.public(), "", "transport").unwrap();
-//! let grant = authorizer.authorize(&narrowed, &Request { operation: Operation::Read, tenant: None, now }).unwrap();
-//! assert!(grant.allows_type(Operation::Read, "https://example.org/Spot"));
-//! assert!(grant.allows_attribute("https://example.org/status"));
-//! assert!(!grant.allows_attribute("https://example.org/payment"));
+//! let authorized = authorizer.authorize(&[&narrowed], &Request::new(Operation::Read, now)).unwrap();
+//! assert!(authorized.covers(&["https://example.org/Spot".to_owned()]));
+//! assert!(authorized.allows_attribute("https://example.org/status"));
+//! assert!(!authorized.allows_attribute("https://example.org/payment"));
 //! ```
 
 pub mod authorizer;

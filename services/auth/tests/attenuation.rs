@@ -52,15 +52,9 @@ fn restrictions() -> impl Strategy<Value = Restrictions> {
 
 fn grant(authorizer: &Authorizer, token: &str, operation: Operation) -> Option<Grant> {
     authorizer
-        .authorize(
-            token,
-            &Request {
-                operation,
-                tenant: None,
-                now: now(),
-            },
-        )
+        .authorize(&[token], &Request::new(operation, now()))
         .ok()
+        .map(|authorized| authorized.grant().clone())
 }
 
 proptest! {

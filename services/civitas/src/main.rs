@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             Command::Connector(args) => run_connector(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Keygen(args) => tokens::keygen(args),
-            Command::Token(command) => tokens::run(command),
+            Command::Token(command) => tokens::run(command).await,
             Command::Policy(PolicyCommand::Check { dir }) => check_policies(&dir),
         }
     });

@@ -1,5 +1,5 @@
-//! `civitas keygen` and `civitas token issue | attenuate | inspect`: a department's root key and
-//! the capability tokens it signs, all offline.
+//! `civitas keygen` and `civitas token issue | attenuate | inspect | revoke`: a department's root
+//! key and the capability tokens it signs, all offline except `revoke`, which asks the connector.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,25 @@ pub enum TokenCommand {
     Attenuate(AttenuateArgs),
     /// Show a token's blocks and revocation ids (and, with --key or --public-key, whether it verifies).
     Inspect(InspectArgs),
+    /// Revoke a token at its department's connector: it and every token attenuated from it stop
+    /// working at once (the caller authenticates with an admin token of that department).
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// The token to revoke.
+    #[arg(long)]
+    token: String,
+    /// The connector's base URL (e.g. http://127.0.0.1:9092).
+    #[arg(long)]
+    url: String,
+    /// An admin token of the connector's department.
+    #[arg(long, env = "CIVITAS_TOKEN", hide_env_values = true)]
+    auth: Option<String>,
+    /// Why the token is revoked (kept with the revocation).
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 /// Flags shared by issue and attenuate.
@@ -131,10 +150,10 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
-    let mut out = std::io::stdout().lock();
     match command {
+        TokenCommand::Revoke(args) => return revoke(args).await,
         TokenCommand::Issue(args) => {
             let key = read_key(&args.key)?;
             let names = Names::new(args.flags.context.as_deref())?;
@@ -150,7 +169,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 audit: args.audit,
                 datalog: args.flags.datalog,
             };
-            writeln!(out, "{}", token::issue(&key, &spec, now)?)?;
+            writeln!(std::io::stdout(), "{}", token::issue(&key, &spec, now)?)?;
         }
         TokenCommand::Attenuate(args) => {
             let names = Names::new(args.flags.context.as_deref())?;
@@ -169,7 +188,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 datalog: args.flags.datalog,
             };
             writeln!(
-                out,
+                std::io::stdout(),
                 "{}",
                 token::attenuate(&args.token, &restrictions, now)?
             )?;
@@ -181,6 +200,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => None,
             };
             let inspection = token::inspect(&args.token, public.as_ref())?;
+            let mut out = std::io::stdout().lock();
             for (index, (source, id)) in inspection
                 .blocks
                 .iter()
@@ -204,6 +224,32 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 None => writeln!(out, "signature: not checked (pass --key or --public-key)")?,
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `civitas token revoke`: `POST /admin/v1/revocations` at the connector.
+async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/admin/v1/revocations", args.url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({ "token": args.token.trim(), "reason": args.reason }));
+    if let Some(auth) = &args.auth {
+        request = request.bearer_auth(auth.trim());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let detail = body["detail"].as_str().unwrap_or("no details");
+        bail!("revocation refused ({status}): {detail}");
+    }
+    let mut out = std::io::stdout().lock();
+    for id in body["revoked"].as_array().into_iter().flatten() {
+        writeln!(out, "revoked {}", id.as_str().unwrap_or_default())?;
     }
     Ok(ExitCode::SUCCESS)
 }

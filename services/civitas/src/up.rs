@@ -1,6 +1,8 @@
 //! `civitas up`: the whole local data space in one process: one connector per department on
-//! embedded SQLite under the state folder, the demo city loaded on first start, and
-//! `DIR/endpoints.json` written once everything answers.
+//! embedded SQLite under the state folder, each enforcing its department's key and policies
+//! (`DIR/policies/<department>/`, the demo city's on first start, editable afterwards), the demo
+//! city loaded on first start with the department's admin token, and `DIR/endpoints.json` written
+//! once everything answers.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -59,6 +61,56 @@ fn yes() -> bool {
     true
 }
 
+/// The demo city's policies (`policies/` in the repository), written to the state folder on first
+/// start: (department, file name, contents).
+const DEMO_POLICIES: &[(&str, &str, &str)] = &[
+    (
+        "transport",
+        "access.toml",
+        include_str!("../../../policies/transport/access.toml"),
+    ),
+    (
+        "transport",
+        "access.datalog",
+        include_str!("../../../policies/transport/access.datalog"),
+    ),
+    (
+        "environment",
+        "access.toml",
+        include_str!("../../../policies/environment/access.toml"),
+    ),
+    (
+        "water",
+        "access.toml",
+        include_str!("../../../policies/water/access.toml"),
+    ),
+];
+
+/// A department's policy folder under the state folder, created on first start (the demo city's
+/// policy for departments it knows, otherwise no anonymous access). An existing folder is the
+/// operator's and is left as it is.
+fn ensure_policies(policies_dir: &Path, department: &str) -> anyhow::Result<PathBuf> {
+    let folder = policies_dir.join(department);
+    if folder.exists() {
+        return Ok(folder);
+    }
+    std::fs::create_dir_all(&folder)?;
+    let mut wrote = false;
+    for (name, file, text) in DEMO_POLICIES {
+        if *name == department {
+            std::fs::write(folder.join(file), text)?;
+            wrote = true;
+        }
+    }
+    if !wrote {
+        std::fs::write(
+            folder.join("access.toml"),
+            "# No access without a token.\n[anonymous]\nread = []\n",
+        )?;
+    }
+    Ok(folder)
+}
+
 fn default_departments() -> Vec<Department> {
     ["transport", "environment", "water"]
         .into_iter()
@@ -99,6 +151,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let keys_dir = state_dir.join("keys");
     let tokens_dir = state_dir.join("tokens");
+    let policies_dir = state_dir.join("policies");
     std::fs::create_dir_all(&keys_dir)?;
     std::fs::create_dir_all(&tokens_dir)?;
     let mut keys = BTreeMap::new();
@@ -133,6 +186,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         settings.tenants = department.tenants.clone();
         settings.contexts.preload = preload.clone();
         settings.auth.public_key = Some(key.public_string());
+        settings.auth.policies = Some(
+            ensure_policies(&policies_dir, &department.name)
+                .with_context(|| format!("the policies of {}", department.name))?,
+        );
         let application = Application::build(settings).await.with_context(|| {
             format!("starting the {} connector on port {port}", department.name)
         })?;
@@ -153,9 +210,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             tracing::info!(department = %name, entities = entities.len(), "loading the demo city");
+            let admin = tokens
+                .get(&format!("admin.{name}"))
+                .context("the department's admin token")?;
             let target = Target {
                 url: url.clone(),
-                auth: None,
+                auth: Some(std::fs::read_to_string(admin)?.trim().to_owned()),
                 tenant: None,
                 context: None,
                 batch_size: 500,
@@ -251,19 +311,30 @@ fn print_tour(
     writeln!(out, "Endpoints: {}", endpoints.display())?;
     writeln!(
         out,
-        "Department keys and demo tokens: {0}/keys, {0}/tokens (not enforced by the connectors yet)",
+        "Department keys, policies and demo tokens: {0}/keys, {0}/policies, {0}/tokens",
         state_dir.display()
     )?;
     if let Some(transport) = connectors.get("transport") {
         let parking = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld";
+        let link = format!("-H 'Link: <{parking}>; rel=\"http://www.w3.org/ns/json-ld#context\"'");
+        let tokens = state_dir.join("tokens");
+        let site = format!(
+            "{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:OffStreetParking:civitas:000?options=keyValues"
+        );
         writeln!(out, "\nTry:")?;
         writeln!(
             out,
-            "  curl -s '{transport}/ngsi-ld/v1/entities?type=ParkingSpot&limit=2&options=keyValues' \\\n    -H 'Link: <{parking}>; rel=\"http://www.w3.org/ns/json-ld#context\"'"
+            "  # Anyone may read parking spots' availability:\n  curl -s '{transport}/ngsi-ld/v1/entities?type=ParkingSpot&limit=2&options=keyValues' {link}"
         )?;
         writeln!(
             out,
-            "  curl -s '{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:OffStreetParking:civitas:000'"
+            "  # A parking site needs a token; the partner agency's shows no payment data:\n  curl -s '{site}' {link} \\\n    -H \"Authorization: Bearer $(cat {})\"",
+            tokens.join("partner-agency.transport.biscuit").display()
+        )?;
+        writeln!(
+            out,
+            "  # The department's admin sees everything:\n  curl -s '{site}' {link} \\\n    -H \"Authorization: Bearer $(cat {})\"",
+            tokens.join("admin.transport.biscuit").display()
         )?;
     }
     writeln!(out, "\nPress Ctrl-C to stop.")?;

@@ -95,6 +95,24 @@ async fn parking_spot_count(connector: &str) -> String {
         .to_owned()
 }
 
+/// Retrieves an entity in keyValues with the Parking context, with or without a token.
+async fn get_with(connector: &str, id: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .get(format!(
+            "{connector}/ngsi-ld/v1/entities/{id}?options=keyValues"
+        ))
+        .header(
+            "Link",
+            format!("<{PARKING}>; rel=\"http://www.w3.org/ns/json-ld#context\""),
+        );
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the connector answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn up_serves_the_demo_city_and_load_reports_per_entity() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -154,6 +172,7 @@ async fn up_serves_the_demo_city_and_load_reports_per_entity() {
     std::fs::write(&file, entities.to_string()).expect("write entities");
     let output = Command::new(BINARY)
         .args(["load", "--url", &transport])
+        .env("CIVITAS_TOKEN", admin.trim())
         .arg(&file)
         .output()
         .expect("load runs");
@@ -161,12 +180,59 @@ async fn up_serves_the_demo_city_and_load_reports_per_entity() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("2 stored, 1 failed"), "{stdout}");
     assert!(stdout.contains("not a uri"), "{stdout}");
-    let bench = reqwest::get(format!(
-        "{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:2"
-    ))
-    .await
-    .expect("get");
-    assert_eq!(bench.status().as_u16(), 200);
+    let bench = get_with(&transport, "urn:ngsi-ld:Bench:2", Some(admin.trim())).await;
+    assert_eq!(bench.0, 200);
+    // Without a token, only what the anonymous policy allows exists.
+    assert_eq!(
+        get_with(&transport, "urn:ngsi-ld:Bench:2", None).await.0,
+        404
+    );
+
+    // The partner agency's token: parking sites, without their payment data.
+    let partner = std::fs::read_to_string(
+        endpoints["tokens"]["partner-agency.transport"]
+            .as_str()
+            .expect("path"),
+    )
+    .expect("token file");
+    let site = "urn:ngsi-ld:OffStreetParking:civitas:000";
+    let (status, full) = get_with(&transport, site, Some(admin.trim())).await;
+    assert_eq!(status, 200);
+    assert!(full.get("acceptedPaymentMethod").is_some(), "{full}");
+    let (status, seen) = get_with(&transport, site, Some(partner.trim())).await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen.get("availableSpotNumber").is_some(), "{seen}");
+    assert!(seen.get("acceptedPaymentMethod").is_none(), "{seen}");
+    assert!(seen.get("priceRatePerMinute").is_none(), "{seen}");
+    // Revoked by the department's admin, the partner's token stops working at once.
+    let (code, stdout, stderr) = civitas(&[
+        "token",
+        "revoke",
+        "--token",
+        partner.trim(),
+        "--url",
+        &transport,
+        "--auth",
+        admin.trim(),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("revoked "), "{stdout}");
+    assert_eq!(
+        get_with(&transport, site, Some(partner.trim())).await.0,
+        401
+    );
+    // Only an admin may revoke.
+    let (code, _, stderr) = civitas(&[
+        "token",
+        "revoke",
+        "--token",
+        admin.trim(),
+        "--url",
+        &transport,
+        "--auth",
+        partner.trim(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
 
     // Ctrl-C stops cleanly; a restart keeps the data and does not load the demo again.
     assert!(interrupt(child).success());
@@ -178,12 +244,17 @@ async fn up_serves_the_demo_city_and_load_reports_per_entity() {
         .expect("transport URL")
         .to_owned();
     assert_eq!(parking_spot_count(&transport).await, "2000");
-    let bench = reqwest::get(format!(
-        "{transport}/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:1"
-    ))
-    .await
-    .expect("get");
-    assert_eq!(bench.status().as_u16(), 200);
+    assert_eq!(
+        get_with(&transport, "urn:ngsi-ld:Bench:1", Some(admin.trim()))
+            .await
+            .0,
+        200
+    );
+    // The revocation was kept.
+    assert_eq!(
+        get_with(&transport, site, Some(partner.trim())).await.0,
+        401
+    );
     assert!(interrupt(child).success());
 }
 
@@ -194,6 +265,7 @@ fn every_command_has_help() {
         vec!["up", "--help"],
         vec!["connector", "--help"],
         vec!["load", "--help"],
+        vec!["token", "revoke", "--help"],
     ] {
         let output = Command::new(BINARY).args(&command).output().expect("runs");
         assert!(output.status.success(), "{command:?}");

@@ -1,11 +1,20 @@
 //! The entity service: every NGSI-LD provision and retrieval operation of clauses 5.6 and 5.7 as
 //! one function over the store, run in one transaction. Handlers parse the request, call one of
 //! these and render the result.
+//!
+//! **Architecture Invariant:** this service is the only code that holds the store for entity data,
+//! and every one of its operations takes an [`Authorized`], which only the authorizer makes. The
+//! tenant comes from the authorization, never from a separate argument. What the token does not
+//! allow is invisible: entities of other types are absent (404, or missing from query results and
+//! counts), attributes outside the allow-list are removed before anything is returned, and writes
+//! that would touch either are refused (403), except that a replace keeps the attributes the caller
+//! cannot see.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use civitas_http::Problem;
+use civitas_auth::authorizer::{Authorized, NameSet, Names, Operation};
+use civitas_http::{ErrorCode, Problem};
 use civitas_ngsild::canonical::{self, Trust};
 use civitas_ngsild::context::ActiveContext;
 use civitas_ngsild::entity::{Attributes, Entity};
@@ -17,20 +26,6 @@ use civitas_store::{BBox, EntityQuery, EntityRecord, Store};
 use serde_json::Value;
 
 use crate::clock::Clock;
-
-/// The tenant a request addresses, as the store knows it: `""` is the default tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantKey(pub String);
-
-impl TenantKey {
-    pub fn default_tenant() -> TenantKey {
-        TenantKey(String::new())
-    }
-
-    fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// One failed item of a batch operation (clause 5.2.17 `BatchEntityError`).
 #[derive(Debug, Clone)]
@@ -88,6 +83,175 @@ fn store_problem(error: civitas_store::Error) -> Problem {
 
 fn not_found(id: &str) -> Problem {
     Problem::not_found(format!("no entity {id} exists"))
+}
+
+/// An authorization refusal as the caller sees it: 401 for a token that does not authenticate,
+/// 403 for one that does not allow the request. The details of a refusal by datalog (which may
+/// quote the department's policy) go to the log, not to the caller.
+pub fn refused(error: civitas_auth::Error) -> Problem {
+    use civitas_auth::Error;
+    match error {
+        Error::Forbidden(detail) => {
+            tracing::info!(%detail, "request refused");
+            Problem::new(
+                ErrorCode::Forbidden,
+                "the token does not allow this request",
+            )
+        }
+        Error::Expired(at) => Problem::new(
+            ErrorCode::Unauthenticated,
+            format!("the token expired at {at}"),
+        ),
+        Error::Revoked(_) => Problem::new(ErrorCode::Unauthenticated, "the token was revoked"),
+        other => {
+            tracing::info!(error = %other, "token refused");
+            Problem::new(
+                ErrorCode::Unauthenticated,
+                "the token is not valid for this connector",
+            )
+        }
+    }
+}
+
+fn forbidden(detail: impl Into<String>) -> Problem {
+    Problem::new(ErrorCode::Forbidden, detail)
+}
+
+/// Completes the decision with what the request names (see [`Authorized::check_names`]).
+fn check_names(
+    auth: &Authorized,
+    types: &[String],
+    ids: &[String],
+    attributes: &[String],
+) -> Result<(), Problem> {
+    auth.check_names(Names {
+        entity_types: types,
+        entity_ids: ids,
+        attributes,
+    })
+    .map_err(refused)
+}
+
+/// Refuses a write that names a type or an attribute the token may not write.
+fn check_writable<'a>(
+    auth: &Authorized,
+    types: &[String],
+    attributes: impl IntoIterator<Item = &'a String>,
+) -> Result<(), Problem> {
+    if let Some(denied) = types
+        .iter()
+        .find(|t| !auth.grant().allows_type(Operation::Write, t))
+    {
+        return Err(forbidden(format!(
+            "the token does not allow writing entities of type {denied}"
+        )));
+    }
+    if let Some(denied) = attributes.into_iter().find(|a| !auth.allows_attribute(a)) {
+        return Err(forbidden(format!(
+            "the token does not allow writing the attribute {denied}"
+        )));
+    }
+    Ok(())
+}
+
+/// An existing entity a write addresses: refused unless one of its types is writable. A caller
+/// who may not even read it learns nothing: for them it does not exist.
+fn check_existing(auth: &Authorized, entity: &Entity) -> Result<(), Problem> {
+    if auth.covers(&entity.types) {
+        return Ok(());
+    }
+    let readable = entity
+        .types
+        .iter()
+        .any(|t| auth.grant().allows_type(Operation::Read, t));
+    if readable {
+        Err(forbidden(format!(
+            "the token does not allow changing {}",
+            entity.id
+        )))
+    } else {
+        Err(not_found(entity.id.as_str()))
+    }
+}
+
+/// Removing a whole entity removes attributes the caller may not see: only a token without an
+/// attribute allow-list may do it.
+fn check_may_remove_entities(auth: &Authorized) -> Result<(), Problem> {
+    if auth.allows_every_attribute() {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "a token with an attribute allow-list cannot delete whole entities",
+        ))
+    }
+}
+
+/// Removes what the caller may not see.
+fn project(auth: &Authorized, entity: &mut Entity) {
+    if !auth.allows_every_attribute() {
+        entity
+            .attributes
+            .retain(|name, _| auth.allows_attribute(name));
+    }
+}
+
+/// Copies into `new` the attributes of `old` the caller cannot see, so that a replace by a caller
+/// with an attribute allow-list leaves them as they were.
+fn keep_hidden(auth: &Authorized, old: &Entity, new: &mut Entity) {
+    if auth.allows_every_attribute() {
+        return;
+    }
+    for (name, attribute) in &old.attributes {
+        if !auth.allows_attribute(name) {
+            new.attributes.insert(name.clone(), attribute.clone());
+        }
+    }
+}
+
+/// Narrows a query to what the caller may see: types within the grant for its operation, attribute
+/// filters within the allow-list. `None` when nothing can match.
+fn narrow_query(auth: &Authorized, query: &EntityQuery) -> Option<EntityQuery> {
+    let mut query = query.clone();
+    if let NameSet::Only(allowed) = auth.types() {
+        if query.types.is_empty() {
+            let mut allowed: Vec<String> = allowed.into_iter().collect();
+            allowed.sort();
+            query.types = allowed;
+        } else {
+            query.types.retain(|t| allowed.contains(t));
+        }
+        if query.types.is_empty() {
+            return None;
+        }
+    }
+    if !query.attributes.is_empty() {
+        query.attributes.retain(|a| auth.allows_attribute(a));
+        if query.attributes.is_empty() {
+            return None;
+        }
+    }
+    Some(query)
+}
+
+/// Attribute names of a canonical fragment (members other than `id`, `type` and `scope`).
+fn fragment_attributes(fragment: &serde_json::Map<String, Value>) -> Vec<String> {
+    fragment
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "id" | "type" | "scope"))
+        .cloned()
+        .collect()
+}
+
+/// Entity types of a canonical fragment.
+fn fragment_type_names(fragment: &serde_json::Map<String, Value>) -> Vec<String> {
+    match fragment.get("type") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        Some(Value::String(t)) => vec![t.clone()],
+        _ => Vec::new(),
+    }
 }
 
 /// The store's record of an entity: index columns plus the canonical body.
@@ -153,21 +317,35 @@ impl Entities {
         Entities { store, clock }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Whether the store answers (readiness; no tenant data).
+    pub async fn ping(&self) -> Result<(), civitas_store::Error> {
+        self.store.ping().await
+    }
+
+    /// The storage backend's name (`sqlite` or `postgres`).
+    pub fn backend_name(&self) -> &'static str {
+        self.store.backend_name()
     }
 
     /// Create entity (clause 5.6.1).
     pub async fn create(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         payload: &Value,
         ctx: &ActiveContext,
     ) -> Result<EntityId, Problem> {
         let mut entity = parse_entity(payload, ctx)?;
+        let attributes: Vec<String> = entity.attributes.keys().cloned().collect();
+        check_writable(auth, &entity.types, &attributes)?;
+        check_names(
+            auth,
+            &entity.types,
+            &[entity.id.as_str().to_owned()],
+            &attributes,
+        )?;
         update::stamp_created(&mut entity, self.clock.now());
         let mut tx = self.store.begin().await.map_err(store_problem)?;
-        tx.insert(tenant.as_str(), &to_record(&entity))
+        tx.insert(auth.tenant(), &to_record(&entity))
             .await
             .map_err(|e| match e {
                 civitas_store::Error::AlreadyExists => Problem::new(
@@ -180,52 +358,91 @@ impl Entities {
         Ok(entity.id)
     }
 
-    /// Retrieve entity (clause 5.7.1).
-    pub async fn retrieve(&self, tenant: &TenantKey, id: &str) -> Result<Entity, Problem> {
+    /// Retrieve entity (clause 5.7.1), projected to what the caller may see. `attributes` are the
+    /// expanded names the request asks for (for the policy's `attribute` facts).
+    pub async fn retrieve(
+        &self,
+        auth: &Authorized,
+        id: &str,
+        attributes: &[String],
+    ) -> Result<Entity, Problem> {
         let id = EntityId::parse(id)?;
+        let ids = [id.as_str().to_owned()];
+        check_names(auth, &[], &ids, attributes)?;
         let record = self
             .store
-            .get(tenant.as_str(), id.as_str())
-            .await
-            .map_err(store_problem)?;
-        from_record(&record.ok_or_else(|| not_found(id.as_str()))?)
-    }
-
-    /// Query entities (clause 5.7.2), for the filters the store evaluates.
-    pub async fn query(
-        &self,
-        tenant: &TenantKey,
-        query: &EntityQuery,
-    ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
-        let page = self
-            .store
-            .query(tenant.as_str(), query)
-            .await
-            .map_err(store_problem)?;
-        let entities = page
-            .records
-            .iter()
-            .map(from_record)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((entities, page.total))
-    }
-
-    /// Runs `change` on the stored entity `id` inside one transaction and writes the result.
-    async fn modify<T>(
-        &self,
-        tenant: &TenantKey,
-        id: &str,
-        change: impl FnOnce(&mut Entity) -> Result<T, Problem>,
-    ) -> Result<T, Problem> {
-        let id = EntityId::parse(id)?;
-        let mut tx = self.store.begin().await.map_err(store_problem)?;
-        let record = tx
-            .get_for_update(tenant.as_str(), id.as_str())
+            .get(auth.tenant(), id.as_str())
             .await
             .map_err(store_problem)?;
         let mut entity = from_record(&record.ok_or_else(|| not_found(id.as_str()))?)?;
+        // An entity the token may not read does not exist for the caller.
+        if !auth.covers(&entity.types)
+            || check_names(auth, &entity.types, &ids, attributes).is_err()
+        {
+            return Err(not_found(id.as_str()));
+        }
+        project(auth, &mut entity);
+        Ok(entity)
+    }
+
+    /// Query entities (clause 5.7.2), for the filters the store evaluates: only entities of types
+    /// the caller may read are matched and counted, each projected to what the caller may see.
+    pub async fn query(
+        &self,
+        auth: &Authorized,
+        query: &EntityQuery,
+    ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
+        check_names(auth, &query.types, &query.ids, &query.attributes)?;
+        let Some(query) = narrow_query(auth, query) else {
+            return Ok((Vec::new(), query.count.then_some(0)));
+        };
+        let page = self
+            .store
+            .query(auth.tenant(), &query)
+            .await
+            .map_err(store_problem)?;
+        let mut entities = Vec::with_capacity(page.records.len());
+        for record in &page.records {
+            let mut entity = from_record(record)?;
+            if check_names(auth, &entity.types, std::slice::from_ref(&record.id), &[]).is_err() {
+                continue;
+            }
+            project(auth, &mut entity);
+            entities.push(entity);
+        }
+        Ok((entities, page.total))
+    }
+
+    /// Runs `change` on the stored entity `id` inside one transaction and writes the result. The
+    /// entity must be within the token's write right, before and after the change (a change may
+    /// add types, and only writable ones); `attributes` are the names the request writes.
+    async fn modify<T>(
+        &self,
+        auth: &Authorized,
+        id: &str,
+        attributes: &[String],
+        change: impl FnOnce(&mut Entity) -> Result<T, Problem>,
+    ) -> Result<T, Problem> {
+        let id = EntityId::parse(id)?;
+        check_writable(auth, &[], attributes)?;
+        let mut tx = self.store.begin().await.map_err(store_problem)?;
+        let record = tx
+            .get_for_update(auth.tenant(), id.as_str())
+            .await
+            .map_err(store_problem)?;
+        let mut entity = from_record(&record.ok_or_else(|| not_found(id.as_str()))?)?;
+        check_existing(auth, &entity)?;
+        let types_before = entity.types.clone();
         let outcome = change(&mut entity)?;
-        tx.update(tenant.as_str(), &to_record(&entity))
+        let added: Vec<String> = entity
+            .types
+            .iter()
+            .filter(|t| !types_before.contains(t))
+            .cloned()
+            .collect();
+        check_writable(auth, &added, [])?;
+        check_names(auth, &entity.types, &[id.as_str().to_owned()], attributes)?;
+        tx.update(auth.tenant(), &to_record(&entity))
             .await
             .map_err(store_problem)?;
         tx.commit().await.map_err(store_problem)?;
@@ -235,7 +452,7 @@ impl Entities {
     /// Replace entity (clause 5.6.18, `PUT /entities/{id}`).
     pub async fn replace(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         payload: &Value,
         ctx: &ActiveContext,
@@ -246,9 +463,13 @@ impl Entities {
             members.insert("id".to_owned(), Value::String(id.to_owned()));
         }
         let new = parse_entity(&payload, ctx)?;
+        let attributes: Vec<String> = new.attributes.keys().cloned().collect();
+        check_writable(auth, &new.types, &attributes)?;
         let now = self.clock.now();
-        self.modify(tenant, id, |entity| {
-            *entity = update::replace_entity(entity, new, now);
+        self.modify(auth, id, &attributes, |entity| {
+            let mut replaced = update::replace_entity(entity, new, now);
+            keep_hidden(auth, entity, &mut replaced);
+            *entity = replaced;
             Ok(())
         })
         .await
@@ -257,15 +478,16 @@ impl Entities {
     /// Merge entity (clause 5.6.17, `PATCH /entities/{id}`).
     pub async fn merge(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         payload: &Value,
         ctx: &ActiveContext,
     ) -> Result<(), Problem> {
         check_fragment_id(payload, id)?;
         let fragment = expand::entity(payload, ctx, Payload::Partial)?;
+        check_writable(auth, &fragment_type_names(&fragment), [])?;
         let now = self.clock.now();
-        self.modify(tenant, id, |entity| {
+        self.modify(auth, id, &fragment_attributes(&fragment), |entity| {
             update::merge_entity(entity, &fragment, now).map_err(Problem::from)
         })
         .await
@@ -274,7 +496,7 @@ impl Entities {
     /// Append entity attributes (clause 5.6.3, `POST /entities/{id}/attrs`).
     pub async fn append(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         payload: &Value,
         ctx: &ActiveContext,
@@ -283,9 +505,11 @@ impl Entities {
         check_fragment_id(payload, id)?;
         let attributes = parse_attributes(payload, ctx)?;
         let types = fragment_types(payload, ctx)?;
+        check_writable(auth, &types, [])?;
         let scopes = fragment_scopes(payload)?;
         let now = self.clock.now();
-        self.modify(tenant, id, |entity| {
+        let names: Vec<String> = attributes.keys().cloned().collect();
+        self.modify(auth, id, &names, |entity| {
             update::add_types(entity, types.iter().map(String::as_str));
             if let Some(scopes) = scopes {
                 update::append_scopes(entity, scopes, overwrite);
@@ -298,7 +522,7 @@ impl Entities {
     /// Update entity attributes (clause 5.6.2, `PATCH /entities/{id}/attrs`).
     pub async fn update(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         payload: &Value,
         ctx: &ActiveContext,
@@ -308,8 +532,9 @@ impl Entities {
         if fragment.keys().all(|k| k == "id") {
             return Err(Problem::bad_request("the payload names nothing to update"));
         }
+        check_writable(auth, &fragment_type_names(&fragment), [])?;
         let now = self.clock.now();
-        self.modify(tenant, id, |entity| {
+        self.modify(auth, id, &fragment_attributes(&fragment), |entity| {
             update::update_attributes(entity, &fragment, now).map_err(Problem::from)
         })
         .await
@@ -318,7 +543,7 @@ impl Entities {
     /// Partial attribute update (clause 5.6.4, `PATCH /entities/{id}/attrs/{attrId}`).
     pub async fn partial_update_attribute(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         attribute: &str,
         payload: &Value,
@@ -328,13 +553,13 @@ impl Entities {
         let name = expand::attribute_name(attribute, ctx)?;
         let partial = expand::attribute_payload(payload, ctx, Payload::Partial)?;
         let now = self.clock.now();
-        self.modify(tenant, id, |entity| match update::partial_update_attribute(
-            entity, &name, &partial, now,
-        )? {
-            true => Ok(()),
-            false => Err(Problem::not_found(format!(
-                "the entity has no attribute {attribute} (with that datasetId)"
-            ))),
+        self.modify(auth, id, std::slice::from_ref(&name), |entity| {
+            match update::partial_update_attribute(entity, &name, &partial, now)? {
+                true => Ok(()),
+                false => Err(Problem::not_found(format!(
+                    "the entity has no attribute {attribute} (with that datasetId)"
+                ))),
+            }
         })
         .await
     }
@@ -342,7 +567,7 @@ impl Entities {
     /// Replace attribute (clause 5.6.19, `PUT /entities/{id}/attrs/{attrId}`).
     pub async fn replace_attribute(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         attribute: &str,
         payload: &Value,
@@ -353,21 +578,24 @@ impl Entities {
         let canonical = expand::attribute_payload(payload, ctx, Payload::Fragment)?;
         let instances = canonical::decode_instances(&canonical, Trust::Caller)?;
         let now = self.clock.now();
-        self.modify(tenant, id, |entity| {
-            match update::replace_attribute(entity, &name, instances, now) {
+        self.modify(
+            auth,
+            id,
+            std::slice::from_ref(&name),
+            |entity| match update::replace_attribute(entity, &name, instances, now) {
                 true => Ok(()),
                 false => Err(Problem::not_found(format!(
                     "the entity has no attribute {attribute}"
                 ))),
-            }
-        })
+            },
+        )
         .await
     }
 
     /// Delete attribute (clause 5.6.5, `DELETE /entities/{id}/attrs/{attrId}`).
     pub async fn delete_attribute(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         id: &str,
         attribute: &str,
         ctx: &ActiveContext,
@@ -378,7 +606,7 @@ impl Entities {
         if attribute == "scope" {
             // Scope is an entity member, not an attribute, but it can be deleted like one (4.18).
             return self
-                .modify(tenant, id, |entity| {
+                .modify(auth, id, &[], |entity| {
                     if entity.scopes.is_empty() {
                         return Err(Problem::not_found("the entity has no scope"));
                     }
@@ -390,28 +618,35 @@ impl Entities {
         }
         reject_reserved(attribute)?;
         let name = expand::attribute_name(attribute, ctx)?;
-        self.modify(tenant, id, |entity| {
-            match update::delete_attribute(entity, &name, dataset_id, delete_all, now) {
+        self.modify(
+            auth,
+            id,
+            std::slice::from_ref(&name),
+            |entity| match update::delete_attribute(entity, &name, dataset_id, delete_all, now) {
                 true => Ok(()),
                 false => Err(Problem::not_found(format!(
                     "the entity has no attribute {attribute} (with that datasetId)"
                 ))),
-            }
-        })
+            },
+        )
         .await
     }
 
     /// Delete entity (clause 5.6.6).
-    pub async fn delete(&self, tenant: &TenantKey, id: &str) -> Result<(), Problem> {
+    pub async fn delete(&self, auth: &Authorized, id: &str) -> Result<(), Problem> {
         let id = EntityId::parse(id)?;
         let mut tx = self.store.begin().await.map_err(store_problem)?;
-        if !tx
-            .delete(tenant.as_str(), id.as_str())
+        let record = tx
+            .get_for_update(auth.tenant(), id.as_str())
             .await
-            .map_err(store_problem)?
-        {
-            return Err(not_found(id.as_str()));
-        }
+            .map_err(store_problem)?;
+        let entity = from_record(&record.ok_or_else(|| not_found(id.as_str()))?)?;
+        check_existing(auth, &entity)?;
+        check_may_remove_entities(auth)?;
+        check_names(auth, &entity.types, &[id.as_str().to_owned()], &[])?;
+        tx.delete(auth.tenant(), id.as_str())
+            .await
+            .map_err(store_problem)?;
         tx.commit().await.map_err(store_problem)
     }
 
@@ -419,14 +654,25 @@ impl Entities {
     /// `drop` removes attributes from every match instead.
     pub async fn purge(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         query: &EntityQuery,
         trim: Option<Trim>,
     ) -> Result<u64, Problem> {
+        check_names(auth, &query.types, &query.ids, &[])?;
+        match &trim {
+            None => check_may_remove_entities(auth)?,
+            Some(Trim::Drop(names)) => check_writable(auth, &[], names)?,
+            // What the caller cannot see is kept, whatever `keep` says.
+            Some(Trim::Keep(_)) => {}
+        }
+        let Some(query) = narrow_query(auth, query) else {
+            return Ok(0);
+        };
+        let query = &query;
         let Some(trim) = trim else {
             let mut tx = self.store.begin().await.map_err(store_problem)?;
             let deleted = tx
-                .purge(tenant.as_str(), query)
+                .purge(auth.tenant(), query)
                 .await
                 .map_err(store_problem)?;
             tx.commit().await.map_err(store_problem)?;
@@ -443,7 +689,7 @@ impl Entities {
         loop {
             let found = self
                 .store
-                .query(tenant.as_str(), &page)
+                .query(auth.tenant(), &page)
                 .await
                 .map_err(store_problem)?;
             let done = found.records.len() < page.limit as usize;
@@ -457,7 +703,7 @@ impl Entities {
         for chunk in ids.chunks(1_000) {
             let mut tx = self.store.begin().await.map_err(store_problem)?;
             let records = tx
-                .get_many_for_update(tenant.as_str(), chunk)
+                .get_many_for_update(auth.tenant(), chunk)
                 .await
                 .map_err(store_problem)?;
             let mut changed = Vec::with_capacity(records.len());
@@ -465,7 +711,7 @@ impl Entities {
                 let mut entity = from_record(record)?;
                 let before = entity.attributes.len();
                 entity.attributes.retain(|name, _| match &trim {
-                    Trim::Keep(keep) => keep.contains(name),
+                    Trim::Keep(keep) => keep.contains(name) || !auth.allows_attribute(name),
                     Trim::Drop(drop) => !drop.contains(name),
                 });
                 if entity.attributes.len() != before {
@@ -473,7 +719,7 @@ impl Entities {
                     changed.push(to_record(&entity));
                 }
             }
-            tx.upsert_many(tenant.as_str(), &changed)
+            tx.upsert_many(auth.tenant(), &changed)
                 .await
                 .map_err(store_problem)?;
             tx.commit().await.map_err(store_problem)?;
@@ -485,7 +731,7 @@ impl Entities {
     /// the valid ones are applied in one transaction, the invalid ones reported.
     pub async fn batch(
         &self,
-        tenant: &TenantKey,
+        auth: &Authorized,
         operation: BatchOperation,
         items: Vec<BatchItem>,
     ) -> Result<BatchOutcome, Problem> {
@@ -494,7 +740,7 @@ impl Entities {
         // Parse and validate every item before touching the store.
         let mut parsed: Vec<(String, ParsedItem)> = Vec::with_capacity(items.len());
         for item in items {
-            match parse_batch_item(&operation, item) {
+            match parse_batch_item(auth, &operation, item) {
                 Ok(ok) => parsed.push(ok),
                 Err(error) => outcome.errors.push(error),
             }
@@ -508,25 +754,25 @@ impl Entities {
         // and the plan redone only if another request changed one of these entities meanwhile.
         let snapshot = self
             .store
-            .get_many(tenant.as_str(), &ids)
+            .get_many(auth.tenant(), &ids)
             .await
             .map_err(store_problem)?;
-        let mut plan = plan_batch(&snapshot, parsed.clone(), now)?;
+        let mut plan = plan_batch(auth, &snapshot, parsed.clone(), now)?;
         let mut tx = self.store.begin().await.map_err(store_problem)?;
         let locked = tx
-            .get_many_for_update(tenant.as_str(), &ids)
+            .get_many_for_update(auth.tenant(), &ids)
             .await
             .map_err(store_problem)?;
         if locked != snapshot {
-            plan = plan_batch(&locked, parsed, now)?;
+            plan = plan_batch(auth, &locked, parsed, now)?;
         }
         if !plan.upserts.is_empty() {
-            tx.upsert_many(tenant.as_str(), &plan.upserts)
+            tx.upsert_many(auth.tenant(), &plan.upserts)
                 .await
                 .map_err(store_problem)?;
         }
         if !plan.deletions.is_empty() {
-            tx.delete_many(tenant.as_str(), &plan.deletions)
+            tx.delete_many(auth.tenant(), &plan.deletions)
                 .await
                 .map_err(store_problem)?;
         }
@@ -550,6 +796,7 @@ struct BatchPlan {
 /// Applies the items in order to the `existing` records and returns what to write. Pure: the
 /// same inputs always give the same plan.
 fn plan_batch(
+    auth: &Authorized,
     existing: &[EntityRecord],
     parsed: Vec<(String, ParsedItem)>,
     now: chrono::DateTime<chrono::Utc>,
@@ -567,7 +814,7 @@ fn plan_batch(
     for (id, item) in parsed {
         let slot = current.entry(id.clone()).or_insert(None);
         existed.entry(id.clone()).or_insert(slot.is_some());
-        let problem = match apply_batch_item(slot, item, now) {
+        let problem = match apply_batch_item(auth, slot, item, now) {
             Applied::Done => None,
             Applied::Partly(problem) => Some(problem),
             Applied::Refused(problem) => {
@@ -649,6 +896,7 @@ enum ParsedItem {
 }
 
 fn parse_batch_item(
+    auth: &Authorized,
     operation: &BatchOperation,
     item: BatchItem,
 ) -> Result<(String, ParsedItem), BatchError> {
@@ -698,6 +946,22 @@ fn parse_batch_item(
             expand::entity(&item.payload, ctx, Payload::Partial).map_err(|e| fail(e.into()))?,
         ),
     };
+    // What the item writes must be writable, and the policy must allow it, item by item.
+    let (types, attributes) = match &parsed {
+        ParsedItem::Create(entity) | ParsedItem::Upsert(entity, _) => (
+            entity.types.clone(),
+            entity.attributes.keys().cloned().collect(),
+        ),
+        ParsedItem::Update(attributes, types, _) => {
+            (types.clone(), attributes.keys().cloned().collect())
+        }
+        ParsedItem::Merge(fragment) => {
+            (fragment_type_names(fragment), fragment_attributes(fragment))
+        }
+        ParsedItem::Delete => (Vec::new(), Vec::new()),
+    };
+    check_writable(auth, &types, &attributes).map_err(fail)?;
+    check_names(auth, &types, std::slice::from_ref(&id), &attributes).map_err(fail)?;
     Ok((id, parsed))
 }
 
@@ -710,11 +974,23 @@ enum Applied {
 }
 
 fn apply_batch_item(
+    auth: &Authorized,
     slot: &mut Option<Entity>,
     item: ParsedItem,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Applied {
-    match try_apply_batch_item(slot, item, now) {
+    if let Some(existing) = slot.as_ref() {
+        if let Err(problem) = check_existing(auth, existing) {
+            return Applied::Refused(problem);
+        }
+        if matches!(item, ParsedItem::Delete)
+            && let Err(problem) = check_may_remove_entities(auth)
+        {
+            return Applied::Refused(problem);
+        }
+    }
+    // Types and attributes the item writes were checked when it was parsed.
+    match try_apply_batch_item(auth, slot, item, now) {
         Ok(None) => Applied::Done,
         Ok(Some(problem)) => Applied::Partly(problem),
         Err(problem) => Applied::Refused(problem),
@@ -722,6 +998,7 @@ fn apply_batch_item(
 }
 
 fn try_apply_batch_item(
+    auth: &Authorized,
     slot: &mut Option<Entity>,
     item: ParsedItem,
     now: chrono::DateTime<chrono::Utc>,
@@ -743,7 +1020,9 @@ fn try_apply_batch_item(
                 *slot = Some(entity);
             }
             (Some(existing), UpsertMode::Replace) => {
-                *existing = update::replace_entity(existing, entity, now)
+                let mut replaced = update::replace_entity(existing, entity, now);
+                keep_hidden(auth, existing, &mut replaced);
+                *existing = replaced;
             }
             (Some(existing), UpsertMode::Update) => {
                 update::add_types(existing, entity.types.iter().map(String::as_str));

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod contexts;
 pub mod entities;
+pub mod revocations;
 mod routes;
 pub mod settings;
 
@@ -18,9 +19,12 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use civitas_store::Store;
 
+use civitas_auth::authorizer::{Authorizer, Grant};
+
 use crate::clock::{Clock, SystemClock};
 use crate::contexts::ContextResolver;
 use crate::entities::Entities;
+use crate::revocations::Revocations;
 pub use crate::settings::Settings;
 
 /// Everything a handler may use; shared by all workers.
@@ -29,6 +33,9 @@ pub struct AppState {
     pub settings: Settings,
     pub entities: Entities,
     pub contexts: ContextResolver,
+    pub authorizer: Authorizer,
+    pub revocations: Revocations,
+    pub clock: Arc<dyn Clock>,
     pub public_url: String,
 }
 
@@ -46,6 +53,46 @@ pub enum StartError {
     },
     #[error(transparent)]
     Contexts(#[from] contexts::SetupError),
+    #[error("the department's policies are not valid:\n{0}")]
+    Policies(String),
+    #[error("cannot set up authorization: {0}")]
+    Auth(#[from] civitas_auth::Error),
+}
+
+/// The department's authorizer: its public key, its policies, and the tokens revoked so far.
+async fn authorizer(settings: &Settings, store: &Store) -> Result<Authorizer, StartError> {
+    let policy = match &settings.auth.policies {
+        None => civitas_policy::DepartmentPolicy::default(),
+        Some(folder) => civitas_policy::load_department(folder).map_err(|findings| {
+            StartError::Policies(
+                findings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?,
+    };
+    let root = match &settings.auth.public_key {
+        Some(key) => civitas_auth::keys::parse_public(key)?,
+        None => {
+            // No key, no token: a fresh key nobody holds verifies nothing.
+            tracing::warn!(
+                "auth.public_key is not set: no token is accepted, only the anonymous policy applies"
+            );
+            civitas_auth::keys::RootKey::generate()?.public()
+        }
+    };
+    let anonymous = &policy.anonymous;
+    let authorizer = Authorizer::new(root, &policy.datalog, &settings.department)?.with_anonymous(
+        Grant::anonymous(
+            anonymous.read.clone(),
+            anonymous.write.clone(),
+            anonymous.attributes.clone(),
+        ),
+    );
+    authorizer.revoke(store.all_revoked().await?);
+    Ok(authorizer)
 }
 
 /// A connector bound to its port, ready to run.
@@ -100,8 +147,12 @@ impl Application {
             &public_url,
         )
         .await?;
+        let authorizer = authorizer(&settings, &store).await?;
         let state = web::Data::new(AppState {
-            entities: Entities::new(store, clock),
+            revocations: Revocations::new(store.clone(), authorizer.clone(), clock.clone()),
+            entities: Entities::new(store, clock.clone()),
+            authorizer,
+            clock,
             contexts,
             public_url,
             settings,

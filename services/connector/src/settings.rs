@@ -44,6 +44,10 @@ pub struct AuthSettings {
     /// `/.well-known/civitas` so that holders and auditors can verify its tokens.
     #[serde(default)]
     pub public_key: Option<String>,
+    /// The department's policy folder (`policies/<department>`: `access.toml`, `access.datalog`).
+    /// Without one, requests need a token and the department adds no rules of its own.
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
 }
 
 /// How JSON-LD @contexts are obtained.
@@ -165,7 +169,7 @@ impl Settings {
         }
     }
 
-    /// Reads a TOML file. Relative preload paths are taken relative to the file's folder.
+    /// Reads a TOML file. Relative preload and policy paths are taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<Settings, SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
             path: path.to_owned(),
@@ -181,6 +185,11 @@ impl Settings {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
+        }
+        if let Some(folder) = &mut settings.auth.policies
+            && folder.is_relative()
+        {
+            *folder = base.join(&*folder);
         }
         Ok(settings)
     }
@@ -223,6 +232,14 @@ impl Settings {
                     "auth.public_key {key:?} is not an ed25519/<64 hex digits> key"
                 )));
             }
+        }
+        if let Some(folder) = &self.auth.policies
+            && !folder.is_dir()
+        {
+            return Err(SettingsError::Invalid(format!(
+                "auth.policies: {} is not a folder",
+                folder.display()
+            )));
         }
         for (url, file) in &self.contexts.preload {
             if !file.is_file() {

@@ -25,7 +25,16 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 501: an operation of the spec that this service does not implement (yet).
     NotImplemented,
+    /// 401: no token where one is needed, or a token that is malformed, forged, issued by another
+    /// key, expired or revoked.
+    Unauthenticated,
+    /// 403: a valid token that does not allow the request.
+    Forbidden,
 }
+
+/// Problem types of errors NGSI-LD (v1.8) does not define: authorization.
+pub const UNAUTHENTICATED_TYPE: &str = "urn:civitas:errors:Unauthenticated";
+pub const FORBIDDEN_TYPE: &str = "urn:civitas:errors:Forbidden";
 
 impl ErrorCode {
     /// The HTTP status of the code (clause 5.5.2, table 5.5.2-1, for the NGSI-LD types).
@@ -46,12 +55,15 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
     /// The problem type URI. Codes the spec does not name are reported with the closest NGSI-LD type
     /// (`InvalidRequest` for protocol errors, `OperationNotSupported` for missing operations), so
-    /// clients that switch on NGSI-LD types keep working.
+    /// clients that switch on NGSI-LD types keep working; authorization errors, which have no
+    /// NGSI-LD counterpart, get Civitas URNs.
     pub fn type_uri(self) -> String {
         match self {
             ErrorCode::Ngsi(kind) => kind.uri(),
@@ -60,6 +72,8 @@ impl ErrorCode {
             | ErrorCode::PayloadTooLarge
             | ErrorCode::MethodNotAllowed => ErrorType::InvalidRequest.uri(),
             ErrorCode::NotImplemented => ErrorType::OperationNotSupported.uri(),
+            ErrorCode::Unauthenticated => UNAUTHENTICATED_TYPE.to_owned(),
+            ErrorCode::Forbidden => FORBIDDEN_TYPE.to_owned(),
         }
     }
 
@@ -84,6 +98,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "The request body is too large",
             ErrorCode::MethodNotAllowed => "The method is not allowed on this resource",
             ErrorCode::NotImplemented => "This operation is not implemented by this service",
+            ErrorCode::Unauthenticated => "A valid token is needed",
+            ErrorCode::Forbidden => "The token does not allow this request",
         }
     }
 }
@@ -172,9 +188,13 @@ impl ResponseError for Problem {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .content_type("application/json")
-            .body(self.body().to_string())
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("application/json");
+        if self.code == ErrorCode::Unauthenticated {
+            // RFC 6750 §3: a 401 says which scheme to use.
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.body(self.body().to_string())
     }
 }
 

@@ -12,6 +12,8 @@ use civitas_ngsild::update::UpdateReport;
 use civitas_store::EntityQuery;
 use serde_json::{Map, Value, json};
 
+use civitas_auth::authorizer::Operation;
+
 use super::{
     Params, json_input, link_input, method_not_allowed, no_content, path_param, render_options,
 };
@@ -72,7 +74,7 @@ async fn create(
     }
     let id = state
         .entities
-        .create(&input.tenant, &input.body, &input.context.active)
+        .create(&input.auth, &input.body, &input.context.active)
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -138,7 +140,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     let params = Params::parse(&req, QUERY_PARAMS)?;
     params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
     let media = negotiation::response_type(&req, true)?;
-    let (tenant, context) = link_input(&state, &req).await?;
+    let (auth, context) = link_input(&state, &req, Operation::Read).await?;
     let mut query = entity_filter(&params, &context)?;
     if query.ids.is_empty()
         && query.types.is_empty()
@@ -183,7 +185,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     }
     let options = render_options(&params, &context)?;
     let geometry_property = geometry_property(&params, &context)?;
-    let (entities, total) = state.entities.query(&tenant, &query).await?;
+    let (entities, total) = state.entities.query(&auth, &query).await?;
     let body = match media {
         ResponseType::GeoJson => {
             let features: Vec<Value> = entities
@@ -302,7 +304,7 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         "geoproperty",
     ])?;
     negotiation::response_type(&req, false)?;
-    let (tenant, context) = link_input(&state, &req).await?;
+    let (auth, context) = link_input(&state, &req, Operation::Write).await?;
     let query = entity_filter(&params, &context)?;
     let local = params.flag("local")?;
     if query.ids.is_empty() && query.types.is_empty() && query.id_pattern.is_none() && !local {
@@ -327,7 +329,7 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         (None, Some(_)) => Some(Trim::Drop(names(params.list("drop"))?)),
         (None, None) => None,
     };
-    state.entities.purge(&tenant, &query, trim).await?;
+    state.entities.purge(&auth, &query, trim).await?;
     Ok(no_content())
 }
 
@@ -361,12 +363,13 @@ async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         "entityMap",
     ])?;
     let media = negotiation::response_type(&req, true)?;
-    let (tenant, context) = link_input(&state, &req).await?;
+    let (auth, context) = link_input(&state, &req, Operation::Read).await?;
     let options = render_options(&params, &context)?;
     let geometry_property = geometry_property(&params, &context)?;
+    let asked: Vec<String> = options.projection.keep.iter().flatten().cloned().collect();
     let entity = state
         .entities
-        .retrieve(&tenant, &path_param(&req, "entityId"))
+        .retrieve(&auth, &path_param(&req, "entityId"), &asked)
         .await?;
     if let Some(types) = params.get("type") {
         let wanted: Vec<String> = types
@@ -406,7 +409,7 @@ async fn replace(
     state
         .entities
         .replace(
-            &input.tenant,
+            &input.auth,
             &path_param(&req, "entityId"),
             &input.body,
             &input.context.active,
@@ -427,7 +430,7 @@ async fn merge(
     state
         .entities
         .merge(
-            &input.tenant,
+            &input.auth,
             &path_param(&req, "entityId"),
             &input.body,
             &input.context.active,
@@ -440,10 +443,10 @@ async fn merge(
 async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &["local", "type"])?;
     negotiation::response_type(&req, false)?;
-    let (tenant, _) = link_input(&state, &req).await?;
+    let (auth, _) = link_input(&state, &req, Operation::Write).await?;
     state
         .entities
-        .delete(&tenant, &path_param(&req, "entityId"))
+        .delete(&auth, &path_param(&req, "entityId"))
         .await?;
     Ok(no_content())
 }
@@ -460,7 +463,7 @@ async fn append(
     let report = state
         .entities
         .append(
-            &input.tenant,
+            &input.auth,
             &path_param(&req, "entityId"),
             &input.body,
             &input.context.active,
@@ -481,7 +484,7 @@ async fn update(
     let report = state
         .entities
         .update(
-            &input.tenant,
+            &input.auth,
             &path_param(&req, "entityId"),
             &input.body,
             &input.context.active,
@@ -529,7 +532,7 @@ async fn partial_update_attribute(
     state
         .entities
         .partial_update_attribute(
-            &input.tenant,
+            &input.auth,
             &id,
             &attribute,
             &input.body,
@@ -551,7 +554,7 @@ async fn replace_attribute(
     state
         .entities
         .replace_attribute(
-            &input.tenant,
+            &input.auth,
             &id,
             &attribute,
             &input.body,
@@ -576,11 +579,11 @@ async fn delete_attribute(
         return Err(Problem::bad_request("datasetId must be a URI"));
     }
     negotiation::response_type(&req, false)?;
-    let (tenant, context) = link_input(&state, &req).await?;
+    let (auth, context) = link_input(&state, &req, Operation::Write).await?;
     state
         .entities
         .delete_attribute(
-            &tenant,
+            &auth,
             &id,
             &attribute,
             &context.active,

@@ -61,7 +61,7 @@ async fn batch(
         Kind::Merge => BatchOperation::Merge,
     };
     let JsonInput {
-        tenant,
+        auth,
         body,
         body_type,
         context,
@@ -116,7 +116,7 @@ async fn batch(
             context: item_context,
         });
     }
-    let mut outcome = state.entities.batch(&tenant, operation, items).await?;
+    let mut outcome = state.entities.batch(&auth, operation, items).await?;
     outcome.errors.splice(0..0, early_errors);
     Ok(respond(kind, &outcome))
 }

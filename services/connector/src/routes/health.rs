@@ -17,14 +17,13 @@ async fn health() -> HttpResponse {
 
 /// Ready when the store answers.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.entities.store().ping().await {
+    match state.entities.ping().await {
         Ok(()) => HttpResponse::Ok()
-            .json(json!({"status": "ready", "storage": state.entities.store().backend_name()})),
+            .json(json!({"status": "ready", "storage": state.entities.backend_name()})),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(
-                json!({"status": "unavailable", "storage": state.entities.store().backend_name()}),
-            )
+            HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "storage": state.entities.backend_name()}))
         }
     }
 }
@@ -35,7 +34,7 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "department": state.settings.department,
         "version": env!("CARGO_PKG_VERSION"),
         "ngsiLdVersion": "1.8",
-        "storage": state.entities.store().backend_name(),
+        "storage": state.entities.backend_name(),
         "url": state.public_url,
         "publicKeys": state.settings.auth.public_key.iter().collect::<Vec<_>>(),
     }))

@@ -1,5 +1,9 @@
 //! `/jsonldContexts` (ETSI GS CIM 009 clause 6.29 to 6.30, operations of clause 5.13): add, list,
 //! retrieve and delete the @contexts this connector hosts or caches.
+//!
+//! Adding and deleting need the write right (on some type), listing the read right; a context
+//! document itself is public, because JSON-LD processors dereference the URLs that responses name
+//! without credentials.
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -8,7 +12,9 @@ use civitas_http::negotiation::{self, BodyType};
 use civitas_ngsild::canonical::format_timestamp;
 use serde_json::{Value, json};
 
-use super::{Params, method_not_allowed, path_param, read_body};
+use civitas_auth::authorizer::Operation;
+
+use super::{Params, authorize_whole, method_not_allowed, path_param, read_body};
 use crate::AppState;
 use crate::contexts::{ContextKind, KnownContext};
 
@@ -34,6 +40,7 @@ async fn add(
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &[])?;
+    authorize_whole(&state, &req, Operation::Write)?;
     let body_type = negotiation::body_type(&req, false)?;
     let body = negotiation::parse_json(&read_body(&state, payload).await?)?;
     if body_type == BodyType::JsonLd && negotiation::link_context(&req)?.is_some() {
@@ -76,6 +83,7 @@ fn details(context: &KnownContext) -> Value {
 /// `GET /jsonldContexts?details=&kind=`.
 async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["details", "kind"])?;
+    authorize_whole(&state, &req, Operation::Read)?;
     let with_details = params.flag("details")?;
     let kind = match params.get("kind") {
         None => None,
@@ -125,6 +133,7 @@ async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["reload"])?;
     let reload = params.flag("reload")?;
+    authorize_whole(&state, &req, Operation::Write)?;
     state
         .contexts
         .delete(&path_param(&req, "contextId"), reload)

@@ -1,6 +1,7 @@
 //! The connector's HTTP routes, one module per NGSI-LD resource (ETSI GS CIM 009 clause 6), and
 //! the request-reading helpers they share.
 
+mod admin;
 mod entities;
 mod entity_operations;
 mod health;
@@ -17,7 +18,8 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::contexts::Resolved;
-use crate::entities::TenantKey;
+use crate::entities::refused;
+use civitas_auth::authorizer::{Authorized, Operation, Request, bearer_tokens};
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -29,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(not_implemented),
     )
     .configure(health::configure)
+    .configure(admin::configure)
     .default_service(web::to(unknown_path));
 }
 
@@ -236,35 +239,81 @@ pub(crate) async fn read_body(
     Ok(body.freeze())
 }
 
-/// The tenant a request addresses, if this connector serves it (clause 4.14).
-pub(crate) fn tenant(state: &AppState, req: &HttpRequest) -> Result<TenantKey, Problem> {
-    match negotiation::tenant(req)? {
-        None => Ok(TenantKey::default_tenant()),
-        Some(tenant) => {
-            let declared = state.settings.tenants.iter().any(|t| t == tenant.as_str());
-            if declared || state.settings.allow_any_tenant {
-                Ok(TenantKey(tenant.as_str().to_owned()))
-            } else {
-                Err(Problem::new(
-                    ErrorType::NonexistentTenant,
-                    format!(
-                        "the tenant {tenant} is not served by this connector; tenants are declared in its configuration"
-                    ),
-                ))
-            }
+/// The header a caller declares the purpose of a request in (checked against the token's purpose).
+pub(crate) const PURPOSE_HEADER: &str = "civitas-purpose";
+
+/// Decides whether the request may do `operation`: its bearer token(s), or the department's
+/// anonymous policy without one, for the tenant it addresses (clause 4.14) at the clock's time.
+/// Authentication comes before the tenant check, so callers without access learn nothing about
+/// which tenants exist.
+pub(crate) fn authorize(
+    state: &AppState,
+    req: &HttpRequest,
+    operation: Operation,
+) -> Result<Authorized, Problem> {
+    let tenant = negotiation::tenant(req)?;
+    let tokens = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => Vec::new(),
+        Some(value) => value.to_str().ok().and_then(bearer_tokens).ok_or_else(|| {
+            Problem::new(
+                ErrorCode::Unauthenticated,
+                "the Authorization header must be Bearer <token>",
+            )
+        })?,
+    };
+    let purpose = match req.headers().get(PURPOSE_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            Problem::bad_request("the Civitas-Purpose header must be visible ASCII")
+        })?),
+    };
+    let request = Request {
+        operation,
+        tenant: tenant.as_ref().map(|t| t.as_str()),
+        purpose,
+        now: state.clock.now(),
+    };
+    let authorized = state
+        .authorizer
+        .authorize(&tokens, &request)
+        .map_err(refused)?;
+    if let Some(tenant) = tenant {
+        let declared = state.settings.tenants.iter().any(|t| t == tenant.as_str());
+        if !declared && !state.settings.allow_any_tenant {
+            return Err(Problem::new(
+                ErrorType::NonexistentTenant,
+                format!(
+                    "the tenant {tenant} is not served by this connector; tenants are declared in its configuration"
+                ),
+            ));
         }
     }
+    Ok(authorized)
 }
 
-/// A request with a JSON body, its tenant and its resolved @context.
+/// [`authorize`], for endpoints that touch no entity: the decision is complete at once (a
+/// department rule about what requests name sees no names).
+pub(crate) fn authorize_whole(
+    state: &AppState,
+    req: &HttpRequest,
+    operation: Operation,
+) -> Result<Authorized, Problem> {
+    let authorized = authorize(state, req, operation)?;
+    authorized
+        .check_names(Default::default())
+        .map_err(refused)?;
+    Ok(authorized)
+}
+
+/// A request with a JSON body, its authorization and its resolved @context.
 pub(crate) struct JsonInput {
-    pub tenant: TenantKey,
+    pub auth: Authorized,
     pub body: Value,
     pub body_type: BodyType,
     pub context: Resolved,
 }
 
-/// Reads a request that carries a JSON body: tenant, media type, body, and @context.
+/// Reads a write request that carries a JSON body: authorization, media type, body, and @context.
 pub(crate) async fn json_input(
     state: &AppState,
     req: &HttpRequest,
@@ -274,7 +323,7 @@ pub(crate) async fn json_input(
     // Writes answer in JSON at most (ids, UpdateResult, BatchOperationResult): an Accept header
     // that rules JSON out is a 406 before anything is written (clause 6.3.6).
     negotiation::response_type(req, false)?;
-    let tenant = tenant(state, req)?;
+    let auth = authorize(state, req, Operation::Write)?;
     let body_type = negotiation::body_type(req, allow_merge_patch)?;
     let bytes = read_body(state, payload).await?;
     let body = negotiation::parse_json(&bytes)?;
@@ -296,22 +345,24 @@ pub(crate) async fn json_input(
     };
     let context = state.contexts.resolve(&source).await?;
     Ok(JsonInput {
-        tenant,
+        auth,
         body,
         body_type,
         context,
     })
 }
 
-/// Resolves the @context of a request without a body (the Link header, else the core context).
+/// Authorizes a request without a body for `operation` and resolves its @context (the Link
+/// header, else the core context).
 pub(crate) async fn link_input(
     state: &AppState,
     req: &HttpRequest,
-) -> Result<(TenantKey, Resolved), Problem> {
-    let tenant = tenant(state, req)?;
+    operation: Operation,
+) -> Result<(Authorized, Resolved), Problem> {
+    let auth = authorize(state, req, operation)?;
     let source = negotiation::request_context(req, None)?;
     let context = state.contexts.resolve(&source).await?;
-    Ok((tenant, context))
+    Ok((auth, context))
 }
 
 /// The rendering options of a retrieval or query: `options`, `format`, `attrs`, `pick`, `omit`.

@@ -13,6 +13,30 @@ pub fn link(url: &str) -> String {
     format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"")
 }
 
+/// The test department's root key (seeded: the same in every run).
+pub fn root_key() -> civitas_auth::keys::RootKey {
+    civitas_auth::keys::RootKey::from_seed([42; 32]).expect("a valid seed")
+}
+
+/// The policy of most tests: anyone may read and write everything without a token, as in the
+/// conformance runs. Authorization tests replace it (`settings.auth.policies`).
+pub const OPEN_POLICY: &str = "[anonymous]\nread = [\"*\"]\nwrite = [\"*\"]\n";
+
+/// Writes a department policy folder (`access.toml`, and `access.datalog` when given) under `root`.
+pub fn write_policy(
+    root: &std::path::Path,
+    access: &str,
+    datalog: Option<&str>,
+) -> std::path::PathBuf {
+    let folder = root.join("test");
+    std::fs::create_dir_all(&folder).expect("policy folder");
+    std::fs::write(folder.join("access.toml"), access).expect("access.toml");
+    if let Some(datalog) = datalog {
+        std::fs::write(folder.join("access.datalog"), datalog).expect("access.datalog");
+    }
+    folder
+}
+
 /// A context every test may use, hosted by nobody: tests preload it.
 pub const TEST_CONTEXT_URL: &str = "https://example.org/civitas/test-context.jsonld";
 
@@ -110,6 +134,12 @@ async fn spawn_app(database: TestDatabase, configure: &impl Fn(&mut Settings)) -
         .preload
         .insert(TEST_CONTEXT_URL.to_owned(), context_file);
     settings.limits.max_body_bytes = 1 << 20;
+    settings.auth.public_key = Some(root_key().public_string());
+    settings.auth.policies = Some(write_policy(
+        &context_dir.path().join("policies"),
+        OPEN_POLICY,
+        None,
+    ));
     configure(&mut settings);
     let clock = Arc::new(ManualClock::new(
         chrono::Utc
