@@ -174,8 +174,15 @@ fn check_existing(auth: &Authorized, entity: &Entity) -> Result<(), Problem> {
     }
 }
 
-/// Removing a whole entity removes attributes the caller may not see: only a token without an
-/// attribute allow-list may do it.
+/// Removing a whole entity removes attributes the caller may not see and all its types: only a
+/// token without an attribute allow-list may do it, and only with the write right on every type
+/// of the entity.
+fn check_may_remove(auth: &Authorized, entity: &Entity) -> Result<(), Problem> {
+    check_may_remove_entities(auth)?;
+    check_writable(auth, &entity.types, [])
+}
+
+/// Removing entities wholesale (purge) needs a token without an attribute allow-list.
 fn check_may_remove_entities(auth: &Authorized) -> Result<(), Problem> {
     if auth.allows_every_attribute() {
         Ok(())
@@ -184,6 +191,14 @@ fn check_may_remove_entities(auth: &Authorized) -> Result<(), Problem> {
             "a token with an attribute allow-list cannot delete whole entities",
         ))
     }
+}
+
+/// The types a write adds or removes: each must be writable (a token that may write one type of a
+/// multi-typed entity may not take its other types away).
+fn changed_types(before: &[String], after: &[String]) -> Vec<String> {
+    let added = after.iter().filter(|t| !before.contains(t));
+    let removed = before.iter().filter(|t| !after.contains(t));
+    added.chain(removed).cloned().collect()
 }
 
 /// Removes what the caller may not see.
@@ -434,13 +449,7 @@ impl Entities {
         check_existing(auth, &entity)?;
         let types_before = entity.types.clone();
         let outcome = change(&mut entity)?;
-        let added: Vec<String> = entity
-            .types
-            .iter()
-            .filter(|t| !types_before.contains(t))
-            .cloned()
-            .collect();
-        check_writable(auth, &added, [])?;
+        check_writable(auth, &changed_types(&types_before, &entity.types), [])?;
         check_names(auth, &entity.types, &[id.as_str().to_owned()], attributes)?;
         tx.update(auth.tenant(), &to_record(&entity))
             .await
@@ -642,7 +651,7 @@ impl Entities {
             .map_err(store_problem)?;
         let entity = from_record(&record.ok_or_else(|| not_found(id.as_str()))?)?;
         check_existing(auth, &entity)?;
-        check_may_remove_entities(auth)?;
+        check_may_remove(auth, &entity)?;
         check_names(auth, &entity.types, &[id.as_str().to_owned()], &[])?;
         tx.delete(auth.tenant(), id.as_str())
             .await
@@ -983,9 +992,14 @@ fn apply_batch_item(
         if let Err(problem) = check_existing(auth, existing) {
             return Applied::Refused(problem);
         }
-        if matches!(item, ParsedItem::Delete)
-            && let Err(problem) = check_may_remove_entities(auth)
-        {
+        let checked = match &item {
+            ParsedItem::Delete => check_may_remove(auth, existing),
+            ParsedItem::Upsert(entity, UpsertMode::Replace) => {
+                check_writable(auth, &changed_types(&existing.types, &entity.types), [])
+            }
+            _ => Ok(()),
+        };
+        if let Err(problem) = checked {
             return Applied::Refused(problem);
         }
     }
