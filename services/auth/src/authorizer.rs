@@ -289,6 +289,12 @@ impl Authorized {
         self.grant.allows_every_attribute()
     }
 
+    /// Whether the decision depends on what the request names, so that [`Authorized::check_names`]
+    /// may refuse one entity and allow another.
+    pub fn decides_per_request(&self) -> bool {
+        self.per_request.is_some()
+    }
+
     /// Completes the decision with what the request names (or, per entity, what an entity of a
     /// batch or a result names). A no-op unless the token or the department's policy has rules
     /// about `entity_type`, `entity_id` or `attribute`; then the whole datalog world runs again with

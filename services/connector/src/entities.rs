@@ -411,6 +411,9 @@ impl Entities {
         let Some(query) = narrow_query(auth, query) else {
             return Ok((Vec::new(), query.count.then_some(0)));
         };
+        if auth.decides_per_request() {
+            return self.query_each(auth, &query).await;
+        }
         let page = self
             .store
             .query(auth.tenant(), &query)
@@ -419,13 +422,55 @@ impl Entities {
         let mut entities = Vec::with_capacity(page.records.len());
         for record in &page.records {
             let mut entity = from_record(record)?;
-            if check_names(auth, &entity.types, std::slice::from_ref(&record.id), &[]).is_err() {
-                continue;
-            }
             project(auth, &mut entity);
             entities.push(entity);
         }
         Ok((entities, page.total))
+    }
+
+    /// A query under rules that decide entity by entity: every match is read and decided, so that
+    /// pages and the count hold exactly the entities the caller may see. Costs a pass over all
+    /// matches; only tokens or policies with such rules take this path.
+    async fn query_each(
+        &self,
+        auth: &Authorized,
+        query: &EntityQuery,
+    ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
+        let (offset, limit) = (u64::from(query.offset), query.limit as usize);
+        let mut scan = EntityQuery {
+            limit: 1_000,
+            offset: 0,
+            count: false,
+            ..query.clone()
+        };
+        let mut visible: u64 = 0;
+        let mut entities = Vec::new();
+        loop {
+            let page = self
+                .store
+                .query(auth.tenant(), &scan)
+                .await
+                .map_err(store_problem)?;
+            let done = page.records.len() < scan.limit as usize;
+            for record in &page.records {
+                let mut entity = from_record(record)?;
+                if check_names(auth, &entity.types, std::slice::from_ref(&record.id), &[]).is_err()
+                {
+                    continue;
+                }
+                if visible >= offset && entities.len() < limit {
+                    project(auth, &mut entity);
+                    entities.push(entity);
+                }
+                visible += 1;
+            }
+            // Without a count, stop as soon as the page is full.
+            if done || (!query.count && entities.len() >= limit) {
+                break;
+            }
+            scan.offset += scan.limit;
+        }
+        Ok((entities, query.count.then_some(visible)))
     }
 
     /// Runs `change` on the stored entity `id` inside one transaction and writes the result. The
