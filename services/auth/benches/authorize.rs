@@ -20,6 +20,11 @@ fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
 }
 
+/// Nanoseconds as microseconds.
+fn micros(nanos: u128) -> f64 {
+    nanos as f64 / 1_000.0
+}
+
 fn percentile(sorted: &[u128], p: f64) -> u128 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).copied().unwrap_or_default()
@@ -105,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                     ) => {}
                                 _ => denied += 1,
                             }
-                            durations.push(start.elapsed().as_micros());
+                            durations.push(start.elapsed().as_nanos());
                         }
                         (durations, denied)
                     })
@@ -119,13 +124,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         durations.sort_unstable();
         writeln!(
             out,
-            "{name}: {} authorizations in {:.2} s ({:.0}/s), p50 {} µs, p99 {} µs, max {} µs, spurious denials {denied}",
+            "{name}: {} authorizations in {:.2} s ({:.0}/s), p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs, spurious denials {denied}",
             durations.len(),
             elapsed.as_secs_f64(),
             durations.len() as f64 / elapsed.as_secs_f64(),
-            percentile(&durations, 0.50),
-            percentile(&durations, 0.99),
-            durations.last().copied().unwrap_or_default(),
+            micros(percentile(&durations, 0.50)),
+            micros(percentile(&durations, 0.99)),
+            micros(durations.last().copied().unwrap_or_default()),
         )?;
         if denied > 0 {
             return Err(format!("{denied} valid authorizations were refused").into());

@@ -478,9 +478,7 @@ impl Shared {
         let (grant, per_request) = match tokens {
             [] => {
                 if !this.anonymous.allows(request.operation) {
-                    return Err(Error::Unauthenticated(
-                        "this request needs a token (Authorization: Bearer)".to_owned(),
-                    ));
+                    return Err(Error::TokenRequired);
                 }
                 (this.anonymous.clone(), None)
             }
@@ -1084,7 +1082,7 @@ mod tests {
         let closed = authorizer();
         assert!(matches!(
             closed.authorize(&[], &request(Operation::Read)),
-            Err(Error::Unauthenticated(_))
+            Err(Error::TokenRequired)
         ));
         let open = authorizer().with_anonymous(Grant::anonymous(
             vec![SPOT.to_owned()],
@@ -1100,7 +1098,7 @@ mod tests {
         assert!(anonymous.allows_attribute(STATUS) && !anonymous.allows_attribute(PAYMENT));
         assert!(matches!(
             open.authorize(&[], &request(Operation::Write)),
-            Err(Error::Unauthenticated(_))
+            Err(Error::TokenRequired)
         ));
     }
 

@@ -13,6 +13,9 @@ pub enum Error {
     /// A token specification or a policy is not valid datalog or uses a forbidden name.
     #[error("invalid token or policy: {0}")]
     Invalid(String),
+    /// The request has no token, and the department's anonymous policy does not allow it.
+    #[error("this request needs a token")]
+    TokenRequired,
     /// The token could not be decoded or its signatures do not verify against the root key.
     #[error("the token is not valid: {0}")]
     Unauthenticated(String),

@@ -103,6 +103,10 @@ pub fn refused(error: civitas_auth::Error) -> Problem {
             format!("the token expired at {at}"),
         ),
         Error::Revoked(_) => Problem::new(ErrorCode::Unauthenticated, "the token was revoked"),
+        Error::TokenRequired => Problem::new(
+            ErrorCode::Unauthenticated,
+            "this request needs a token (Authorization: Bearer <token>)",
+        ),
         other => {
             tracing::info!(error = %other, "token refused");
             Problem::new(

@@ -9,6 +9,8 @@
 //! `application/json` with the Parking @context in a Link header). Only `http://` URLs on the
 //! loopback interface are accepted, and every run is bounded both in requests and in time.
 //! Each run prints one summary line: counts, requests/s, entities/s, p50/p99/max latency.
+//! `--auth TOKEN` (or `CIVITAS_TOKEN`) sends a capability token with every request, the untimed
+//! ones included; without it the requests are anonymous.
 
 mod drive;
 mod generate;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, LINK};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LINK};
 use serde_json::Value;
 
 use crate::drive::{Done, Outcome, percentile};
@@ -35,6 +37,11 @@ const MAX_REQUESTS: u64 = 10_000_000;
 #[derive(Debug, Parser)]
 #[command(name = "civitas-loadgen", version, about, long_about = None)]
 struct Cli {
+    /// A capability token, sent as `Authorization: Bearer TOKEN` with every request (warm-up and
+    /// --populate included). Without it, requests are anonymous: the connector's anonymous policy
+    /// must allow them. May be given before or after the command.
+    #[arg(long, global = true, env = "CIVITAS_TOKEN", hide_env_values = true)]
+    auth: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,12 +150,13 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
     };
+    let auth = cli.auth;
     let outcome = match runtime {
         Ok(runtime) => runtime.block_on(async move {
             match cli.command {
-                Command::Create(args) => create(args).await,
-                Command::Retrieve(args) => retrieve(args).await,
-                Command::Batch(args) => batch(args).await,
+                Command::Create(args) => create(args, auth).await,
+                Command::Retrieve(args) => retrieve(args, auth).await,
+                Command::Batch(args) => batch(args, auth).await,
             }
         }),
         Err(error) => Err(error.into()),
@@ -172,7 +180,7 @@ struct Target {
 }
 
 impl Target {
-    fn new(common: &Common) -> anyhow::Result<Target> {
+    fn new(common: &Common, auth: Option<&str>) -> anyhow::Result<Target> {
         let url = url::Url::parse(&common.url).with_context(|| format!("--url {}", common.url))?;
         let loopback = match url.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -199,6 +207,16 @@ impl Target {
                 common.context
             );
             headers.insert(LINK, HeaderValue::from_str(&link).context("--context")?);
+        }
+        if let Some(token) = auth {
+            let token = token.trim();
+            if token.is_empty() {
+                bail!("--auth (or CIVITAS_TOKEN) is empty");
+            }
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("--auth: the token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
         }
         let client = reqwest::Client::builder()
             .default_headers(headers)
@@ -227,9 +245,9 @@ fn check_count(count: u64, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+async fn create(args: CreateArgs, auth: Option<String>) -> anyhow::Result<ExitCode> {
     check_count(args.requests, "--requests")?;
-    let target = Target::new(&args.common)?;
+    let target = Target::new(&args.common, auth.as_deref())?;
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (args.first..args.first + args.requests)
             .map(|index| {
@@ -257,10 +275,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     report("create", &outcome, 1, target.concurrency)
 }
 
-async fn retrieve(args: RetrieveArgs) -> anyhow::Result<ExitCode> {
+async fn retrieve(args: RetrieveArgs, auth: Option<String>) -> anyhow::Result<ExitCode> {
     check_count(args.requests, "--requests")?;
     check_count(args.entities, "--entities")?;
-    let target = Target::new(&args.common)?;
+    let target = Target::new(&args.common, auth.as_deref())?;
     if args.populate {
         populate(&target, args.first, args.entities).await?;
     }
@@ -302,7 +320,7 @@ async fn retrieve(args: RetrieveArgs) -> anyhow::Result<ExitCode> {
         .await;
         if warm.failed > 0 {
             bail!(
-                "the warm-up failed ({} of {} requests); are the entities stored? (--populate) first error: {}",
+                "the warm-up failed ({} of {} requests); are the entities stored (--populate), and may these requests read them (--auth)? first error: {}",
                 warm.failed,
                 warm.requests,
                 warm.errors.first().map(String::as_str).unwrap_or("-")
@@ -313,12 +331,12 @@ async fn retrieve(args: RetrieveArgs) -> anyhow::Result<ExitCode> {
     report("retrieve", &outcome, 1, target.concurrency)
 }
 
-async fn batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
+async fn batch(args: BatchArgs, auth: Option<String>) -> anyhow::Result<ExitCode> {
     check_count(args.entities, "--entities")?;
     if args.batch_size == 0 || args.batch_size > 100_000 {
         bail!("--batch-size must be between 1 and 100000");
     }
-    let target = Target::new(&args.common)?;
+    let target = Target::new(&args.common, auth.as_deref())?;
     let bodies = Arc::new(batch_bodies(
         &target.id_prefix,
         args.first,
@@ -482,4 +500,73 @@ fn report(
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).expect("valid command line")
+    }
+
+    #[test]
+    fn auth_is_a_global_option() {
+        let url = "http://127.0.0.1:9192";
+        let after = parse(&["civitas-loadgen", "retrieve", "--url", url, "--auth", "t0k"]);
+        let before = parse(&["civitas-loadgen", "--auth", "t0k", "batch", "--url", url]);
+        assert_eq!(after.auth.as_deref(), Some("t0k"));
+        assert_eq!(before.auth.as_deref(), Some("t0k"));
+    }
+
+    /// The head of the one request `civitas-loadgen create` sends with `auth`, as a server sees it.
+    async fn request_head(auth: Option<&str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buffer = [0; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let read = socket.read(&mut buffer).await.expect("read");
+                if read == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buffer[..read]);
+            }
+            let reply = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+            socket.write_all(reply).await.expect("write");
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        let cli = parse(&["civitas-loadgen", "create", "--url", &url]);
+        let Command::Create(args) = cli.command else {
+            panic!("create expected");
+        };
+        let target = Target::new(&args.common, auth).expect("target");
+        let _ = target
+            .client
+            .get(target.endpoint("/entities/x"))
+            .send()
+            .await;
+        server.await.expect("server")
+    }
+
+    #[tokio::test]
+    async fn the_token_goes_with_every_request() {
+        assert!(
+            request_head(Some(" t0k\n"))
+                .await
+                .contains("\r\nauthorization: bearer t0k\r\n")
+        );
+        assert!(!request_head(None).await.contains("authorization"));
+        let cli = parse(&["civitas-loadgen", "create", "--url", "http://127.0.0.1:1"]);
+        let Command::Create(args) = cli.command else {
+            panic!("create expected");
+        };
+        assert!(Target::new(&args.common, Some(" ")).is_err());
+    }
 }
