@@ -14,9 +14,11 @@
 //! Verification ([`verify_inclusion`], [`verify_consistency`]) follows RFC 9162 §2.1.3.2 and
 //! §2.1.4.2 and needs nothing but the proof, the sizes and the roots.
 
+mod append;
 mod memory;
 mod verify;
 
+pub use append::append_hashes;
 pub use memory::MemoryTree;
 pub use verify::{verify_consistency, verify_inclusion};
 

@@ -25,6 +25,24 @@ pub enum Error {
     /// Applying the embedded schema migrations failed.
     #[error("database migration failed")]
     Migration(#[source] sqlx::migrate::MigrateError),
+    /// An append to an audit log did not start at its end: `expected` is the log's size, the
+    /// only index an append may start at, `found` the index it started at. Nothing was written.
+    #[error("audit log append at index {found}, but the log has {expected} entries")]
+    AuditConflict {
+        /// The log's size when the append was tried.
+        expected: u64,
+        /// The first index of the refused append.
+        found: u64,
+    },
+    /// A write would change what an audit log already holds (a subtree hash, or the checkpoint
+    /// note of a tree size); the log is append-only. Nothing was written.
+    #[error("audit log is append-only: {0} would change")]
+    AuditOverwrite(String),
+    /// An audit-log range or index the log cannot have: a range ending before it starts, an
+    /// index beyond 2^63 − 1, the hash of a subtree the log does not complete, a checkpoint of a
+    /// size the log has not reached.
+    #[error("audit log index out of range: {0}")]
+    AuditOutOfRange(String),
     /// A stored row could not be turned back into a record (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -309,6 +309,113 @@ impl Store {
     }
 }
 
+/// # Audit logs
+///
+/// Storage for the audit logs (issue 4): per named log (for example a department), an
+/// append-only RFC 9162 Merkle tree served as C2SP tlog-tiles. The store keeps three things
+/// and computes nothing:
+///
+/// - the **entries**, numbered from 0 without gaps; the log's size is their number;
+/// - the **hashes of complete subtrees** in tlog-tiles numbering, `(level, index, hash)`: level
+///   `L`, index `N` is the hash of the leaves `[N·2^L, (N+1)·2^L)`, level 0 the leaf hashes;
+/// - the signed **checkpoints**, one note per tree size.
+///
+/// Nothing is ever changed or deleted: [`Error::AuditConflict`] refuses an append that does not
+/// start at the log's end and [`Error::AuditOverwrite`] a hash or checkpoint that differs from
+/// the stored one. Hashes are plain `[u8; 32]` (SHA-256); the Merkle arithmetic is
+/// `civitas-audit`'s. Logs are independent of each other and of the entities.
+impl Store {
+    /// Appends `entries` to `log` at indexes `first_index..` and stores `hashes`, each
+    /// `(level, index, hash)`, in one write transaction: all of it or nothing.
+    ///
+    /// - [`Error::AuditConflict`] unless `first_index` is the log's current size (another
+    ///   writer appended first, or the caller's view of the log is stale);
+    /// - [`Error::AuditOverwrite`] if a hash is already stored, or given twice, with another
+    ///   value (the same value again is accepted and stored once);
+    /// - [`Error::AuditOutOfRange`] for a hash of a subtree the grown log does not complete, or
+    ///   a size beyond 2^63 − 1.
+    ///
+    /// Batches of any length are written in chunks of a thousand rows per statement.
+    pub async fn audit_append(
+        &self,
+        log: &str,
+        first_index: u64,
+        entries: &[Vec<u8>],
+        hashes: &[(u8, u64, [u8; 32])],
+    ) -> Result<(), Error> {
+        // `begin` takes the writer (on SQLite, the database's write lock).
+        let mut transaction = self.begin().await?;
+        on_transaction!(transaction, |connection, Db| {
+            ops::audit_append::<Db>(connection, log, first_index, entries, hashes).await
+        })?;
+        transaction.commit().await
+    }
+
+    /// The number of entries of `log` (0 for a log never appended to).
+    pub async fn audit_size(&self, log: &str) -> Result<u64, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_size::<Db>(&mut connection, log).await
+        })
+    }
+
+    /// The entries `start..end` of `log` (half-open), in order: fewer, or none, where the range
+    /// goes beyond the log's end. [`Error::AuditOutOfRange`] if `end < start`.
+    pub async fn audit_entries(
+        &self,
+        log: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_entries::<Db>(&mut connection, log, start, end).await
+        })
+    }
+
+    /// The stored hashes of the subtrees `(level, index)` of `log`, in the order asked, `None`
+    /// for a subtree whose hash is not stored. A few statements however many are asked for.
+    pub async fn audit_hashes(
+        &self,
+        log: &str,
+        subtrees: &[(u8, u64)],
+    ) -> Result<Vec<Option<[u8; 32]>>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_hashes::<Db>(&mut connection, log, subtrees).await
+        })
+    }
+
+    /// Stores the checkpoint `note` of `log` at tree size `size`, created `at`.
+    ///
+    /// Storing the same note again is a no-op; [`Error::AuditOverwrite`] if another note is
+    /// stored for this size, [`Error::AuditOutOfRange`] if the log has fewer than `size`
+    /// entries.
+    pub async fn audit_put_checkpoint(
+        &self,
+        log: &str,
+        size: u64,
+        note: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
+        let at = crate::sql::to_micros(at);
+        on_pool!(self.writer(), |connection, Db| {
+            ops::audit_put_checkpoint::<Db>(&mut connection, log, size, note, at).await
+        })
+    }
+
+    /// The checkpoint of `log` with the largest tree size, as `(size, note)`.
+    pub async fn audit_latest_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_latest_checkpoint::<Db>(&mut connection, log).await
+        })
+    }
+
+    /// The checkpoint note of `log` at tree size `size`, if one was stored.
+    pub async fn audit_checkpoint(&self, log: &str, size: u64) -> Result<Option<String>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_checkpoint::<Db>(&mut connection, log, size).await
+        })
+    }
+}
+
 /// A write transaction: the read-modify-write of one request. Dropping it rolls it back.
 pub struct Transaction {
     inner: TransactionInner,

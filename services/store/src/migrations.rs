@@ -27,6 +27,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "revoked tokens",
         include_str!("../migrations/sqlite/0003_revoked_tokens.sql"),
     ),
+    (
+        4,
+        "audit log",
+        include_str!("../migrations/sqlite/0004_audit_log.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -44,6 +49,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         3,
         "revoked tokens",
         include_str!("../migrations/postgres/0003_revoked_tokens.sql"),
+    ),
+    (
+        4,
+        "audit log",
+        include_str!("../migrations/postgres/0004_audit_log.sql"),
     ),
 ];
 

@@ -5,7 +5,7 @@
 //! `VALUES` on SQLite, unnested arrays on PostgreSQL), so that a batch of a thousand records
 //! costs a handful of round trips, not thousands.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::{Executor, QueryBuilder};
 
@@ -650,6 +650,357 @@ where
     rows.iter().map(|row| Ok(DB::first_text(row)?)).collect()
 }
 
+/// Rows per multi-row `INSERT` into an audit table (at most 4 parameters each, far below
+/// SQLite's 32766 and PostgreSQL's 65535), and subtrees per hash lookup (2 parameters each).
+const AUDIT_CHUNK: usize = 1000;
+
+/// A subtree in tlog-tiles numbering: level and index.
+type Subtree = (u8, u64);
+
+/// The stored form of an audit-log index or size.
+fn audit_index(value: u64) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| Error::AuditOutOfRange(format!("index {value}")))
+}
+
+/// Whether the subtree `(level, index)`, over the leaves `[index·2^level, (index+1)·2^level)`,
+/// is complete in a log of `size` entries.
+fn is_complete((level, index): Subtree, size: u64) -> bool {
+    1u64.checked_shl(u32::from(level))
+        .and_then(|width| index.checked_add(1)?.checked_mul(width))
+        .is_some_and(|end| end <= size)
+}
+
+fn hash_name((level, index): Subtree) -> String {
+    format!("the hash at level {level}, index {index}")
+}
+
+/// Pushes the `SELECT` of the size of `log`.
+fn push_audit_size<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
+    // MAX rather than COUNT: one step down the primary key instead of a walk along the log.
+    query.push("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries WHERE log = ");
+    DB::push_text(query, log);
+}
+
+/// Pushes the `SELECT idx, data` of the entries `first..end` of `log`, in order.
+fn push_select_entries<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, first: i64, end: i64) {
+    query.push("SELECT idx, data FROM audit_entries WHERE log = ");
+    DB::push_text(query, log);
+    query.push(" AND idx >= ");
+    DB::push_integer(query, first);
+    query.push(" AND idx < ");
+    DB::push_integer(query, end);
+    query.push(" ORDER BY idx");
+}
+
+/// The number of entries of `log`: one more than its highest index (entries have no gaps).
+pub(crate) async fn audit_size<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+) -> Result<u64, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("");
+    push_audit_size(&mut query, log);
+    let row = query.build().fetch_one(&mut *connection).await?;
+    let size = DB::first_integer(&row)?;
+    u64::try_from(size).map_err(|_| Error::Corrupt(format!("size {size} of audit log {log}")))
+}
+
+/// Appends `entries` at `first_index` and stores `hashes`, all or nothing: `connection` is in a
+/// write transaction, which the caller rolls back on error.
+pub(crate) async fn audit_append<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    first_index: u64,
+    entries: &[Vec<u8>],
+    hashes: &[(u8, u64, [u8; 32])],
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut lock = QueryBuilder::new("");
+    if DB::push_lock_audit_log(&mut lock, log) {
+        lock.build().execute(&mut *connection).await?;
+    }
+    let size = audit_size(connection, log).await?;
+    if first_index != size {
+        return Err(Error::AuditConflict {
+            expected: size,
+            found: first_index,
+        });
+    }
+    let new_size = u64::try_from(entries.len())
+        .ok()
+        .and_then(|added| first_index.checked_add(added))
+        .filter(|&new_size| audit_index(new_size).is_ok())
+        .ok_or_else(|| {
+            Error::AuditOutOfRange(format!("{} entries after {first_index}", entries.len()))
+        })?;
+
+    // Each subtree once, complete in the grown log, and with one value.
+    let mut wanted: BTreeMap<Subtree, [u8; 32]> = BTreeMap::new();
+    for &(level, index, hash) in hashes {
+        let subtree = (level, index);
+        if !is_complete(subtree, new_size) {
+            return Err(Error::AuditOutOfRange(format!(
+                "{} is not of a complete subtree of {new_size} entries",
+                hash_name(subtree)
+            )));
+        }
+        if wanted
+            .insert(subtree, hash)
+            .is_some_and(|other| other != hash)
+        {
+            return Err(Error::AuditOverwrite(format!(
+                "{} (given twice)",
+                hash_name(subtree)
+            )));
+        }
+    }
+    // A hash already stored may be given again, with the same value.
+    let subtrees: Vec<Subtree> = wanted.keys().copied().collect();
+    let stored = audit_hashes(connection, log, &subtrees).await?;
+    let mut fresh: Vec<(i64, i64, [u8; 32])> = Vec::with_capacity(subtrees.len());
+    for ((&subtree, &hash), stored) in wanted.iter().zip(stored) {
+        match stored {
+            None => fresh.push((i64::from(subtree.0), audit_index(subtree.1)?, hash)),
+            Some(stored) if stored == hash => {}
+            Some(_) => return Err(Error::AuditOverwrite(hash_name(subtree))),
+        }
+    }
+
+    // No ON CONFLICT: under the lock no index at or after the size exists, and if one did the
+    // statement must fail rather than skip it.
+    let mut index = audit_index(first_index)?;
+    for chunk in entries.chunks(AUDIT_CHUNK) {
+        let mut query = QueryBuilder::new("INSERT INTO audit_entries (log, idx, data) VALUES ");
+        for (position, data) in chunk.iter().enumerate() {
+            query.push(if position == 0 { "(" } else { ", (" });
+            DB::push_text(&mut query, log);
+            query.push(", ");
+            DB::push_integer(&mut query, index);
+            query.push(", ");
+            DB::push_bytes(&mut query, data);
+            query.push(")");
+            index += 1;
+        }
+        query
+            .build()
+            .persistent(chunk.len() == AUDIT_CHUNK)
+            .execute(&mut *connection)
+            .await?;
+    }
+    for chunk in fresh.chunks(AUDIT_CHUNK) {
+        let mut query =
+            QueryBuilder::new("INSERT INTO audit_hashes (log, level, idx, hash) VALUES ");
+        for (position, (level, index, hash)) in chunk.iter().enumerate() {
+            query.push(if position == 0 { "(" } else { ", (" });
+            DB::push_text(&mut query, log);
+            query.push(", ");
+            DB::push_integer(&mut query, *level);
+            query.push(", ");
+            DB::push_integer(&mut query, *index);
+            query.push(", ");
+            DB::push_bytes(&mut query, hash);
+            query.push(")");
+        }
+        query
+            .build()
+            .persistent(chunk.len() == AUDIT_CHUNK)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The entries `start..end` of `log` that exist, in index order.
+pub(crate) async fn audit_entries<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Vec<u8>>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    if end < start {
+        return Err(Error::AuditOutOfRange(format!(
+            "range {start}..{end} ends before it starts"
+        )));
+    }
+    // Nothing is stored beyond the largest index the tables can hold.
+    let Ok(first) = i64::try_from(start) else {
+        return Ok(Vec::new());
+    };
+    if start == end {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::new("");
+    push_select_entries(
+        &mut query,
+        log,
+        first,
+        i64::try_from(end).unwrap_or(i64::MAX),
+    );
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (expected, row) in (first..).zip(&rows) {
+        let (index, data) = DB::integer_and_bytes(row)?;
+        if index != expected {
+            return Err(Error::Corrupt(format!(
+                "audit log {log} has no entry {expected}"
+            )));
+        }
+        entries.push(data);
+    }
+    Ok(entries)
+}
+
+/// Pushes the `SELECT level, idx, hash` of the stored ones among `subtrees` (not empty).
+fn push_select_hashes<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, subtrees: &[(i64, i64)]) {
+    // The list drives a primary-key lookup per subtree. `CROSS JOIN` makes SQLite, which has no
+    // statistics, take the list as the outer loop; PostgreSQL plans it like any join.
+    query.push("SELECT h.level, h.idx, h.hash FROM (VALUES ");
+    for (position, (level, index)) in subtrees.iter().enumerate() {
+        query.push(if position == 0 { "(" } else { ", (" });
+        DB::push_integer(query, *level);
+        query.push(", ");
+        DB::push_integer(query, *index);
+        query.push(")");
+    }
+    query.push(") AS v CROSS JOIN audit_hashes h WHERE h.log = ");
+    DB::push_text(query, log);
+    query.push(" AND h.level = v.column1 AND h.idx = v.column2");
+}
+
+/// The stored hashes of `subtrees`, in the order asked, `None` for those not stored.
+pub(crate) async fn audit_hashes<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    subtrees: &[Subtree],
+) -> Result<Vec<Option<[u8; 32]>>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    // Each subtree once; an index beyond the tables' range cannot be stored.
+    let mut asked: Vec<(i64, i64)> = subtrees
+        .iter()
+        .filter_map(|&(level, index)| Some((i64::from(level), i64::try_from(index).ok()?)))
+        .collect();
+    asked.sort_unstable();
+    asked.dedup();
+    let mut found: HashMap<Subtree, [u8; 32]> = HashMap::with_capacity(asked.len());
+    for chunk in asked.chunks(AUDIT_CHUNK) {
+        let mut query = QueryBuilder::new("");
+        push_select_hashes(&mut query, log, chunk);
+        let rows = query
+            .build()
+            .persistent(chunk.len() == AUDIT_CHUNK)
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in &rows {
+            let (level, index, hash) = DB::hash_row(row)?;
+            let corrupt = || Error::Corrupt(format!("hash at level {level}, index {index}"));
+            let subtree = (
+                u8::try_from(level).map_err(|_| corrupt())?,
+                u64::try_from(index).map_err(|_| corrupt())?,
+            );
+            found.insert(subtree, hash.try_into().map_err(|_| corrupt())?);
+        }
+    }
+    Ok(subtrees
+        .iter()
+        .map(|subtree| found.get(subtree).copied())
+        .collect())
+}
+
+/// Stores the checkpoint note of `log` at `size`; the same note again is a no-op.
+pub(crate) async fn audit_put_checkpoint<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    size: u64,
+    note: &str,
+    created_at: i64,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    // Logs only grow, so a size reached now is still reached when the row is inserted.
+    let current = audit_size(connection, log).await?;
+    if size > current {
+        return Err(Error::AuditOutOfRange(format!(
+            "checkpoint of size {size} for a log of {current} entries"
+        )));
+    }
+    let mut query =
+        QueryBuilder::new("INSERT INTO audit_checkpoints (log, size, note, created_at) VALUES (");
+    DB::push_text(&mut query, log);
+    query.push(", ");
+    DB::push_integer(&mut query, audit_index(size)?);
+    query.push(", ");
+    DB::push_text(&mut query, note);
+    query.push(", ");
+    DB::push_integer(&mut query, created_at);
+    // DO NOTHING, then compare: a checkpoint row is never replaced.
+    query.push(") ON CONFLICT (log, size) DO NOTHING");
+    let result = query.build().execute(&mut *connection).await?;
+    if DB::rows_affected(&result) == 0
+        && audit_checkpoint(connection, log, size).await?.as_deref() != Some(note)
+    {
+        return Err(Error::AuditOverwrite(format!(
+            "the checkpoint note of size {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Pushes the `SELECT size, note` of the checkpoint of `log` with the largest size.
+fn push_latest_checkpoint<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
+    query.push("SELECT size, note FROM audit_checkpoints WHERE log = ");
+    DB::push_text(query, log);
+    query.push(" ORDER BY size DESC LIMIT 1");
+}
+
+/// The checkpoint of `log` with the largest size: `(size, note)`.
+pub(crate) async fn audit_latest_checkpoint<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+) -> Result<Option<(u64, String)>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("");
+    push_latest_checkpoint(&mut query, log);
+    let Some(row) = query.build().fetch_optional(&mut *connection).await? else {
+        return Ok(None);
+    };
+    let (size, note) = DB::integer_and_text(&row)?;
+    let size = u64::try_from(size)
+        .map_err(|_| Error::Corrupt(format!("checkpoint size {size} of audit log {log}")))?;
+    Ok(Some((size, note)))
+}
+
+/// The checkpoint note of `log` at `size`, if one was stored.
+pub(crate) async fn audit_checkpoint<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    size: u64,
+) -> Result<Option<String>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let Ok(size) = i64::try_from(size) else {
+        return Ok(None);
+    };
+    let mut query = QueryBuilder::new("SELECT note FROM audit_checkpoints WHERE log = ");
+    DB::push_text(&mut query, log);
+    query.push(" AND size = ");
+    DB::push_integer(&mut query, size);
+    let row = query.build().fetch_optional(&mut *connection).await?;
+    Ok(row.map(|row| DB::first_text(&row)).transpose()?)
+}
+
 #[cfg(test)]
 mod tests {
     //! The statements use the indexes on SQLite, which has no statistics to plan with.
@@ -663,6 +1014,9 @@ mod tests {
 
     /// Pushes one statement for `filter` after `EXPLAIN QUERY PLAN`.
     type Push = fn(&mut QueryBuilder<Sqlite>, &str, &EntityQuery);
+
+    /// Pushes one audit-log statement after `EXPLAIN QUERY PLAN`.
+    type AuditPush = fn(&mut QueryBuilder<Sqlite>);
 
     async fn plan(connection: &mut SqliteConnection, push: Push, filter: &EntityQuery) -> String {
         let mut query = QueryBuilder::new("EXPLAIN QUERY PLAN ");
@@ -750,6 +1104,49 @@ mod tests {
             ("count", push_count),
             ("purge", push_purge),
         ];
+        // The audit statements, each with the primary-key search it must make: the whole key,
+        // not just the log (which would walk all of the log's rows).
+        let audit_statements: [(AuditPush, &str); 5] = [
+            (
+                |query| push_audit_size(query, "log"),
+                "SEARCH audit_entries USING COVERING INDEX sqlite_autoindex_audit_entries_1 (log=?)",
+            ),
+            (
+                |query| push_select_entries(query, "log", 3, 300),
+                "SEARCH audit_entries USING INDEX sqlite_autoindex_audit_entries_1 \
+                 (log=? AND idx>? AND idx<?)",
+            ),
+            (
+                |query| push_select_hashes(query, "log", &[(0, 7)]),
+                "SEARCH h USING PRIMARY KEY (log=? AND level=? AND idx=?)",
+            ),
+            (
+                |query| push_select_hashes(query, "log", &[(0, 7), (1, 2), (8, 0)]),
+                "SEARCH h USING PRIMARY KEY (log=? AND level=? AND idx=?)",
+            ),
+            (
+                |query| push_latest_checkpoint(query, "log"),
+                "SEARCH audit_checkpoints USING INDEX sqlite_autoindex_audit_checkpoints_1 (log=?)",
+            ),
+        ];
+        for (push, search) in audit_statements {
+            let mut query = QueryBuilder::new("EXPLAIN QUERY PLAN ");
+            push(&mut query);
+            let rows = query
+                .build()
+                .fetch_all(&mut connection)
+                .await
+                .expect("EXPLAIN QUERY PLAN");
+            let plan = rows
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                plan.contains(search) && !plan.contains("TEMP B-TREE"),
+                "{search}\n{plan}"
+            );
+        }
         for filter in &filters {
             for (name, push) in statements {
                 // Without any filter the count and purge walk the tenant's whole range, which is

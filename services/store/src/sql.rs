@@ -2,7 +2,7 @@
 //!
 //! The statements themselves are written once, in `ops`, against [`Sql`]. Placeholders
 //! (`?` vs `$n`) are handled by sqlx's `QueryBuilder`; the rest (regular-expression operator,
-//! row locks, binding lists of ids) is here.
+//! row locks, binding lists of ids, locking an audit log) is here.
 
 use chrono::{DateTime, Utc};
 use sqlx::database::HasStatementCache;
@@ -32,6 +32,12 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn push_text(query: &mut QueryBuilder<Self>, value: &str);
     fn push_integer(query: &mut QueryBuilder<Self>, value: i64);
     fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>);
+    /// Binds a byte string (`BLOB` on SQLite, `BYTEA` on PostgreSQL).
+    fn push_bytes(query: &mut QueryBuilder<Self>, value: &[u8]);
+    /// Pushes a statement taking a lock on the audit log `log` that is held until the
+    /// transaction ends, so that appends to one log happen one after the other; returns `false`
+    /// (and pushes nothing) where a write transaction already excludes every other writer.
+    fn push_lock_audit_log(query: &mut QueryBuilder<Self>, log: &str) -> bool;
     /// Whether lists (ids, rows of a bulk insert) are bound as arrays, which keeps the text of
     /// a statement independent of their length.
     const LISTS_ARE_ARRAYS: bool;
@@ -53,7 +59,18 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn first_text(row: &Self::Row) -> Result<String, sqlx::Error>;
     /// The first two columns as strings.
     fn two_texts(row: &Self::Row) -> Result<(String, String), sqlx::Error>;
+    /// The first column as an integer, the second as a string.
+    fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error>;
+    /// The first column as an integer, the second as bytes.
+    fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error>;
+    /// An `audit_hashes` row: `level` (`SMALLINT`), `idx`, `hash`.
+    fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error>;
 }
+
+/// The first key of the PostgreSQL advisory locks serialising appends to an audit log (the
+/// second is a hash of the log's name): the bytes of `"AUDT"`, so that the locks do not collide
+/// with any other use of two-key advisory locks.
+const AUDIT_LOCK_CLASS: i32 = 0x4155_4454;
 
 /// The raw columns of an `entities` row.
 pub(crate) struct EntityRow {
@@ -118,6 +135,18 @@ macro_rules! decode_rows {
         fn two_texts(row: &Self::Row) -> Result<(String, String), sqlx::Error> {
             Ok((row.try_get(0)?, row.try_get(1)?))
         }
+
+        fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        }
+
+        fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        }
+
+        fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        }
     };
 }
 
@@ -139,6 +168,15 @@ impl Sql for Sqlite {
 
     fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>) {
         query.push_bind(value);
+    }
+
+    fn push_bytes(query: &mut QueryBuilder<Self>, value: &[u8]) {
+        query.push_bind(value.to_vec());
+    }
+
+    // The write transaction (BEGIN IMMEDIATE) holds the database's write lock.
+    fn push_lock_audit_log(_query: &mut QueryBuilder<Self>, _log: &str) -> bool {
+        false
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {
@@ -234,6 +272,21 @@ impl Sql for Postgres {
 
     fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>) {
         query.push_bind(value);
+    }
+
+    fn push_bytes(query: &mut QueryBuilder<Self>, value: &[u8]) {
+        query.push_bind(value.to_vec());
+    }
+
+    // Under READ COMMITTED two appenders could both read the same size; a transaction-scoped
+    // advisory lock per log makes the second wait and then read the first one's size.
+    fn push_lock_audit_log(query: &mut QueryBuilder<Self>, log: &str) -> bool {
+        query.push(format!(
+            "SELECT pg_advisory_xact_lock({AUDIT_LOCK_CLASS}, hashtext("
+        ));
+        Self::push_text(query, log);
+        query.push("))");
+        true
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {

@@ -927,3 +927,490 @@ async fn revocations_persist_and_are_idempotent() -> TestResult {
     }
     Ok(())
 }
+
+// The audit logs: entries, complete-subtree hashes and checkpoints per named log.
+
+const AUDIT_LOG: &str = "mobility";
+
+/// A stored subtree hash: `(level, index, hash)`.
+type SubtreeHash = (u8, u64, [u8; 32]);
+
+/// The entry at `index` of `log`: distinct per log and index, and empty at index 0 (an empty
+/// leaf is valid in RFC 9162 and must survive the round trip).
+fn audit_entry(log: &str, index: u64) -> Vec<u8> {
+    if index == 0 {
+        return Vec::new();
+    }
+    format!("{log} entry {index}").into_bytes()
+}
+
+fn audit_entries_between(log: &str, start: u64, end: u64) -> Vec<Vec<u8>> {
+    (start..end).map(|index| audit_entry(log, index)).collect()
+}
+
+/// A made-up hash for the subtree `(level, index)` of `log`; the store computes nothing, so it
+/// only has to be distinct per log and subtree.
+fn audit_hash(log: &str, level: u8, index: u64) -> [u8; 32] {
+    let mut hash = [0xa5; 32];
+    hash[..8].copy_from_slice(&index.to_be_bytes());
+    hash[8] = level;
+    for (byte, name) in hash[9..].iter_mut().zip(log.bytes()) {
+        *byte = name;
+    }
+    hash
+}
+
+/// The hashes an append from `old_size` to `new_size` entries stores: every subtree it
+/// completes, `(level, index)` with `old_size < (index + 1)·2^level <= new_size`.
+fn audit_hashes_completed(log: &str, old_size: u64, new_size: u64) -> Vec<SubtreeHash> {
+    let mut hashes = Vec::new();
+    for level in 0..64u8 {
+        let width = 1u64 << level;
+        if width > new_size {
+            break;
+        }
+        for index in old_size / width..new_size / width {
+            hashes.push((level, index, audit_hash(log, level, index)));
+        }
+    }
+    hashes
+}
+
+/// Appends the entries `old_size..new_size` of `log` with the hashes they complete.
+async fn audit_grow(store: &Store, log: &str, old_size: u64, new_size: u64) -> Result<(), Error> {
+    store
+        .audit_append(
+            log,
+            old_size,
+            &audit_entries_between(log, old_size, new_size),
+            &audit_hashes_completed(log, old_size, new_size),
+        )
+        .await
+}
+
+/// Checks that `log` holds exactly `size` entries and the hashes of a log of that size.
+async fn assert_audit_log(store: &Store, log: &str, size: u64, kind: &str) -> TestResult {
+    assert_eq!(store.audit_size(log).await?, size, "{kind}: size of {log}");
+    assert_eq!(
+        store.audit_entries(log, 0, size + 1).await?,
+        audit_entries_between(log, 0, size),
+        "{kind}: entries of {log}"
+    );
+    let expected = audit_hashes_completed(log, 0, size);
+    let subtrees: Vec<(u8, u64)> = expected.iter().map(|&(l, i, _)| (l, i)).collect();
+    let hashes: Vec<Option<[u8; 32]>> = expected.iter().map(|&(_, _, h)| Some(h)).collect();
+    assert_eq!(
+        store.audit_hashes(log, &subtrees).await?,
+        hashes,
+        "{kind}: hashes of {log}"
+    );
+    // The next leaf, and the level-1 subtree it falls into, are not there yet.
+    assert_eq!(
+        store.audit_hashes(log, &[(0, size), (1, size / 2)]).await?,
+        [None, None],
+        "{kind}: hashes beyond {log}'s end"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_log_appends_in_batches_and_reads_back() -> TestResult {
+    // Batch sizes, the empty one included: the log grows 1, 3, 8, 8, 17, 317.
+    const BATCHES: [u64; 6] = [1, 2, 5, 0, 9, 300];
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        assert_audit_log(&store, AUDIT_LOG, 0, kind).await?;
+        let mut size = 0;
+        for batch in BATCHES {
+            audit_grow(&store, AUDIT_LOG, size, size + batch).await?;
+            size += batch;
+            assert_audit_log(&store, AUDIT_LOG, size, kind).await?;
+        }
+        // Hashes come back in the order asked, repeats included, `None` where not stored: the
+        // leaf after the end, the incomplete subtree (5, 9) over leaves 288..320, a level no
+        // log reaches and an index no table holds.
+        let asked = [
+            (8, 0),
+            (0, 316),
+            (1, 1),
+            (0, 317),
+            (8, 0),
+            (5, 9),
+            (64, 0),
+            (0, u64::MAX),
+        ];
+        assert_eq!(
+            store.audit_hashes(AUDIT_LOG, &asked).await?,
+            [
+                Some(audit_hash(AUDIT_LOG, 8, 0)),
+                Some(audit_hash(AUDIT_LOG, 0, 316)),
+                Some(audit_hash(AUDIT_LOG, 1, 1)),
+                None,
+                Some(audit_hash(AUDIT_LOG, 8, 0)),
+                None,
+                None,
+                None,
+            ],
+            "{kind}"
+        );
+        assert!(
+            store.audit_hashes(AUDIT_LOG, &[]).await?.is_empty(),
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_entries_reads_the_part_of_a_range_that_exists() -> TestResult {
+    const SIZE: u64 = 10;
+    // (start, end, the entries it must give)
+    let cases: [(u64, u64, std::ops::Range<u64>); 9] = [
+        (0, 0, 0..0),
+        (3, 3, 3..3),
+        (2, 5, 2..5),
+        (0, SIZE, 0..SIZE),
+        (SIZE - 2, SIZE + 10, SIZE - 2..SIZE),
+        (SIZE, SIZE + 5, SIZE..SIZE),
+        (SIZE + 5, SIZE + 10, SIZE..SIZE),
+        (0, u64::MAX, 0..SIZE),
+        (u64::MAX - 1, u64::MAX, SIZE..SIZE),
+    ];
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        audit_grow(&store, AUDIT_LOG, 0, SIZE).await?;
+        for (start, end, expected) in cases.clone() {
+            assert_eq!(
+                store.audit_entries(AUDIT_LOG, start, end).await?,
+                audit_entries_between(AUDIT_LOG, expected.start, expected.end),
+                "{kind}: {start}..{end}"
+            );
+        }
+        let backwards = store.audit_entries(AUDIT_LOG, 5, 2).await;
+        assert!(
+            matches!(backwards, Err(Error::AuditOutOfRange(_))),
+            "{kind}: {backwards:?}"
+        );
+        assert!(
+            store.audit_entries("no such log", 0, 10).await?.is_empty(),
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_append_refuses_a_first_index_other_than_the_size() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        // An empty log starts at 0.
+        let early = store
+            .audit_append(AUDIT_LOG, 1, &audit_entries_between(AUDIT_LOG, 1, 2), &[])
+            .await;
+        assert!(
+            matches!(
+                early,
+                Err(Error::AuditConflict {
+                    expected: 0,
+                    found: 1
+                })
+            ),
+            "{kind}: {early:?}"
+        );
+        audit_grow(&store, AUDIT_LOG, 0, 3).await?;
+        // Overlapping the end, from the start, leaving a gap; with entries or without.
+        for found in [2, 0, 4, 5] {
+            for entries in [
+                audit_entries_between(AUDIT_LOG, found, found + 2),
+                Vec::new(),
+            ] {
+                let outcome = store.audit_append(AUDIT_LOG, found, &entries, &[]).await;
+                assert!(
+                    matches!(outcome, Err(Error::AuditConflict { expected: 3, found: f }) if f == found),
+                    "{kind}: append at {found}: {outcome:?}"
+                );
+            }
+        }
+        assert_audit_log(&store, AUDIT_LOG, 3, kind).await?;
+        // At the end it goes through, and an empty append there is a no-op.
+        audit_grow(&store, AUDIT_LOG, 3, 3).await?;
+        audit_grow(&store, AUDIT_LOG, 3, 4).await?;
+        assert_audit_log(&store, AUDIT_LOG, 4, kind).await?;
+    }
+    Ok(())
+}
+
+/// Appends to a log of two entries that must be refused as a whole.
+struct RefusedAppend {
+    name: &'static str,
+    entries: u64,
+    /// Replaces or adds hashes to those the entries complete.
+    hashes: Vec<SubtreeHash>,
+    refusal: fn(&Error) -> bool,
+}
+
+fn refused_appends() -> Vec<RefusedAppend> {
+    const OTHER: [u8; 32] = [0x11; 32];
+    vec![
+        RefusedAppend {
+            name: "a stored leaf hash with another value",
+            entries: 2,
+            hashes: vec![(0, 1, OTHER)],
+            refusal: |error| matches!(error, Error::AuditOverwrite(_)),
+        },
+        RefusedAppend {
+            name: "a stored interior hash with another value",
+            entries: 2,
+            hashes: vec![(1, 0, OTHER)],
+            refusal: |error| matches!(error, Error::AuditOverwrite(_)),
+        },
+        RefusedAppend {
+            name: "a new hash given twice with different values",
+            entries: 2,
+            hashes: vec![(2, 0, OTHER)],
+            refusal: |error| matches!(error, Error::AuditOverwrite(_)),
+        },
+        RefusedAppend {
+            name: "the hash of a subtree the append does not complete",
+            entries: 1,
+            hashes: vec![(1, 1, OTHER)],
+            refusal: |error| matches!(error, Error::AuditOutOfRange(_)),
+        },
+        RefusedAppend {
+            name: "the hash of a leaf beyond the end",
+            entries: 2,
+            hashes: vec![(0, 4, OTHER)],
+            refusal: |error| matches!(error, Error::AuditOutOfRange(_)),
+        },
+        RefusedAppend {
+            name: "a level too high for any log",
+            entries: 2,
+            hashes: vec![(64, 0, OTHER)],
+            refusal: |error| matches!(error, Error::AuditOutOfRange(_)),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn audit_append_rejects_changed_hashes_and_writes_nothing() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        audit_grow(&store, AUDIT_LOG, 0, 2).await?;
+        for case in refused_appends() {
+            let new_size = 2 + case.entries;
+            let mut hashes = audit_hashes_completed(AUDIT_LOG, 2, new_size);
+            hashes.extend(case.hashes);
+            let outcome = store
+                .audit_append(
+                    AUDIT_LOG,
+                    2,
+                    &audit_entries_between(AUDIT_LOG, 2, new_size),
+                    &hashes,
+                )
+                .await;
+            assert!(
+                outcome.as_ref().is_err_and(case.refusal),
+                "{kind}: {}: {outcome:?}",
+                case.name
+            );
+            // Neither the entries nor the hashes of the batch were written.
+            assert_audit_log(&store, AUDIT_LOG, 2, kind).await?;
+            assert_eq!(
+                store.audit_hashes(AUDIT_LOG, &[(0, 2), (2, 0)]).await?,
+                [None, None],
+                "{kind}: {}",
+                case.name
+            );
+        }
+        // Hashes already stored may be sent again with the same value, and once each.
+        let mut hashes = audit_hashes_completed(AUDIT_LOG, 0, 4);
+        hashes.extend(audit_hashes_completed(AUDIT_LOG, 2, 4));
+        store
+            .audit_append(
+                AUDIT_LOG,
+                2,
+                &audit_entries_between(AUDIT_LOG, 2, 4),
+                &hashes,
+            )
+            .await?;
+        assert_audit_log(&store, AUDIT_LOG, 4, kind).await?;
+    }
+    Ok(())
+}
+
+/// One append of ten thousand entries goes through the chunked statements.
+#[tokio::test]
+async fn audit_append_of_ten_thousand_entries() -> TestResult {
+    const SIZE: u64 = 10_000;
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let hashes = audit_hashes_completed(AUDIT_LOG, 0, SIZE);
+        assert_eq!(hashes.len(), 19_995, "{kind}: 2n minus the set bits of n");
+        audit_grow(&store, AUDIT_LOG, 0, SIZE).await?;
+        assert_audit_log(&store, AUDIT_LOG, SIZE, kind).await?;
+        // And the next one after it.
+        audit_grow(&store, AUDIT_LOG, SIZE, SIZE + 3).await?;
+        assert_audit_log(&store, AUDIT_LOG, SIZE + 3, kind).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_checkpoints_are_stored_once_per_size() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        assert_eq!(
+            store.audit_latest_checkpoint(AUDIT_LOG).await?,
+            None,
+            "{kind}"
+        );
+        // The empty tree has a checkpoint too.
+        store
+            .audit_put_checkpoint(AUDIT_LOG, 0, "size 0\n", fixed_time(0))
+            .await?;
+        audit_grow(&store, AUDIT_LOG, 0, 3).await?;
+        store
+            .audit_put_checkpoint(AUDIT_LOG, 3, "size 3\n", fixed_time(3))
+            .await?;
+        // The same note again is fine; another note for the same size is not.
+        store
+            .audit_put_checkpoint(AUDIT_LOG, 3, "size 3\n", fixed_time(4))
+            .await?;
+        let changed = store
+            .audit_put_checkpoint(AUDIT_LOG, 3, "size 3, forged\n", fixed_time(5))
+            .await;
+        assert!(
+            matches!(changed, Err(Error::AuditOverwrite(_))),
+            "{kind}: {changed:?}"
+        );
+        // A size the log has not reached cannot have a checkpoint.
+        let ahead = store
+            .audit_put_checkpoint(AUDIT_LOG, 4, "size 4\n", fixed_time(6))
+            .await;
+        assert!(
+            matches!(ahead, Err(Error::AuditOutOfRange(_))),
+            "{kind}: {ahead:?}"
+        );
+        // An older size stored later does not become the latest.
+        store
+            .audit_put_checkpoint(AUDIT_LOG, 1, "size 1\n", fixed_time(7))
+            .await?;
+        assert_eq!(
+            store.audit_latest_checkpoint(AUDIT_LOG).await?,
+            Some((3, "size 3\n".to_owned())),
+            "{kind}"
+        );
+        for (size, note) in [
+            (0, Some("size 0\n")),
+            (1, Some("size 1\n")),
+            (2, None),
+            (3, Some("size 3\n")),
+            (4, None),
+            (u64::MAX, None),
+        ] {
+            assert_eq!(
+                store.audit_checkpoint(AUDIT_LOG, size).await?.as_deref(),
+                note,
+                "{kind}: checkpoint {size}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_logs_in_one_database_are_independent() -> TestResult {
+    const OTHER_LOG: &str = "health";
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        audit_grow(&store, AUDIT_LOG, 0, 5).await?;
+        audit_grow(&store, OTHER_LOG, 0, 2).await?;
+        // Each log's size counts its own entries only.
+        let conflict = audit_grow(&store, OTHER_LOG, 5, 6).await;
+        assert!(
+            matches!(
+                conflict,
+                Err(Error::AuditConflict {
+                    expected: 2,
+                    found: 5
+                })
+            ),
+            "{kind}: {conflict:?}"
+        );
+        audit_grow(&store, OTHER_LOG, 2, 7).await?;
+        audit_grow(&store, AUDIT_LOG, 5, 6).await?;
+        assert_audit_log(&store, AUDIT_LOG, 6, kind).await?;
+        assert_audit_log(&store, OTHER_LOG, 7, kind).await?;
+        // The same subtree holds each log's own hash.
+        assert_eq!(
+            store.audit_hashes(OTHER_LOG, &[(2, 0)]).await?,
+            [Some(audit_hash(OTHER_LOG, 2, 0))],
+            "{kind}"
+        );
+        // Checkpoints of the same size in two logs.
+        for (log, note) in [(AUDIT_LOG, "mobility 5\n"), (OTHER_LOG, "health 5\n")] {
+            store
+                .audit_put_checkpoint(log, 5, note, fixed_time(0))
+                .await?;
+        }
+        assert_eq!(
+            store.audit_latest_checkpoint(OTHER_LOG).await?,
+            Some((5, "health 5\n".to_owned())),
+            "{kind}"
+        );
+        assert_eq!(
+            store.audit_checkpoint(AUDIT_LOG, 5).await?.as_deref(),
+            Some("mobility 5\n"),
+            "{kind}"
+        );
+        assert_eq!(store.audit_size("no such log").await?, 0, "{kind}");
+        assert_eq!(
+            store.audit_latest_checkpoint("no such log").await?,
+            None,
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
+/// Appenders racing for the same index: exactly one wins, the others see its entries. (On
+/// PostgreSQL they would otherwise all read size 0 and the losers fail on the primary key.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_audit_appends_at_one_index_admit_one() -> TestResult {
+    const APPENDERS: usize = 8;
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        // Open the connections first, so that the appenders do not take turns connecting.
+        let pings: Vec<_> = (0..APPENDERS)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.ping().await })
+            })
+            .collect();
+        for ping in pings {
+            ping.await??;
+        }
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(APPENDERS));
+        let appenders = (0..APPENDERS).map(|_| {
+            let (store, start) = (store.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                audit_grow(&store, AUDIT_LOG, 0, 2).await
+            })
+        });
+        let mut won = 0;
+        for appender in appenders.collect::<Vec<_>>() {
+            match appender.await? {
+                Ok(()) => won += 1,
+                Err(Error::AuditConflict {
+                    expected: 2,
+                    found: 0,
+                }) => {}
+                Err(error) => return Err(format!("{kind}: {error:?}").into()),
+            }
+        }
+        assert_eq!(won, 1, "{kind}");
+        assert_audit_log(&store, AUDIT_LOG, 2, kind).await?;
+    }
+    Ok(())
+}
