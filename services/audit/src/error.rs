@@ -70,6 +70,244 @@ pub enum Error {
         /// The number of hashes returned.
         returned: usize,
     },
+    // Tiles.
+    /// A tile level above 63, the largest C2SP tlog-tiles allows.
+    #[error("tile level {level} is above 63")]
+    TileLevelOutOfRange {
+        /// The level asked for.
+        level: u8,
+    },
+    /// A tile or entry bundle width outside `1..=256`.
+    #[error("tile width {width} is not between 1 and 256")]
+    TileWidthOutOfRange {
+        /// The width asked for.
+        width: u16,
+    },
+    /// A path that is not a C2SP tlog-tiles tile or entry bundle path.
+    #[error("{path:?} is not a tile path: {reason}")]
+    BadTilePath {
+        /// The path, as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A tile whose hashes would cover leaves past the largest possible tree (`2^64 - 1` leaves).
+    #[error("the tile at level {level}, index {index} lies beyond the largest possible tree")]
+    TileBeyondLargestTree {
+        /// The tile's level.
+        level: u8,
+        /// The tile's index within its level.
+        index: u64,
+    },
+    /// Tile bytes that are not 32 bytes for each hash of the tile's width.
+    #[error("a tile of this width has {expected} bytes, but {actual} were given")]
+    TileLengthMismatch {
+        /// The number of bytes the tile's width calls for.
+        expected: usize,
+        /// The number of bytes given.
+        actual: usize,
+    },
+    /// Two tiles at the same coordinates whose common hashes differ.
+    #[error("two tiles at level {level}, index {index} disagree")]
+    InconsistentTiles {
+        /// The tiles' level.
+        level: u8,
+        /// The tiles' index within their level.
+        index: u64,
+    },
+    /// Hashes were asked of a [`crate::tiles::TileHashReader`] that lacks the tiles they come from.
+    #[error(
+        "{} tiles are needed but not loaded, starting with {}",
+        tiles.len(),
+        tiles.first().map_or_else(String::new, |tile| tile.path())
+    )]
+    MissingTiles {
+        /// Every tile the request needs that is not loaded, each as wide as the tree has it.
+        tiles: Vec<crate::tiles::Tile>,
+    },
+    /// A log entry too long for the 16-bit length prefix of an entry bundle.
+    #[error("an entry of {length} bytes is longer than an entry bundle allows (65535)")]
+    EntryTooLong {
+        /// The entry's length in bytes.
+        length: usize,
+    },
+    /// More entries than one entry bundle holds (256).
+    #[error("{entries} entries do not fit in one entry bundle (256)")]
+    TooManyEntries {
+        /// The number of entries given.
+        entries: usize,
+    },
+    /// An entry bundle that ends inside an entry's 2-byte length prefix.
+    #[error("the entry bundle ends inside the length prefix at byte {offset}")]
+    BundleTruncatedLength {
+        /// Where the length prefix starts.
+        offset: usize,
+    },
+    /// An entry bundle entry whose declared length runs past the end of the bundle.
+    #[error("the entry at byte {offset} declares {declared} bytes, but only {available} remain")]
+    BundleEntryOverrun {
+        /// Where the entry's length prefix starts.
+        offset: usize,
+        /// The length its prefix declares.
+        declared: usize,
+        /// The number of bytes after the prefix.
+        available: usize,
+    },
+    /// Bytes after the last entry an entry bundle can hold.
+    #[error("{count} bytes follow the last entry of the bundle, at byte {offset}")]
+    BundleTrailingBytes {
+        /// Where the extra bytes start.
+        offset: usize,
+        /// How many there are.
+        count: usize,
+    },
+    /// An entry bundle with fewer entries than its width.
+    #[error("the entry bundle has {actual} entries, but its width is {expected}")]
+    BundleTooShort {
+        /// The bundle's width.
+        expected: u16,
+        /// The number of entries it has.
+        actual: usize,
+    },
+    // Signed notes, checkpoints and cosignatures.
+    /// A key name that is empty or holds a Unicode space or a plus sign (C2SP signed-note,
+    /// "Format").
+    #[error("{name:?} is not a valid key name: it must be non-empty, without spaces or '+'")]
+    InvalidKeyName {
+        /// The name, as given.
+        name: String,
+    },
+    /// ring refused to make an Ed25519 key pair from a seed.
+    #[error("the Ed25519 seed was rejected")]
+    KeyRejected,
+    /// A verifier key that is not `<name>+<8 lowercase hex digits>+<base64(type || key)>` with a
+    /// 32-byte Ed25519 key (C2SP signed-note, "Verifier keys").
+    #[error("malformed verifier key: {reason}")]
+    MalformedVerifierKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A verifier key of another signature type than the one asked for.
+    #[error("the verifier key has signature type {found:#04x}, but {expected:#04x} is needed")]
+    UnexpectedSignatureType {
+        /// The signature type asked for.
+        expected: u8,
+        /// The signature type of the key.
+        found: u8,
+    },
+    /// A verifier key whose key ID is not the one its name, type and public key give.
+    #[error(
+        "the verifier key of {name} states key ID {stated:08x}, but its key gives {computed:08x}"
+    )]
+    KeyIdMismatch {
+        /// The key name.
+        name: String,
+        /// The key ID written in the verifier key.
+        stated: u32,
+        /// The key ID computed from the name, type and public key.
+        computed: u32,
+    },
+    /// Note text that is empty or does not end in a newline.
+    #[error("the note text does not end in a newline")]
+    TextNotNewlineTerminated,
+    /// A note that holds an ASCII control character other than newline.
+    #[error("control character at byte {offset}: notes allow no control character but newline")]
+    ControlCharacter {
+        /// Where the character is, in bytes from the start of the text checked.
+        offset: usize,
+    },
+    /// A note without a blank line followed by at least one signature line.
+    #[error("the note has no blank line followed by signature lines")]
+    MissingSignatureBlock,
+    /// A signature line that is not `— <key name> <base64(key ID || signature)>` ending in a
+    /// newline.
+    #[error("malformed signature line {line:?}")]
+    MalformedSignatureLine {
+        /// The line, without its newline.
+        line: String,
+    },
+    /// A note with more signature lines than this crate reads.
+    #[error("the note has more than {limit} signatures")]
+    TooManySignatures {
+        /// The largest number of signatures read.
+        limit: usize,
+    },
+    /// A note was to be signed by no key at all.
+    #[error("a note needs at least one signer")]
+    NoSigners,
+    /// Two signatures (or signers) with the same key name and key ID.
+    #[error("more than one signature by key {name}+{key_id:08x}")]
+    DuplicateSignature {
+        /// The key name.
+        name: String,
+        /// The key ID.
+        key_id: u32,
+    },
+    /// A signature by a known key that does not verify.
+    #[error("the signature by key {name}+{key_id:08x} does not verify")]
+    InvalidSignature {
+        /// The key name.
+        name: String,
+        /// The key ID.
+        key_id: u32,
+    },
+    /// A note that no known key has signed.
+    #[error("the note is signed by no known key")]
+    NoVerifiedSignature,
+    /// Checkpoint text that is not at least three non-empty lines, each ending in a newline
+    /// (C2SP tlog-checkpoint, "Note text").
+    #[error("malformed checkpoint: {reason}")]
+    MalformedCheckpoint {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A checkpoint tree size that is not a decimal `u64` without leading zeros.
+    #[error("{line:?} is not a checkpoint tree size")]
+    InvalidTreeSize {
+        /// The size line, as given.
+        line: String,
+    },
+    /// A checkpoint root hash that is not the standard, padded base64 of 32 bytes.
+    #[error("{line:?} is not a base64 SHA-256 root hash")]
+    InvalidRootHash {
+        /// The root hash line, as given.
+        line: String,
+    },
+    /// A checkpoint of another log than the one expected.
+    #[error("the checkpoint is from {found:?}, not from {expected:?}")]
+    OriginMismatch {
+        /// The origin expected.
+        expected: String,
+        /// The origin of the checkpoint.
+        found: String,
+    },
+    /// A cosignature timestamp above `2^63 - 1` (C2SP tlog-cosignature, "Format").
+    #[error("the cosignature time {time} is above 2^63 - 1")]
+    CosignatureTimeOutOfRange {
+        /// The time, in seconds since the Unix epoch.
+        time: u64,
+    },
+    /// A cosignature by a known witness that is not an 8-byte timestamp below `2^63` followed
+    /// by a 64-byte Ed25519 signature.
+    #[error("the cosignature of {witness} is malformed")]
+    MalformedCosignature {
+        /// The witness's key name.
+        witness: String,
+    },
+    /// A cosignature by a known witness that does not verify.
+    #[error("the cosignature of {witness} does not verify")]
+    InvalidCosignature {
+        /// The witness's key name.
+        witness: String,
+    },
+    /// A checkpoint cosigned by fewer known witnesses than required.
+    #[error("{verified} known witnesses cosigned the checkpoint, but {required} are required")]
+    NotEnoughCosignatures {
+        /// The number of cosignatures required.
+        required: usize,
+        /// The number of known witnesses whose cosignature verified.
+        verified: usize,
+    },
     /// The storage behind a [`crate::merkle::HashReader`] failed.
     #[error("the hash storage failed")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -1,10 +1,14 @@
 //! The signed audit log of Civitas: an append-only Merkle tree of audit events, its inclusion and
-//! consistency proofs, and (to come) signed checkpoints of its roots.
+//! consistency proofs, its C2SP tiles, and signed, witness-cosigned checkpoints of its roots.
 //!
 //! The tree is the one of Certificate Transparency, RFC 9162 §2.1 (RFC 6962 §2.1), over SHA-256,
 //! so any RFC 9162 or C2SP tlog verifier can check what the log publishes. The [`merkle`] module is
 //! pure: it reads complete-subtree hashes through a [`merkle::HashReader`], the way C2SP
 //! tlog-tiles stores them, and verifies proofs from hashes and sizes alone.
+//! The [`tiles`] module names, builds and reads the C2SP tlog-tiles a log publishes (hash tiles and
+//! entry bundles). The [`note`] and [`checkpoint`] modules sign and open its checkpoints as C2SP
+//! signed notes, and let witnesses cosign them (C2SP signed-note, tlog-checkpoint and
+//! tlog-cosignature). Every module is pure; storage and serving belong to the services.
 //!
 //! ```
 //! use civitas_audit::merkle::{MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
@@ -28,7 +32,10 @@
 //! # Ok::<(), civitas_audit::Error>(())
 //! ```
 
+pub mod checkpoint;
 mod error;
 pub mod merkle;
+pub mod note;
+pub mod tiles;
 
 pub use error::Error;
