@@ -308,6 +308,16 @@ pub enum Error {
         /// The number of known witnesses whose cosignature verified.
         verified: usize,
     },
+    // Records.
+    /// An entry is not a record this version writes.
+    #[error("not an audit record: {0}")]
+    MalformedRecord(String),
+    /// A record does not fit an entry of a tile bundle.
+    #[error("the record is {len} bytes; an entry holds at most 65,535")]
+    RecordTooLarge {
+        /// The encoded record's length.
+        len: usize,
+    },
     /// The storage behind a [`crate::merkle::HashReader`] failed.
     #[error("the hash storage failed")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -8,7 +8,9 @@
 //! The [`tiles`] module names, builds and reads the C2SP tlog-tiles a log publishes (hash tiles and
 //! entry bundles). The [`note`] and [`checkpoint`] modules sign and open its checkpoints as C2SP
 //! signed notes, and let witnesses cosign them (C2SP signed-note, tlog-checkpoint and
-//! tlog-cosignature). Every module is pure; storage and serving belong to the services.
+//! tlog-cosignature). The [`record`] module defines the entries: access decisions, with keyed
+//! hashes instead of identifiers that could be personal. Every module is pure; storage and
+//! serving belong to the services.
 //!
 //! ```
 //! use civitas_audit::merkle::{MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
@@ -36,6 +38,7 @@ pub mod checkpoint;
 mod error;
 pub mod merkle;
 pub mod note;
+pub mod record;
 pub mod tiles;
 
 pub use error::Error;
