@@ -318,6 +318,108 @@ pub enum Error {
         /// The encoded record's length.
         len: usize,
     },
+    // Auditing.
+    /// A [`crate::auditor::Source`] could not fetch a resource of a log: a transport failure, not a
+    /// resource the log does not serve.
+    #[error("could not fetch {path}")]
+    Fetch {
+        /// The resource's path, relative to the log's base.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A log does not serve a resource (404) that its checkpoint says it has.
+    #[error("{path}: not served (404)")]
+    NotServed {
+        /// The resource's path, relative to the log's base.
+        path: String,
+    },
+    /// A resource that is not what its path names: a tile of the wrong length, an entry bundle
+    /// that does not decode to its width.
+    #[error("{path}: {problem}")]
+    BadResource {
+        /// The resource's path, relative to the log's base.
+        path: String,
+        /// What is wrong with it.
+        problem: Box<Error>,
+    },
+    /// A checkpoint that is not UTF-8 text.
+    #[error("checkpoint: not UTF-8 text")]
+    CheckpointNotUtf8,
+    /// A checkpoint an auditor does not accept: not signed by the log's key, of another origin,
+    /// without the cosignatures required, malformed.
+    #[error("checkpoint: {problem}")]
+    CheckpointRejected {
+        /// Why it is rejected.
+        problem: Box<Error>,
+    },
+    /// A checkpoint of a smaller tree than one an auditor has already verified: the log rolled
+    /// back, or replays an old checkpoint.
+    #[error("checkpoint size {size} is older than the remembered {remembered} (rollback)")]
+    Rollback {
+        /// The size of the served checkpoint.
+        size: u64,
+        /// The size an auditor remembers.
+        remembered: u64,
+    },
+    /// A signed tree that does not extend the tree an auditor has already verified: the log
+    /// rewrote its history.
+    #[error("the tree of {size} is not an extension of the remembered tree of {remembered} (fork)")]
+    Fork {
+        /// The size of the served checkpoint.
+        size: u64,
+        /// The size an auditor remembers.
+        remembered: u64,
+    },
+    /// Tiles that do not hash to the root of the signed checkpoint.
+    #[error(
+        "{} do not hash to the checkpoint's root",
+        if tiles.is_empty() { "no tiles (an empty tree)".to_owned() } else { tiles.join(", ") }
+    )]
+    TilesRootMismatch {
+        /// The paths of the tiles the root was computed from.
+        tiles: Vec<String>,
+    },
+    /// A full tile whose hashes do not hash to its hash in the tile above it, which the
+    /// checkpoint's root vouches for.
+    #[error("{tile} does not hash to hash {position} of {parent}")]
+    TileMismatch {
+        /// The tile's path.
+        tile: String,
+        /// The path of the tile above it.
+        parent: String,
+        /// The position of its hash in the tile above it.
+        position: u16,
+    },
+    /// A log entry whose leaf hash is not the one its level 0 tile lists.
+    #[error("entry {index} does not match its leaf hash in {tile}")]
+    EntryMismatch {
+        /// The entry's index in the log.
+        index: u64,
+        /// The path of the level 0 tile.
+        tile: String,
+    },
+    /// A log entry, authentic, that the auditor's own check of its content refused.
+    #[error("entry {index}: {reason}")]
+    EntryRejected {
+        /// The entry's index in the log.
+        index: u64,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A saved auditor state that cannot be read.
+    #[error("the audit state cannot be read: {reason}")]
+    StateUnreadable {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A saved auditor state of another log, or one that its own checkpoint contradicts.
+    #[error("the audit state does not belong to this log: {reason}")]
+    StateRejected {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The storage behind a [`crate::merkle::HashReader`] failed.
     #[error("the hash storage failed")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -34,6 +34,7 @@
 //! # Ok::<(), civitas_audit::Error>(())
 //! ```
 
+pub mod auditor;
 pub mod checkpoint;
 mod error;
 pub mod merkle;
