@@ -18,7 +18,7 @@ mod append;
 mod memory;
 mod verify;
 
-pub use append::append_hashes;
+pub use append::{append_hashes, frontier};
 pub use memory::MemoryTree;
 pub use verify::{verify_consistency, verify_inclusion};
 

@@ -61,8 +61,9 @@ impl Pseudonymizer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Decision {
-    /// The request was allowed (and answered with `status`).
-    Allowed { status: u16 },
+    /// The request was allowed. The record is stored before the request is served, so it says
+    /// what was decided, not how the request ended.
+    Allowed,
     /// The request was refused with `status` (401 or 403, or 404 for what the caller may not see).
     Refused { status: u16 },
 }
@@ -150,6 +151,24 @@ impl Record {
 }
 
 impl Access {
+    /// An access for `operation` with `decision`, naming nothing else yet.
+    pub fn new(operation: &str, decision: Decision) -> Access {
+        Access {
+            operation: operation.to_owned(),
+            decision,
+            holder: None,
+            revocation_ids: Vec::new(),
+            tenant: String::new(),
+            purpose: None,
+            entity_types: Vec::new(),
+            entity_ids: Vec::new(),
+            ids_digest: None,
+            query_digest: None,
+            attributes: Vec::new(),
+            count: None,
+        }
+    }
+
     /// Sets the entity ids: their pseudonyms, listed up to [`MAX_LISTED_IDS`], else a digest.
     pub fn set_entity_ids<'a>(
         &mut self,
@@ -183,7 +202,7 @@ mod tests {
     fn access() -> Access {
         Access {
             operation: "read".to_owned(),
-            decision: Decision::Allowed { status: 200 },
+            decision: Decision::Allowed,
             holder: None,
             revocation_ids: vec!["ab12".to_owned()],
             tenant: String::new(),

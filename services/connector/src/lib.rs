@@ -5,6 +5,7 @@
 //! `civitas` binary) only calls it. Handlers live in [`routes`], one module per NGSI-LD path;
 //! the operations they call live in [`entities`].
 
+pub mod audit;
 pub mod clock;
 pub mod contexts;
 pub mod entities;
@@ -21,6 +22,7 @@ use civitas_store::Store;
 
 use civitas_auth::authorizer::{Authorizer, Grant};
 
+use crate::audit::AuditLog;
 use crate::clock::{Clock, SystemClock};
 use crate::contexts::ContextResolver;
 use crate::entities::Entities;
@@ -35,6 +37,7 @@ pub struct AppState {
     pub contexts: ContextResolver,
     pub authorizer: Authorizer,
     pub revocations: Revocations,
+    pub audit: AuditLog,
     pub clock: Arc<dyn Clock>,
     pub public_url: String,
 }
@@ -57,6 +60,8 @@ pub enum StartError {
     Policies(String),
     #[error("cannot set up authorization: {0}")]
     Auth(#[from] civitas_auth::Error),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] audit::SetupError),
 }
 
 /// The department's authorizer: its public key, its policies, and the tokens revoked so far.
@@ -148,10 +153,18 @@ impl Application {
         )
         .await?;
         let authorizer = authorizer(&settings, &store).await?;
+        let audit = AuditLog::start(
+            &settings.department,
+            &settings.audit,
+            store.clone(),
+            clock.clone(),
+        )
+        .await?;
         let state = web::Data::new(AppState {
             revocations: Revocations::new(store.clone(), authorizer.clone(), clock.clone()),
             entities: Entities::new(store, clock.clone()),
             authorizer,
+            audit,
             clock,
             contexts,
             public_url,
@@ -162,6 +175,7 @@ impl Application {
             App::new()
                 .app_data(server_state.clone())
                 .wrap(actix_web::middleware::Compress::default())
+                .wrap(actix_web::middleware::from_fn(routes::request_id))
                 .configure(routes::configure)
         })
         .listen(listener)

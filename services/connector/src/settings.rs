@@ -34,6 +34,30 @@ pub struct Settings {
     pub limits: Limits,
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// The department's audit log (issue 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A file holding the log's Ed25519 seed as 64 hex digits. Without one, a seed is generated
+    /// at first start and kept in the store.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// How often a checkpoint is signed when the log grew, in milliseconds.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> AuditSettings {
+        AuditSettings {
+            key_file: None,
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+        }
+    }
 }
 
 /// The department's keys.
@@ -132,6 +156,9 @@ fn default_max_page_size() -> u32 {
 fn default_page_size() -> u32 {
     20
 }
+fn default_checkpoint_interval_ms() -> u64 {
+    1_000
+}
 fn default_max_batch() -> usize {
     10_000
 }
@@ -166,6 +193,7 @@ impl Settings {
             contexts: ContextSettings::default(),
             limits: Limits::default(),
             auth: AuthSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 
@@ -190,6 +218,11 @@ impl Settings {
             && folder.is_relative()
         {
             *folder = base.join(&*folder);
+        }
+        if let Some(file) = &mut settings.audit.key_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
         }
         Ok(settings)
     }

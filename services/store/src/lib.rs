@@ -408,6 +408,14 @@ impl Store {
         })
     }
 
+    /// The signing seed of `log`: the one stored, else `candidate`, stored now. Concurrent first
+    /// calls agree: the first stored seed wins and is returned to every caller.
+    pub async fn audit_key_seed(&self, log: &str, candidate: &[u8; 32]) -> Result<[u8; 32], Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::audit_key_seed::<Db>(&mut connection, log, candidate).await
+        })
+    }
+
     /// The checkpoint note of `log` at tree size `size`, if one was stored.
     pub async fn audit_checkpoint(&self, log: &str, size: u64) -> Result<Option<String>, Error> {
         on_pool!(self.readers(), |connection, Db| {

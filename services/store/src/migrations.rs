@@ -32,6 +32,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "audit log",
         include_str!("../migrations/sqlite/0004_audit_log.sql"),
     ),
+    (
+        5,
+        "audit keys",
+        include_str!("../migrations/sqlite/0005_audit_keys.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -54,6 +59,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         4,
         "audit log",
         include_str!("../migrations/postgres/0004_audit_log.sql"),
+    ),
+    (
+        5,
+        "audit keys",
+        include_str!("../migrations/postgres/0005_audit_keys.sql"),
     ),
 ];
 

@@ -1001,6 +1001,30 @@ where
     Ok(row.map(|row| DB::first_text(&row)).transpose()?)
 }
 
+/// The seed stored for `log`, storing `candidate` first if there is none.
+pub(crate) async fn audit_key_seed<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    candidate: &[u8; 32],
+) -> Result<[u8; 32], Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut insert = QueryBuilder::new("INSERT INTO audit_keys (log, seed) VALUES (");
+    DB::push_text(&mut insert, log);
+    insert.push(", ");
+    DB::push_bytes(&mut insert, candidate);
+    // DO NOTHING: a seed, once stored, is never replaced.
+    insert.push(") ON CONFLICT (log) DO NOTHING");
+    insert.build().execute(&mut *connection).await?;
+    let mut select = QueryBuilder::new("SELECT seed FROM audit_keys WHERE log = ");
+    DB::push_text(&mut select, log);
+    let row = select.build().fetch_one(&mut *connection).await?;
+    DB::first_bytes(&row)?
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("the key seed of audit log {log} is not 32 bytes")))
+}
+
 #[cfg(test)]
 mod tests {
     //! The statements use the indexes on SQLite, which has no statistics to plan with.

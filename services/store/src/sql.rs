@@ -61,6 +61,8 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn two_texts(row: &Self::Row) -> Result<(String, String), sqlx::Error>;
     /// The first column as an integer, the second as a string.
     fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error>;
+    /// The first column as bytes.
+    fn first_bytes(row: &Self::Row) -> Result<Vec<u8>, sqlx::Error>;
     /// The first column as an integer, the second as bytes.
     fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error>;
     /// An `audit_hashes` row: `level` (`SMALLINT`), `idx`, `hash`.
@@ -138,6 +140,10 @@ macro_rules! decode_rows {
 
         fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error> {
             Ok((row.try_get(0)?, row.try_get(1)?))
+        }
+
+        fn first_bytes(row: &Self::Row) -> Result<Vec<u8>, sqlx::Error> {
+            row.try_get(0)
         }
 
         fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error> {

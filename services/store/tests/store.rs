@@ -1414,3 +1414,17 @@ async fn concurrent_audit_appends_at_one_index_admit_one() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn audit_key_seed_is_stored_once_and_kept() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let first = store.audit_key_seed("transport", &[1; 32]).await?;
+        assert_eq!(first, [1; 32], "{kind}: the first seed is stored");
+        let again = store.audit_key_seed("transport", &[2; 32]).await?;
+        assert_eq!(again, [1; 32], "{kind}: a stored seed is never replaced");
+        let other = store.audit_key_seed("parks", &[3; 32]).await?;
+        assert_eq!(other, [3; 32], "{kind}: logs have their own seeds");
+    }
+    Ok(())
+}

@@ -6,8 +6,9 @@ use super::{Hash, HashReader, Subtree, node_hash};
 use crate::Error;
 
 /// The complete subtrees of a tree of `size` leaves that later appends can still combine with: one
-/// per set bit of `size`, from the largest (leftmost) to the smallest.
-fn frontier(size: u64) -> Vec<Subtree> {
+/// per set bit of `size`, from the largest (leftmost) to the smallest. Folded from the right, their
+/// hashes give the tree's root.
+pub fn frontier(size: u64) -> Vec<Subtree> {
     (0..64u8)
         .rev()
         .filter(|level| size >> level & 1 == 1)

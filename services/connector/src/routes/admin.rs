@@ -38,7 +38,7 @@ async fn revoke(
 ) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &[])?;
     negotiation::response_type(&req, false)?;
-    let auth = authorize(&state, &req, Operation::Admin)?;
+    let auth = authorize(&state, &req, Operation::Admin).await?;
     negotiation::body_type(&req, false)?;
     let body = read_body(&state, payload).await?;
     let request: RevokeRequest = serde_json::from_slice(&body)
@@ -61,7 +61,7 @@ async fn revoke(
 async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &[])?;
     negotiation::response_type(&req, false)?;
-    let auth = authorize(&state, &req, Operation::Admin)?;
+    let auth = authorize(&state, &req, Operation::Admin).await?;
     let ids = state.revocations.list(&auth).await?;
     Ok(HttpResponse::Ok().json(json!({ "revocationIds": ids })))
 }

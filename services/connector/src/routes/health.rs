@@ -37,5 +37,7 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "storage": state.entities.backend_name(),
         "url": state.public_url,
         "publicKeys": state.settings.auth.public_key.iter().collect::<Vec<_>>(),
+        "auditKey": state.audit.verifier().to_vkey(),
+        "auditOrigin": state.audit.origin(),
     }))
 }

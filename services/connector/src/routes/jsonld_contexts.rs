@@ -40,7 +40,7 @@ async fn add(
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &[])?;
-    authorize_whole(&state, &req, Operation::Write)?;
+    authorize_whole(&state, &req, Operation::Write).await?;
     let body_type = negotiation::body_type(&req, false)?;
     let body = negotiation::parse_json(&read_body(&state, payload).await?)?;
     if body_type == BodyType::JsonLd && negotiation::link_context(&req)?.is_some() {
@@ -83,7 +83,7 @@ fn details(context: &KnownContext) -> Value {
 /// `GET /jsonldContexts?details=&kind=`.
 async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["details", "kind"])?;
-    authorize_whole(&state, &req, Operation::Read)?;
+    authorize_whole(&state, &req, Operation::Read).await?;
     let with_details = params.flag("details")?;
     let kind = match params.get("kind") {
         None => None,
@@ -133,7 +133,7 @@ async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["reload"])?;
     let reload = params.flag("reload")?;
-    authorize_whole(&state, &req, Operation::Write)?;
+    authorize_whole(&state, &req, Operation::Write).await?;
     state
         .contexts
         .delete(&path_param(&req, "contextId"), reload)

@@ -2,6 +2,7 @@
 //! the request-reading helpers they share.
 
 mod admin;
+mod audit;
 mod entities;
 mod entity_operations;
 mod health;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(health::configure)
     .configure(admin::configure)
+    .configure(audit::configure)
     .default_service(web::to(unknown_path));
 }
 
@@ -242,11 +244,40 @@ pub(crate) async fn read_body(
 /// The header a caller declares the purpose of a request in (checked against the token's purpose).
 pub(crate) const PURPOSE_HEADER: &str = "civitas-purpose";
 
-/// Decides whether the request may do `operation`: its bearer token(s), or the department's
+/// Decides whether the request may do `operation` and records the decision in the audit log:
+/// its bearer token(s), or the department's anonymous policy without one, for the tenant it
+/// addresses (clause 4.14) at the clock's time. This is the single decision point: an
+/// [`Authorized`] is only returned once its record is stored (a failed append is a 500).
+pub(crate) async fn authorize(
+    state: &AppState,
+    req: &HttpRequest,
+    operation: Operation,
+) -> Result<Authorized, Problem> {
+    let decision = decide(state, req, operation);
+    record(state, req, operation, decision).await
+}
+
+/// [`authorize`], for endpoints that touch no entity: the decision is complete at once (a
+/// department rule about what requests name sees no names).
+pub(crate) async fn authorize_whole(
+    state: &AppState,
+    req: &HttpRequest,
+    operation: Operation,
+) -> Result<Authorized, Problem> {
+    let decision = decide(state, req, operation).and_then(|authorized| {
+        authorized
+            .check_names(Default::default())
+            .map_err(refused)?;
+        Ok(authorized)
+    });
+    record(state, req, operation, decision).await
+}
+
+/// Decides whether the request may do `operation`, without recording the decision: its bearer token(s), or the department's
 /// anonymous policy without one, for the tenant it addresses (clause 4.14) at the clock's time.
 /// Authentication comes before the tenant check, so callers without access learn nothing about
 /// which tenants exist.
-pub(crate) fn authorize(
+fn decide(
     state: &AppState,
     req: &HttpRequest,
     operation: Operation,
@@ -291,18 +322,112 @@ pub(crate) fn authorize(
     Ok(authorized)
 }
 
-/// [`authorize`], for endpoints that touch no entity: the decision is complete at once (a
-/// department rule about what requests name sees no names).
-pub(crate) fn authorize_whole(
+/// The header carrying a request's id, which its audit record carries too.
+pub(crate) const REQUEST_ID_HEADER: &str = "civitas-request-id";
+
+/// The id of the request being served (a UUID v4), set by [`request_id`].
+#[derive(Clone, Debug)]
+struct RequestId(String);
+
+/// Gives every request an id, and every response the `Civitas-Request-Id` header.
+pub(crate) async fn request_id(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.call(req).await?;
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(REQUEST_ID_HEADER),
+            value,
+        );
+    }
+    Ok(response)
+}
+
+/// Appends the record of `decision` and waits until it is stored. An allowed request whose
+/// record cannot be stored is answered with a 500; a refusal stays a refusal.
+async fn record(
     state: &AppState,
     req: &HttpRequest,
     operation: Operation,
+    decision: Result<Authorized, Problem>,
 ) -> Result<Authorized, Problem> {
-    let authorized = authorize(state, req, operation)?;
-    authorized
-        .check_names(Default::default())
-        .map_err(refused)?;
-    Ok(authorized)
+    use actix_web::HttpMessage;
+    use civitas_audit::record::{Access, Decision, Event, FORMAT_VERSION, Record};
+    let pseudonymizer = state.audit.pseudonymizer();
+    let mut access = match &decision {
+        Ok(authorized) => Access {
+            holder: authorized
+                .holder()
+                .map(|holder| pseudonymizer.pseudonym(holder)),
+            revocation_ids: authorized.grant().revocation_ids.clone(),
+            tenant: authorized.tenant().to_owned(),
+            purpose: authorized.purpose().map(str::to_owned),
+            ..Access::new(operation.name(), Decision::Allowed)
+        },
+        Err(problem) => Access {
+            revocation_ids: refused_revocation_ids(state, req),
+            tenant: negotiation::tenant(req)
+                .ok()
+                .flatten()
+                .map(|tenant| tenant.as_str().to_owned())
+                .unwrap_or_default(),
+            purpose: req
+                .headers()
+                .get(PURPOSE_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+            ..Access::new(
+                operation.name(),
+                Decision::Refused {
+                    status: problem.code.status().as_u16(),
+                },
+            )
+        },
+    };
+    let entity_id = path_param(req, "entityId");
+    if !entity_id.is_empty() {
+        access.set_entity_ids(pseudonymizer, [entity_id.as_str()]);
+    }
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let record = Record {
+        v: FORMAT_VERSION,
+        time: state.clock.now().timestamp_micros(),
+        service: state.settings.department.clone(),
+        request_id,
+        trace_id: None,
+        event: Event::Access(access),
+    };
+    let stored = state.audit.append(record).await;
+    match (decision, stored) {
+        (Ok(authorized), Ok(_)) => Ok(authorized),
+        (Ok(_), Err(error)) => Err(Problem::internal(&error)),
+        (Err(problem), Ok(_)) => Err(problem),
+        (Err(problem), Err(error)) => {
+            tracing::error!(%error, "the record of a refusal was not stored");
+            Err(problem)
+        }
+    }
+}
+
+/// The revocation ids of the bearer tokens of a refused request, as far as they decode.
+fn refused_revocation_ids(state: &AppState, req: &HttpRequest) -> Vec<String> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_tokens)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|token| state.authorizer.revocation_ids(token).ok())
+        .flatten()
+        .collect()
 }
 
 /// A request with a JSON body, its authorization and its resolved @context.
@@ -323,7 +448,7 @@ pub(crate) async fn json_input(
     // Writes answer in JSON at most (ids, UpdateResult, BatchOperationResult): an Accept header
     // that rules JSON out is a 406 before anything is written (clause 6.3.6).
     negotiation::response_type(req, false)?;
-    let auth = authorize(state, req, Operation::Write)?;
+    let auth = authorize(state, req, Operation::Write).await?;
     let body_type = negotiation::body_type(req, allow_merge_patch)?;
     let bytes = read_body(state, payload).await?;
     let body = negotiation::parse_json(&bytes)?;
@@ -359,7 +484,7 @@ pub(crate) async fn link_input(
     req: &HttpRequest,
     operation: Operation,
 ) -> Result<(Authorized, Resolved), Problem> {
-    let auth = authorize(state, req, operation)?;
+    let auth = authorize(state, req, operation).await?;
     let source = negotiation::request_context(req, None)?;
     let context = state.contexts.resolve(&source).await?;
     Ok((auth, context))

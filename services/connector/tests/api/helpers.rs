@@ -46,7 +46,7 @@ pub struct TestApp {
     pub backend: &'static str,
     client: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
-    _database: TestDatabase,
+    database: Option<TestDatabase>,
     _context_dir: tempfile::TempDir,
 }
 
@@ -140,6 +140,7 @@ async fn spawn_app(database: TestDatabase, configure: &impl Fn(&mut Settings)) -
         OPEN_POLICY,
         None,
     ));
+    settings.audit.checkpoint_interval_ms = 20;
     configure(&mut settings);
     let clock = Arc::new(ManualClock::new(
         chrono::Utc
@@ -158,12 +159,20 @@ async fn spawn_app(database: TestDatabase, configure: &impl Fn(&mut Settings)) -
         backend: database.kind,
         client: reqwest::Client::new(),
         handle,
-        _database: database,
+        database: Some(database),
         _context_dir: context_dir,
     }
 }
 
 impl TestApp {
+    /// Stops the connector and starts a new one on the same database, with `configure`.
+    pub async fn restart(mut self, configure: impl Fn(&mut Settings)) -> TestApp {
+        let database = self.database.take().expect("the database is held");
+        self.handle.stop(true).await;
+        drop(self);
+        spawn_app(database, &configure).await
+    }
+
     /// Sends a request; `body` is sent as given, headers as listed.
     pub async fn request(
         &self,

@@ -1,0 +1,444 @@
+//! The connector's audit log (issue 4): every authorization decision as a [`Record`], appended to
+//! an RFC 9162 Merkle tree kept in the store and signed in C2SP checkpoints.
+//!
+//! Two tasks run beside the server. The **appender** receives records on a channel, each with a
+//! oneshot acknowledgement; it drains what is waiting (up to [`MAX_BATCH`] records), encodes
+//! them, computes the new leaf and subtree hashes against its in-memory frontier of the tree and
+//! writes them with one `audit_append`, and only then acknowledges. A request whose record the
+//! appender has not acknowledged is not served ([`AuditLog::append`]). The **checkpointer** signs
+//! a checkpoint of the tree every `checkpoint_interval_ms` when it grew, so the maximum merge
+//! delay is about one interval plus one batch.
+//!
+//! The log's key is an Ed25519 seed: from `[audit] key_file` (64 hex digits), or generated at
+//! first start and kept in the store so restarts keep it. The pseudonymizer's secret is derived
+//! from the seed (SHA-256 of a fixed label and the seed) and is never the seed itself.
+//!
+//! One connector process appends to a log at a time; another writer is detected by the store
+//! (`AuditConflict`) and makes the appender reload its view of the tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use civitas_audit::checkpoint::{Checkpoint, sign_checkpoint};
+use civitas_audit::merkle::{self, Hash, HashReader, Subtree, leaf_hash, node_hash};
+use civitas_audit::note::{SEED_LEN, Signer, Verifier};
+use civitas_audit::record::{Pseudonymizer, Record};
+use civitas_store::Store;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::settings::AuditSettings;
+
+/// The most records the appender writes in one append.
+pub const MAX_BATCH: usize = 1000;
+
+/// Records waiting for the appender; senders wait when this many are queued.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// The label the pseudonymizer's secret is derived under.
+const PSEUDONYM_LABEL: &[u8] = b"civitas audit pseudonyms v1\n";
+
+/// Why the audit log cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read the audit key file {path}: {source}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the audit key file {0} must hold 64 hexadecimal digits (a 32-byte seed)")]
+    BadKey(std::path::PathBuf),
+    #[error("cannot generate the audit key: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Store(#[from] civitas_store::Error),
+    #[error(transparent)]
+    Audit(#[from] civitas_audit::Error),
+    #[error("the stored audit log {log} lacks the hash of subtree {level}/{index}")]
+    MissingHash { log: String, level: u8, index: u64 },
+}
+
+/// Why a record was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the audit appender has stopped")]
+    Stopped,
+    #[error("the record cannot be encoded: {0}")]
+    Encode(civitas_audit::Error),
+    #[error("the audit log could not be written")]
+    Store,
+}
+
+type Ack = oneshot::Sender<Result<u64, AppendError>>;
+
+/// The department's audit log: where records go, and what readers of the log need.
+pub struct AuditLog {
+    name: String,
+    origin: String,
+    sender: mpsc::Sender<(Record, Ack)>,
+    pseudonymizer: Pseudonymizer,
+    verifier: Verifier,
+    store: Store,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log of `department`: loads or creates its key, loads the tree's frontier, and
+    /// starts the appender and checkpoint tasks (on the current Tokio runtime).
+    pub async fn start(
+        department: &str,
+        settings: &AuditSettings,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, SetupError> {
+        let name = department.to_owned();
+        let origin = format!("civitas/{department}");
+        let seed = match &settings.key_file {
+            Some(path) => read_seed(path)?,
+            None => store.audit_key_seed(&name, &random_seed()?).await?,
+        };
+        let signer = Signer::from_seed(&origin, &seed)?;
+        let verifier = signer.verifier();
+        let pseudonymizer = Pseudonymizer::new(&pseudonym_secret(&seed));
+        let tree = Tree::load(&store, &name).await?;
+        let latest = store.audit_latest_checkpoint(&name).await?;
+        let (heads, head) = watch::channel((tree.size, tree.root()));
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let appender = Appender {
+            store: store.clone(),
+            log: name.clone(),
+            tree,
+            heads,
+        };
+        tokio::spawn(appender.run(receiver));
+        let checkpointer = Checkpointer {
+            store: store.clone(),
+            log: name.clone(),
+            origin: origin.clone(),
+            signer,
+            clock,
+            signed: latest.map(|(size, _)| size),
+            interval: Duration::from_millis(settings.checkpoint_interval_ms.max(1)),
+        };
+        tokio::spawn(checkpointer.run(head));
+        Ok(AuditLog {
+            name,
+            origin,
+            sender,
+            pseudonymizer,
+            verifier,
+            store,
+        })
+    }
+
+    /// The log's name in the store.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The log's origin, the first line of its checkpoints.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The key its checkpoints are signed with.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Where the log is kept (read by the `/audit/v1` routes).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Turns identifiers that could name a person into keyed hashes.
+    pub fn pseudonymizer(&self) -> &Pseudonymizer {
+        &self.pseudonymizer
+    }
+
+    /// Appends `record` and waits until it is stored: its index in the log.
+    pub async fn append(&self, record: Record) -> Result<u64, AppendError> {
+        let (ack, stored) = oneshot::channel();
+        self.sender
+            .send((record, ack))
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        stored.await.map_err(|_| AppendError::Stopped)?
+    }
+}
+
+/// The seed in a key file: 64 hex digits, surrounding whitespace ignored.
+fn read_seed(path: &std::path::Path) -> Result<[u8; SEED_LEN], SetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SetupError::KeyFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_hex_seed(text.trim()).ok_or_else(|| SetupError::BadKey(path.to_owned()))
+}
+
+fn parse_hex_seed(hex: &str) -> Option<[u8; SEED_LEN]> {
+    if hex.len() != 2 * SEED_LEN || !hex.is_ascii() {
+        return None;
+    }
+    let mut seed = [0; SEED_LEN];
+    for (byte, pair) in seed.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(seed)
+}
+
+fn random_seed() -> Result<[u8; SEED_LEN], SetupError> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0; SEED_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| SetupError::Random("the system random source failed".to_owned()))?;
+    Ok(seed)
+}
+
+/// The pseudonymizer's secret: SHA-256 of a fixed label and the seed.
+fn pseudonym_secret(seed: &[u8; SEED_LEN]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(PSEUDONYM_LABEL);
+    context.update(seed);
+    let mut secret = [0; 32];
+    secret.copy_from_slice(context.finish().as_ref());
+    secret
+}
+
+/// The appender's view of the tree: its size and frontier hashes.
+struct Tree {
+    size: u64,
+    frontier: HashMap<Subtree, Hash>,
+}
+
+impl HashReader for Tree {
+    fn read_hashes(&self, subtrees: &[Subtree]) -> Result<Vec<Hash>, civitas_audit::Error> {
+        subtrees
+            .iter()
+            .map(|subtree| {
+                self.frontier
+                    .get(subtree)
+                    .copied()
+                    .ok_or(civitas_audit::Error::MissingHash {
+                        level: subtree.level,
+                        index: subtree.index,
+                    })
+            })
+            .collect()
+    }
+}
+
+impl Tree {
+    /// The stored tree's size and frontier.
+    async fn load(store: &Store, log: &str) -> Result<Tree, SetupError> {
+        let size = store.audit_size(log).await?;
+        let subtrees = merkle::frontier(size);
+        let wanted: Vec<(u8, u64)> = subtrees.iter().map(|s| (s.level, s.index)).collect();
+        let hashes = store.audit_hashes(log, &wanted).await?;
+        let mut map = HashMap::new();
+        for (subtree, hash) in subtrees.into_iter().zip(hashes) {
+            let hash = hash.ok_or_else(|| SetupError::MissingHash {
+                log: log.to_owned(),
+                level: subtree.level,
+                index: subtree.index,
+            })?;
+            map.insert(subtree, hash);
+        }
+        Ok(Tree {
+            size,
+            frontier: map,
+        })
+    }
+
+    /// The root (RFC 9162 §2.1.1) from the frontier: the subtrees folded from the right.
+    fn root(&self) -> Hash {
+        let mut subtrees = merkle::frontier(self.size).into_iter().rev();
+        let Some(last) = subtrees.next() else {
+            return merkle::EMPTY_ROOT;
+        };
+        let mut root = self.frontier.get(&last).copied().unwrap_or_default();
+        for subtree in subtrees {
+            let left = self.frontier.get(&subtree).copied().unwrap_or_default();
+            root = node_hash(&left, &root);
+        }
+        root
+    }
+
+    /// The tree after `added` (from `append_hashes`) is stored.
+    fn grown(&self, new_size: u64, added: &[(Subtree, Hash)]) -> Tree {
+        let mut known: HashMap<Subtree, Hash> = self.frontier.clone();
+        known.extend(added.iter().copied());
+        let frontier = merkle::frontier(new_size)
+            .into_iter()
+            .filter_map(|subtree| known.get(&subtree).map(|hash| (subtree, *hash)))
+            .collect();
+        Tree {
+            size: new_size,
+            frontier,
+        }
+    }
+}
+
+struct Appender {
+    store: Store,
+    log: String,
+    tree: Tree,
+    heads: watch::Sender<(u64, Hash)>,
+}
+
+impl Appender {
+    async fn run(mut self, mut receiver: mpsc::Receiver<(Record, Ack)>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.append(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn append(&mut self, batch: Vec<(Record, Ack)>) {
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for (record, ack) in batch {
+            match record.to_entry() {
+                Ok(entry) => {
+                    entries.push(entry);
+                    acks.push(ack);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "an audit record cannot be encoded");
+                    let _ = ack.send(Err(AppendError::Encode(error)));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let first = self.tree.size;
+        match self.write(&entries).await {
+            Ok(grown) => {
+                self.tree = grown;
+                let _ = self.heads.send((self.tree.size, self.tree.root()));
+                for (index, ack) in (first..).zip(acks) {
+                    let _ = ack.send(Ok(index));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, log = %self.log, "audit append failed");
+                for ack in acks {
+                    let _ = ack.send(Err(AppendError::Store));
+                }
+                // Another writer, or a failed commit: start again from what is stored.
+                match Tree::load(&self.store, &self.log).await {
+                    Ok(tree) => self.tree = tree,
+                    Err(error) => tracing::error!(%error, "cannot reload the audit log"),
+                }
+            }
+        }
+    }
+
+    async fn write(&self, entries: &[Vec<u8>]) -> Result<Tree, SetupError> {
+        let leaves: Vec<Hash> = entries.iter().map(|entry| leaf_hash(entry)).collect();
+        let added = merkle::append_hashes(&self.tree, self.tree.size, &leaves)?;
+        let hashes: Vec<(u8, u64, [u8; 32])> = added
+            .iter()
+            .map(|(subtree, hash)| (subtree.level, subtree.index, *hash))
+            .collect();
+        self.store
+            .audit_append(&self.log, self.tree.size, entries, &hashes)
+            .await?;
+        let new_size = self.tree.size + entries.len() as u64;
+        Ok(self.tree.grown(new_size, &added))
+    }
+}
+
+struct Checkpointer {
+    store: Store,
+    log: String,
+    origin: String,
+    signer: Signer,
+    clock: Arc<dyn Clock>,
+    /// The size of the latest stored checkpoint, if any (an empty log gets one of size 0).
+    signed: Option<u64>,
+    interval: Duration,
+}
+
+impl Checkpointer {
+    async fn run(mut self, head: watch::Receiver<(u64, Hash)>) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let (size, root) = *head.borrow();
+            if self.signed.is_none_or(|signed| size > signed)
+                && let Err(error) = self.sign(size, root).await
+            {
+                tracing::error!(%error, log = %self.log, "cannot store an audit checkpoint");
+            }
+            // The appender has stopped (the service is shutting down).
+            if head.has_changed().is_err() {
+                break;
+            }
+        }
+    }
+
+    async fn sign(&mut self, size: u64, root: Hash) -> Result<(), SetupError> {
+        let checkpoint = Checkpoint::new(&self.origin, size, root)?;
+        let note = sign_checkpoint(&checkpoint, &self.signer);
+        self.store
+            .audit_put_checkpoint(&self.log, size, &note, self.clock.now())
+            .await?;
+        self.signed = Some(size);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_seeds_are_read_strictly() {
+        let check = |text: &str, expected: Option<[u8; 32]>| {
+            assert_eq!(parse_hex_seed(text), expected, "{text:?}");
+        };
+        check(&"ab".repeat(32), Some([0xab; 32]));
+        check(&"AB".repeat(32), Some([0xab; 32]));
+        check(&"ab".repeat(31), None);
+        check(&"zz".repeat(32), None);
+        check(&"é".repeat(32), None);
+    }
+
+    #[test]
+    fn the_pseudonym_secret_is_not_the_seed() {
+        let seed = [7; 32];
+        assert_ne!(pseudonym_secret(&seed), seed);
+        assert_eq!(pseudonym_secret(&seed), pseudonym_secret(&seed));
+        assert_ne!(pseudonym_secret(&seed), pseudonym_secret(&[8; 32]));
+    }
+
+    #[test]
+    fn frontier_roots_match_the_memory_tree() {
+        let mut memory = merkle::MemoryTree::new();
+        let mut tree = Tree {
+            size: 0,
+            frontier: HashMap::new(),
+        };
+        assert_eq!(tree.root(), merkle::EMPTY_ROOT);
+        for size in 1..=300u64 {
+            let leaf = leaf_hash(&size.to_be_bytes());
+            memory.append_leaf_hash(leaf);
+            let added = merkle::append_hashes(&tree, tree.size, &[leaf]).expect("appends");
+            tree = tree.grown(size, &added);
+            assert_eq!(tree.root(), memory.root(size).expect("root"), "size {size}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The audit log through the HTTP API, on every backend: every authorization decision becomes
+//! one record, the log served under `/audit/v1/` verifies with the independent auditor
+//! (`civitas_audit::auditor::verify`), only audit tokens may read it, and the log and its key
+//! survive a restart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{TimeZone, Utc};
+use civitas_audit::auditor::{self, Policy, State};
+use civitas_audit::checkpoint::open_checkpoint;
+use civitas_audit::note::{Signer, Verifier};
+use civitas_audit::record::{Decision, Event, Record};
+use civitas_audit::tiles::tiles_for_size;
+use civitas_auth::token::{ANY, TokenSpec, issue};
+use serde_json::json;
+
+use crate::helpers::{Reply, TestApp, apps_with, root_key};
+
+const ORIGIN: &str = "civitas/test";
+
+fn mint(spec: &TokenSpec) -> String {
+    let now = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid date");
+    issue(&root_key(), spec, now).expect("the token is issued")
+}
+
+fn auditor() -> String {
+    mint(&TokenSpec {
+        holder: "auditor".into(),
+        audit: true,
+        ..TokenSpec::default()
+    })
+}
+
+fn reader() -> String {
+    mint(&TokenSpec {
+        holder: "tester".into(),
+        read: vec![ANY.to_owned()],
+        ..TokenSpec::default()
+    })
+}
+
+async fn with_token(app: &TestApp, token: &str, method: &str, path: &str) -> Reply {
+    let authorization = format!("Bearer {token}");
+    app.request(method, path, &[("authorization", &authorization)], None)
+        .await
+}
+
+fn request_id(reply: &Reply) -> String {
+    reply
+        .header("civitas-request-id")
+        .expect("every response has a request id")
+        .to_owned()
+}
+
+/// The log's key as published at `/.well-known/civitas`.
+async fn audit_key(app: &TestApp) -> String {
+    let metadata = app.get("/.well-known/civitas", None).await.json();
+    metadata["auditKey"]
+        .as_str()
+        .expect("the audit key is published")
+        .to_owned()
+}
+
+/// Polls the checkpoint until it covers at least `size` entries; its note.
+async fn checkpoint_covering(app: &TestApp, token: &str, size: u64) -> String {
+    let verifier = Verifier::from_vkey(&audit_key(app).await).expect("a vkey");
+    for _ in 0..500 {
+        let reply = with_token(app, token, "GET", "/audit/v1/checkpoint").await;
+        if reply.status == 200 {
+            assert_eq!(
+                reply.header("content-type"),
+                Some("text/plain; charset=utf-8"),
+                "{}",
+                app.backend
+            );
+            let checkpoint = open_checkpoint(&reply.text, &verifier, ORIGIN)
+                .unwrap_or_else(|error| panic!("{}: {error}: {}", app.backend, reply.text));
+            if checkpoint.size() >= size {
+                return reply.text;
+            }
+        } else {
+            assert_eq!(reply.status, 404, "{}: {}", app.backend, reply.text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{}: no checkpoint of {size} entries was signed",
+        app.backend
+    );
+}
+
+/// Fetches the log through HTTP (the checkpoint, then every tile and entry bundle of its tree)
+/// and verifies it like an auditor; the records, by index.
+async fn verify_over_http(
+    app: &TestApp,
+    token: &str,
+    note: &str,
+    state: Option<&State>,
+) -> (auditor::Report, State, Vec<Record>) {
+    let verifier = Verifier::from_vkey(&audit_key(app).await).expect("a vkey");
+    let size = open_checkpoint(note, &verifier, ORIGIN)
+        .expect("a valid checkpoint")
+        .size();
+    let mut served: HashMap<String, Vec<u8>> = HashMap::new();
+    served.insert("checkpoint".to_owned(), note.as_bytes().to_vec());
+    let mut paths = Vec::new();
+    for level in tiles_for_size(size) {
+        for tile in level.tiles() {
+            if let Some(bundle) = tile.entry_bundle() {
+                paths.push(bundle.path());
+            }
+            paths.push(tile.path());
+        }
+    }
+    for path in paths {
+        // Tiles are binary: read as bytes, not through `Reply`'s text.
+        let response = reqwest::Client::new()
+            .get(format!("{}/audit/v1/{path}", app.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the connector answers");
+        assert_eq!(response.status().as_u16(), 200, "{}: {path}", app.backend);
+        let bytes = response.bytes().await.expect("a body");
+        served.insert(path, bytes.to_vec());
+    }
+    let policy = Policy {
+        log: verifier,
+        origin: ORIGIN.to_owned(),
+        witnesses: Vec::new(),
+        required_witnesses: 0,
+    };
+    let mut records = Vec::new();
+    let (report, state) = auditor::verify(&mut served, &policy, state, |_, entry| {
+        records.push(Record::from_entry(entry).map_err(|error| error.to_string())?);
+        Ok(())
+    })
+    .unwrap_or_else(|error| panic!("{}: the log does not verify: {error}", app.backend));
+    (report, state, records)
+}
+
+/// What a record says about a request: operation and decision.
+fn summary(record: &Record) -> (String, Decision) {
+    let Event::Access(access) = &record.event;
+    (access.operation.clone(), access.decision.clone())
+}
+
+#[actix_web::test]
+async fn every_decision_is_recorded_once_and_the_log_verifies() {
+    for app in apps_with(|_| {}).await {
+        let backend = app.backend;
+        let (auditor, reader) = (auditor(), reader());
+        // (request id, expected operation and decision)
+        let mut expected = BTreeMap::new();
+        let created = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entities",
+                &json!({"id": "urn:ngsi-ld:Vehicle:A1", "type": "Vehicle"}),
+                None,
+            )
+            .await;
+        assert_eq!(created.status, 201, "{backend}: {}", created.text);
+        expected.insert(
+            request_id(&created),
+            ("write".to_owned(), Decision::Allowed),
+        );
+        let read = with_token(
+            &app,
+            &reader,
+            "GET",
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:A1",
+        )
+        .await;
+        assert_eq!(read.status, 200, "{backend}: {}", read.text);
+        expected.insert(request_id(&read), ("read".to_owned(), Decision::Allowed));
+        let forged = with_token(&app, "not-a-token", "GET", "/ngsi-ld/v1/entities/x").await;
+        assert_eq!(forged.status, 401, "{backend}: {}", forged.text);
+        expected.insert(
+            request_id(&forged),
+            ("read".to_owned(), Decision::Refused { status: 401 }),
+        );
+        // Only audit tokens read the log.
+        for path in ["/audit/v1/checkpoint", "/audit/v1/tile/0/000"] {
+            let refused = with_token(&app, &reader, "GET", path).await;
+            assert_eq!(refused.status, 403, "{backend}: {path}: {}", refused.text);
+            expected.insert(
+                request_id(&refused),
+                ("audit".to_owned(), Decision::Refused { status: 403 }),
+            );
+            let anonymous = app.get(path, None).await;
+            assert!(
+                matches!(anonymous.status, 401 | 403),
+                "{backend}: {path}: {}",
+                anonymous.text
+            );
+            expected.insert(
+                request_id(&anonymous),
+                (
+                    "audit".to_owned(),
+                    Decision::Refused {
+                        status: anonymous.status,
+                    },
+                ),
+            );
+        }
+        let note = checkpoint_covering(&app, &auditor, expected.len() as u64).await;
+        let (report, _, records) = verify_over_http(&app, &auditor, &note, None).await;
+        assert_eq!(report.entries_checked, report.size, "{backend}");
+        assert_eq!(records.len() as u64, report.size, "{backend}");
+        let mut seen: BTreeMap<String, (String, Decision)> = BTreeMap::new();
+        for record in &records {
+            assert_eq!(record.service, "test", "{backend}");
+            let previous = seen.insert(record.request_id.clone(), summary(record));
+            assert!(
+                previous.is_none(),
+                "{backend}: {} recorded twice",
+                record.request_id
+            );
+        }
+        for (id, decision) in &expected {
+            assert_eq!(seen.get(id), Some(decision), "{backend}: request {id}");
+        }
+        // No identifier in the clear: holders and entity ids are keyed hashes.
+        let read_record = records
+            .iter()
+            .find(|record| record.request_id == request_id(&read))
+            .expect("the read is recorded");
+        let Event::Access(access) = &read_record.event;
+        let holder = access.holder.as_deref().expect("the holder's pseudonym");
+        assert!(holder.starts_with("h:") && holder != "tester", "{backend}");
+        assert_eq!(access.entity_ids.len(), 1, "{backend}");
+        assert!(!access.entity_ids[0].contains("Vehicle"), "{backend}");
+        assert!(!access.revocation_ids.is_empty(), "{backend}");
+        // Tiles beyond the checkpoint are not served.
+        let beyond = with_token(&app, &auditor, "GET", "/audit/v1/tile/entries/x001/000").await;
+        assert_eq!(beyond.status, 404, "{backend}: {}", beyond.text);
+        let malformed = with_token(&app, &auditor, "GET", "/audit/v1/tile/0/0").await;
+        assert_eq!(malformed.status, 404, "{backend}: {}", malformed.text);
+    }
+}
+
+#[actix_web::test]
+async fn the_log_and_its_key_survive_a_restart() {
+    for app in apps_with(|_| {}).await {
+        let backend = app.backend;
+        let auditor = auditor();
+        let key = audit_key(&app).await;
+        let first = with_token(&app, &auditor, "GET", "/audit/v1/checkpoint").await;
+        let note = checkpoint_covering(&app, &auditor, 1).await;
+        let (_, state, before) = verify_over_http(&app, &auditor, &note, None).await;
+        assert!(
+            before
+                .iter()
+                .any(|record| record.request_id == request_id(&first)),
+            "{backend}: {} not in {before:?}",
+            request_id(&first)
+        );
+        let app = app.restart(|_| {}).await;
+        assert_eq!(audit_key(&app).await, key, "{backend}: the key is kept");
+        let after_restart = app.get("/ngsi-ld/v1/entities?type=Vehicle", None).await;
+        assert_eq!(
+            after_restart.status, 200,
+            "{backend}: {}",
+            after_restart.text
+        );
+        // The log grows with every request, the auditor's own included: verify checkpoints until
+        // one holds the request made after the restart.
+        let mut verified = None;
+        for _ in 0..100 {
+            let note = checkpoint_covering(&app, &auditor, state.size() + 1).await;
+            let (report, _, after) = verify_over_http(&app, &auditor, &note, Some(&state)).await;
+            if after
+                .iter()
+                .any(|record| record.request_id == request_id(&after_restart))
+            {
+                verified = Some((report, after));
+                break;
+            }
+        }
+        let (report, after) = verified.expect("the request after the restart is recorded");
+        assert_eq!(report.extends, Some(state.size()), "{backend}");
+        assert_eq!(
+            &after[..before.len()],
+            &before[..],
+            "{backend}: history kept"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_key_file_gives_the_log_its_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = dir.path().join("audit.key");
+    std::fs::write(&key_file, format!("{}\n", "07".repeat(32))).expect("key file");
+    let expected = Signer::from_seed(ORIGIN, &[7; 32])
+        .expect("a signer")
+        .verifier()
+        .to_vkey();
+    for app in apps_with(|settings| settings.audit.key_file = Some(key_file.clone())).await {
+        assert_eq!(audit_key(&app).await, expected, "{}", app.backend);
+        let note = checkpoint_covering(&app, &auditor(), 1).await;
+        let verifier = Verifier::from_vkey(&expected).expect("a vkey");
+        open_checkpoint(&note, &verifier, ORIGIN).expect("signed with the file's key");
+    }
+}
