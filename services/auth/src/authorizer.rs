@@ -484,19 +484,26 @@ impl Shared {
             }
             [token] => this.authorize_token(token, request)?,
             several => {
-                let ours = several
-                    .iter()
-                    .find(|token| Biscuit::from_base64(token.trim(), this.root).is_ok());
-                match ours {
-                    Some(token) => this.authorize_token(token, request)?,
-                    None => {
-                        return Err(Error::Unauthenticated(format!(
-                            "none of the {} tokens was issued by {}",
-                            several.len(),
-                            this.department
-                        )));
+                // The first token this department's key verifies decides; tokens of other
+                // departments fail verification and are skipped. Through `authorize_token`, a
+                // cached decision is found without verifying any signature again.
+                let mut decided = None;
+                for token in several {
+                    match this.authorize_token(token, request) {
+                        Err(Error::Unauthenticated(_)) => continue,
+                        outcome => {
+                            decided = Some(outcome?);
+                            break;
+                        }
                     }
                 }
+                decided.ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "none of the {} tokens was issued by {}",
+                        several.len(),
+                        this.department
+                    ))
+                })?
             }
         };
         if let Some(purpose) = request.purpose

@@ -1762,3 +1762,42 @@ async fn writes_cannot_remove_types_the_token_may_not_write() {
         assert_eq!(stored_member(app, both, "speed").await, Some(json!(3)));
     }
 }
+
+/// A request may declare its purpose (`Civitas-Purpose`); a token issued for a purpose is refused
+/// for another, and a token without a purpose serves any.
+#[actix_web::test]
+async fn tokens_for_a_purpose_serve_that_purpose_only() {
+    let (_policies, apps) = apps_with_policy(CLOSED).await;
+    for app in &apps {
+        seed(app).await;
+        let planning = mint(&TokenSpec {
+            holder: "planner".into(),
+            read: names(&[VEHICLE]),
+            purpose: Some("planning".into()),
+            ..TokenSpec::default()
+        });
+        let any_purpose = token(&[VEHICLE], &[], None);
+        let path = format!("/ngsi-ld/v1/entities/{V1}");
+        for (token, purpose, status) in [
+            (&planning, None, 200),
+            (&planning, Some("planning"), 200),
+            (&planning, Some("marketing"), 403),
+            (&any_purpose, Some("marketing"), 200),
+        ] {
+            let headers: Vec<(&str, &str)> = purpose
+                .map(|p| ("civitas-purpose", p))
+                .into_iter()
+                .collect();
+            let reply = send(app, Some(token), "GET", &path, None, &headers).await;
+            if status == 200 {
+                assert_eq!(
+                    reply.status, 200,
+                    "{} {purpose:?}: {}",
+                    app.backend, reply.text
+                );
+            } else {
+                assert_refused(&reply, status, "a token for another purpose");
+            }
+        }
+    }
+}
