@@ -20,12 +20,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use civitas_audit::checkpoint::{Checkpoint, sign_checkpoint};
 use civitas_audit::merkle::{self, Hash, HashReader, Subtree, leaf_hash, node_hash};
 use civitas_audit::note::{SEED_LEN, Signer, Verifier};
 use civitas_audit::record::{Pseudonymizer, Record};
 use civitas_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
+
+mod checkpointer;
+pub mod proofs;
+
+use checkpointer::Checkpointer;
 
 use crate::clock::Clock;
 use crate::settings::AuditSettings;
@@ -357,47 +361,6 @@ impl Appender {
             .await?;
         let new_size = self.tree.size + entries.len() as u64;
         Ok(self.tree.grown(new_size, &added))
-    }
-}
-
-struct Checkpointer {
-    store: Store,
-    log: String,
-    origin: String,
-    signer: Signer,
-    clock: Arc<dyn Clock>,
-    /// The size of the latest stored checkpoint, if any (an empty log gets one of size 0).
-    signed: Option<u64>,
-    interval: Duration,
-}
-
-impl Checkpointer {
-    async fn run(mut self, head: watch::Receiver<(u64, Hash)>) {
-        let mut ticks = tokio::time::interval(self.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let (size, root) = *head.borrow();
-            if self.signed.is_none_or(|signed| size > signed)
-                && let Err(error) = self.sign(size, root).await
-            {
-                tracing::error!(%error, log = %self.log, "cannot store an audit checkpoint");
-            }
-            // The appender has stopped (the service is shutting down).
-            if head.has_changed().is_err() {
-                break;
-            }
-        }
-    }
-
-    async fn sign(&mut self, size: u64, root: Hash) -> Result<(), SetupError> {
-        let checkpoint = Checkpoint::new(&self.origin, size, root)?;
-        let note = sign_checkpoint(&checkpoint, &self.signer);
-        self.store
-            .audit_put_checkpoint(&self.log, size, &note, self.clock.now())
-            .await?;
-        self.signed = Some(size);
-        Ok(())
     }
 }
 
