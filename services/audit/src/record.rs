@@ -95,6 +95,8 @@ pub struct Access {
     pub attributes: Vec<String>,
     /// How many entities were returned or written.
     pub count: Option<u64>,
+    /// The HTTP status the request was answered with.
+    pub status: Option<u16>,
 }
 
 /// What happened.
@@ -166,6 +168,7 @@ impl Access {
             query_digest: None,
             attributes: Vec::new(),
             count: None,
+            status: None,
         }
     }
 
@@ -213,6 +216,7 @@ mod tests {
             query_digest: None,
             attributes: vec!["https://example.org/status".to_owned()],
             count: Some(1),
+            status: Some(200),
         }
     }
 

@@ -221,6 +221,46 @@ pub struct Authorized {
     /// Set when the token or the policy has rules about what a request names: the decision is
     /// then completed per request by [`Authorized::check_names`].
     per_request: Option<PerRequest>,
+    /// What the request touched, noted by the service that serves it (shared by clones).
+    journal: Arc<Journal>,
+}
+
+/// What one authorized request touched: the entity types, ids and attributes it read or wrote and
+/// how many entities, noted by the service that serves it through [`Authorized::note_entity`] and
+/// friends, and read once the request is served (for its audit record).
+#[derive(Debug, Default)]
+pub struct Journal {
+    touched: Mutex<Touched>,
+}
+
+/// The contents of a [`Journal`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Touched {
+    /// Expanded entity types.
+    pub entity_types: BTreeSet<String>,
+    /// Entity ids, each once.
+    pub entity_ids: BTreeSet<String>,
+    /// Expanded attribute names returned or written.
+    pub attributes: BTreeSet<String>,
+    /// How many entities were returned or written, when the service says.
+    pub count: Option<u64>,
+    /// An entity was answered as absent because the caller may not see it.
+    pub hidden: bool,
+}
+
+impl Journal {
+    /// What was noted so far, leaving the journal empty.
+    pub fn take(&self) -> Touched {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Touched> {
+        // Noting never panics while holding the lock, and a half-noted journal is still true.
+        self.touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What it takes to complete a decision once the request's names are known.
@@ -293,6 +333,43 @@ impl Authorized {
     /// may refuse one entity and allow another.
     pub fn decides_per_request(&self) -> bool {
         self.per_request.is_some()
+    }
+
+    /// The journal of what this request touched.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Notes an entity the request read or wrote: its types, id and the attributes returned or
+    /// written.
+    pub fn note_entity<'a>(
+        &self,
+        types: &[String],
+        id: &str,
+        attributes: impl IntoIterator<Item = &'a String>,
+    ) {
+        let mut touched = self.journal.lock();
+        touched.entity_types.extend(types.iter().cloned());
+        touched.entity_ids.insert(id.to_owned());
+        touched.attributes.extend(attributes.into_iter().cloned());
+    }
+
+    /// Notes entity types the request named without naming entities (a query, a purge).
+    pub fn note_types(&self, types: &[String]) {
+        self.journal
+            .lock()
+            .entity_types
+            .extend(types.iter().cloned());
+    }
+
+    /// Notes how many entities the request returned or wrote.
+    pub fn note_count(&self, count: u64) {
+        self.journal.lock().count = Some(count);
+    }
+
+    /// Notes that an entity was answered as absent because the caller may not see it.
+    pub fn note_hidden(&self) {
+        self.journal.lock().hidden = true;
     }
 
     /// Completes the decision with what the request names (or, per entity, what an entity of a
@@ -524,6 +601,7 @@ impl Shared {
                 token,
                 now: request.now,
             }),
+            journal: Arc::default(),
         })
     }
 

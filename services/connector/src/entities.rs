@@ -362,6 +362,8 @@ impl Entities {
             &[entity.id.as_str().to_owned()],
             &attributes,
         )?;
+        auth.note_entity(&entity.types, entity.id.as_str(), &attributes);
+        auth.note_count(1);
         update::stamp_created(&mut entity, self.clock.now());
         let mut tx = self.store.begin().await.map_err(store_problem)?;
         tx.insert(auth.tenant(), &to_record(&entity))
@@ -398,9 +400,12 @@ impl Entities {
         if !auth.covers(&entity.types)
             || check_names(auth, &entity.types, &ids, attributes).is_err()
         {
+            auth.note_hidden();
             return Err(not_found(id.as_str()));
         }
         project(auth, &mut entity);
+        auth.note_entity(&entity.types, id.as_str(), entity.attributes.keys());
+        auth.note_count(1);
         Ok(entity)
     }
 
@@ -412,6 +417,21 @@ impl Entities {
         query: &EntityQuery,
     ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
         check_names(auth, &query.types, &query.ids, &query.attributes)?;
+        auth.note_types(&query.types);
+        let (entities, total) = self.query_visible(auth, query).await?;
+        for entity in &entities {
+            auth.note_entity(&entity.types, entity.id.as_str(), entity.attributes.keys());
+        }
+        auth.note_count(entities.len() as u64);
+        Ok((entities, total))
+    }
+
+    /// The page of matches the caller may see, projected.
+    async fn query_visible(
+        &self,
+        auth: &Authorized,
+        query: &EntityQuery,
+    ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
         let Some(query) = narrow_query(auth, query) else {
             return Ok((Vec::new(), query.count.then_some(0)));
         };
@@ -500,6 +520,8 @@ impl Entities {
         let outcome = change(&mut entity)?;
         check_writable(auth, &changed_types(&types_before, &entity.types), [])?;
         check_names(auth, &entity.types, &[id.as_str().to_owned()], attributes)?;
+        auth.note_entity(&entity.types, id.as_str(), attributes);
+        auth.note_count(1);
         tx.update(auth.tenant(), &to_record(&entity))
             .await
             .map_err(store_problem)?;
@@ -702,6 +724,8 @@ impl Entities {
         check_existing(auth, &entity)?;
         check_may_remove(auth, &entity)?;
         check_names(auth, &entity.types, &[id.as_str().to_owned()], &[])?;
+        auth.note_entity(&entity.types, id.as_str(), []);
+        auth.note_count(1);
         tx.delete(auth.tenant(), id.as_str())
             .await
             .map_err(store_problem)?;
@@ -717,6 +741,19 @@ impl Entities {
         trim: Option<Trim>,
     ) -> Result<u64, Problem> {
         check_names(auth, &query.types, &query.ids, &[])?;
+        auth.note_types(&query.types);
+        let purged = self.purge_visible(auth, query, trim).await?;
+        auth.note_count(purged);
+        Ok(purged)
+    }
+
+    /// [`Entities::purge`] once the request's names are decided.
+    async fn purge_visible(
+        &self,
+        auth: &Authorized,
+        query: &EntityQuery,
+        trim: Option<Trim>,
+    ) -> Result<u64, Problem> {
         match &trim {
             None => check_may_remove_entities(auth)?,
             Some(Trim::Drop(names)) => check_writable(auth, &[], names)?,
@@ -835,6 +872,7 @@ impl Entities {
                 .map_err(store_problem)?;
         }
         tx.commit().await.map_err(store_problem)?;
+        auth.note_count(plan.success.len() as u64);
         outcome.success = plan.success;
         outcome.created = plan.created;
         outcome.errors.extend(plan.errors);
@@ -1020,6 +1058,7 @@ fn parse_batch_item(
     };
     check_writable(auth, &types, &attributes).map_err(fail)?;
     check_names(auth, &types, std::slice::from_ref(&id), &attributes).map_err(fail)?;
+    auth.note_entity(&types, &id, &attributes);
     Ok((id, parsed))
 }
 

@@ -174,6 +174,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
+                .wrap(actix_web::middleware::from_fn(routes::audit_records))
                 .wrap(actix_web::middleware::Compress::default())
                 .wrap(actix_web::middleware::from_fn(routes::request_id))
                 .configure(routes::configure)

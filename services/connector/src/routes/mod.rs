@@ -244,17 +244,19 @@ pub(crate) async fn read_body(
 /// The header a caller declares the purpose of a request in (checked against the token's purpose).
 pub(crate) const PURPOSE_HEADER: &str = "civitas-purpose";
 
-/// Decides whether the request may do `operation` and records the decision in the audit log:
-/// its bearer token(s), or the department's anonymous policy without one, for the tenant it
-/// addresses (clause 4.14) at the clock's time. This is the single decision point: an
-/// [`Authorized`] is only returned once its record is stored (a failed append is a 500).
+/// Decides whether the request may do `operation`: its bearer token(s), or the department's
+/// anonymous policy without one, for the tenant it addresses (clause 4.14) at the clock's time.
+/// This is the single decision point. The decision, and what the request then touches (noted in
+/// the [`Authorized`]'s journal by the entity service), become the request's audit record, which
+/// [`audit_records`] stores before the response leaves.
 pub(crate) async fn authorize(
     state: &AppState,
     req: &HttpRequest,
     operation: Operation,
 ) -> Result<Authorized, Problem> {
     let decision = decide(state, req, operation);
-    record(state, req, operation, decision).await
+    note_decision(state, req, operation, &decision);
+    decision
 }
 
 /// [`authorize`], for endpoints that touch no entity: the decision is complete at once (a
@@ -270,7 +272,8 @@ pub(crate) async fn authorize_whole(
             .map_err(refused)?;
         Ok(authorized)
     });
-    record(state, req, operation, decision).await
+    note_decision(state, req, operation, &decision);
+    decision
 }
 
 /// Decides whether the request may do `operation`, without recording the decision: its bearer token(s), or the department's
@@ -347,74 +350,169 @@ pub(crate) async fn request_id(
     Ok(response)
 }
 
-/// Appends the record of `decision` and waits until it is stored. An allowed request whose
-/// record cannot be stored is answered with a 500; a refusal stays a refusal.
-async fn record(
+/// The audit record of a request being served: the decision, and the journal the service notes
+/// what the request touches in. Kept in the request's extensions until [`audit_records`] stores it.
+struct PendingRecord {
+    access: civitas_audit::record::Access,
+    journal: Option<std::sync::Arc<civitas_auth::authorizer::Journal>>,
+}
+
+/// Keeps the first decision of a request for its audit record.
+fn note_decision(
     state: &AppState,
     req: &HttpRequest,
     operation: Operation,
-    decision: Result<Authorized, Problem>,
-) -> Result<Authorized, Problem> {
+    decision: &Result<Authorized, Problem>,
+) {
     use actix_web::HttpMessage;
-    use civitas_audit::record::{Access, Decision, Event, FORMAT_VERSION, Record};
+    use civitas_audit::record::{Access, Decision};
+    if req.extensions().contains::<PendingRecord>() {
+        return;
+    }
     let pseudonymizer = state.audit.pseudonymizer();
-    let mut access = match &decision {
-        Ok(authorized) => Access {
-            holder: authorized
-                .holder()
-                .map(|holder| pseudonymizer.pseudonym(holder)),
-            revocation_ids: authorized.grant().revocation_ids.clone(),
-            tenant: authorized.tenant().to_owned(),
-            purpose: authorized.purpose().map(str::to_owned),
-            ..Access::new(operation.name(), Decision::Allowed)
+    let pending = match decision {
+        Ok(authorized) => PendingRecord {
+            access: Access {
+                holder: authorized
+                    .holder()
+                    .map(|holder| pseudonymizer.pseudonym(holder)),
+                revocation_ids: authorized.grant().revocation_ids.clone(),
+                tenant: authorized.tenant().to_owned(),
+                purpose: authorized.purpose().map(str::to_owned),
+                ..Access::new(operation.name(), Decision::Allowed)
+            },
+            journal: Some(authorized.journal().clone()),
         },
-        Err(problem) => Access {
-            revocation_ids: refused_revocation_ids(state, req),
-            tenant: negotiation::tenant(req)
-                .ok()
-                .flatten()
-                .map(|tenant| tenant.as_str().to_owned())
-                .unwrap_or_default(),
-            purpose: req
-                .headers()
-                .get(PURPOSE_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned),
-            ..Access::new(
-                operation.name(),
-                Decision::Refused {
-                    status: problem.code.status().as_u16(),
-                },
-            )
+        Err(problem) => PendingRecord {
+            access: Access {
+                revocation_ids: refused_revocation_ids(state, req),
+                tenant: negotiation::tenant(req)
+                    .ok()
+                    .flatten()
+                    .map(|tenant| tenant.as_str().to_owned())
+                    .unwrap_or_default(),
+                purpose: req
+                    .headers()
+                    .get(PURPOSE_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned),
+                ..Access::new(
+                    operation.name(),
+                    Decision::Refused {
+                        status: problem.code.status().as_u16(),
+                    },
+                )
+            },
+            journal: None,
         },
     };
-    let entity_id = path_param(req, "entityId");
-    if !entity_id.is_empty() {
-        access.set_entity_ids(pseudonymizer, [entity_id.as_str()]);
+    req.extensions_mut().insert(pending);
+}
+
+/// Stores the audit record of every request that reached a decision, after it was served and
+/// before its response leaves: a response is never sent for a request whose record is not
+/// durably stored. An allowed request whose record cannot be stored is answered with a 500
+/// instead; a refusal stays a refusal.
+///
+/// The record says what the request touched (types, pseudonymized ids, attributes, count, from
+/// the journal), the digest of its query string, and the response's status. A request refused
+/// after the decision (a write to a forbidden attribute: 403; an entity the caller may not see:
+/// 404) is recorded as refused.
+pub(crate) async fn audit_records(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    use actix_web::HttpMessage;
+    use civitas_audit::record::{Decision, Event, FORMAT_VERSION, Record, sha256_hex};
+    let response = next.call(req).await?;
+    let pending = response
+        .request()
+        .extensions_mut()
+        .remove::<PendingRecord>();
+    let state = response
+        .request()
+        .app_data::<web::Data<AppState>>()
+        .cloned();
+    let (Some(pending), Some(state)) = (pending, state) else {
+        return Ok(response.map_into_left_body());
+    };
+    let request = response.request();
+    let status = response.status().as_u16();
+    let mut access = pending.access;
+    let touched = pending
+        .journal
+        .map(|journal| journal.take())
+        .unwrap_or_default();
+    if access.decision == Decision::Allowed {
+        if touched.hidden {
+            access.decision = Decision::Refused { status: 404 };
+        } else if status == 401 || status == 403 {
+            access.decision = Decision::Refused { status };
+        }
     }
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let allowed = access.decision == Decision::Allowed;
+    let pseudonymizer = state.audit.pseudonymizer();
+    let mut ids: Vec<&str> = touched.entity_ids.iter().map(String::as_str).collect();
+    let path_id = path_param(request, "entityId");
+    if ids.is_empty() && !path_id.is_empty() {
+        ids.push(&path_id);
+    }
+    access.set_entity_ids(pseudonymizer, ids);
+    access.entity_types = touched.entity_types.into_iter().collect();
+    access.attributes = touched.attributes.into_iter().collect();
+    access.count = touched.count;
+    let query = request.query_string();
+    if !query.is_empty() {
+        access.query_digest = Some(sha256_hex(query.as_bytes()));
+    }
+    access.status = Some(status);
     let record = Record {
         v: FORMAT_VERSION,
         time: state.clock.now().timestamp_micros(),
         service: state.settings.department.clone(),
-        request_id,
-        trace_id: None,
+        request_id: request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        trace_id: trace_id(request),
         event: Event::Access(access),
     };
-    let stored = state.audit.append(record).await;
-    match (decision, stored) {
-        (Ok(authorized), Ok(_)) => Ok(authorized),
-        (Ok(_), Err(error)) => Err(Problem::internal(&error)),
-        (Err(problem), Ok(_)) => Err(problem),
-        (Err(problem), Err(error)) => {
+    match state.audit.append(record).await {
+        Ok(_) => Ok(response.map_into_left_body()),
+        Err(error) if allowed => {
+            let (request, _) = response.into_parts();
+            let failed = actix_web::ResponseError::error_response(&Problem::internal(&error));
+            Ok(actix_web::dev::ServiceResponse::new(request, failed).map_into_right_body())
+        }
+        Err(error) => {
             tracing::error!(%error, "the record of a refusal was not stored");
-            Err(problem)
+            Ok(response.map_into_left_body())
         }
     }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if the request
+/// has a valid one.
+fn trace_id(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then(|| trace.to_owned())
 }
 
 /// The revocation ids of the bearer tokens of a refused request, as far as they decode.

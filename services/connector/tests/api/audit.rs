@@ -307,3 +307,176 @@ async fn a_key_file_gives_the_log_its_key() {
         open_checkpoint(&note, &verifier, ORIGIN).expect("signed with the file's key");
     }
 }
+
+/// The expanded name of `name` in the default @context.
+fn default_term(name: &str) -> String {
+    format!("https://uri.etsi.org/ngsi-ld/default-context/{name}")
+}
+
+#[actix_web::test]
+async fn records_say_what_each_request_touched() {
+    let vehicle = default_term("Vehicle");
+    let (speed, brand) = (default_term("speed"), default_term("brand"));
+    for app in apps_with(|_| {}).await {
+        let backend = app.backend;
+        let auditor = auditor();
+        let token = |spec: TokenSpec| format!("Bearer {}", mint(&spec));
+        let writer = token(TokenSpec {
+            holder: "writer".into(),
+            read: vec![ANY.to_owned()],
+            write: vec![ANY.to_owned()],
+            ..TokenSpec::default()
+        });
+        let partner = token(TokenSpec {
+            holder: "partner".into(),
+            read: vec![vehicle.clone()],
+            write: vec![vehicle.clone()],
+            attributes: Some(vec![speed.clone()]),
+            ..TokenSpec::default()
+        });
+        let stranger = token(TokenSpec {
+            holder: "stranger".into(),
+            read: vec![default_term("Building")],
+            ..TokenSpec::default()
+        });
+        let json = [("content-type", "application/json")];
+        let send = |auth: &str, method: &'static str, path: &'static str, body: Option<String>| {
+            let app = &app;
+            let auth = auth.to_owned();
+            async move {
+                let mut headers = vec![("authorization", auth.as_str())];
+                headers.extend(json);
+                app.request(method, path, &headers, body.as_deref()).await
+            }
+        };
+        let entity = |n: u32| {
+            json!({"id": format!("urn:ngsi-ld:Vehicle:T{n}"), "type": "Vehicle",
+                   "speed": {"type": "Property", "value": n},
+                   "brand": {"type": "Property", "value": "Mercedes"}})
+            .to_string()
+        };
+        let created = send(&writer, "POST", "/ngsi-ld/v1/entities", Some(entity(1))).await;
+        assert_eq!(created.status, 201, "{backend}: {}", created.text);
+        let batch = format!("[{},{},{}]", entity(2), entity(3), entity(4));
+        let batched = send(
+            &writer,
+            "POST",
+            "/ngsi-ld/v1/entityOperations/create",
+            Some(batch),
+        )
+        .await;
+        assert_eq!(batched.status, 201, "{backend}: {}", batched.text);
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let queried = app
+            .request(
+                "GET",
+                "/ngsi-ld/v1/entities?type=Vehicle&limit=2",
+                &[("authorization", &partner), ("traceparent", traceparent)],
+                None,
+            )
+            .await;
+        assert_eq!(queried.status, 200, "{backend}: {}", queried.text);
+        let hidden = send(
+            &stranger,
+            "GET",
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:T1",
+            None,
+        )
+        .await;
+        assert_eq!(hidden.status, 404, "{backend}: {}", hidden.text);
+        let forbidden = send(
+            &partner,
+            "PATCH",
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:T1/attrs",
+            Some(json!({"brand": {"type": "Property", "value": "Fiat"}}).to_string()),
+        )
+        .await;
+        assert_eq!(forbidden.status, 403, "{backend}: {}", forbidden.text);
+        let deleted = send(
+            &writer,
+            "DELETE",
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:T4",
+            None,
+        )
+        .await;
+        assert_eq!(deleted.status, 204, "{backend}: {}", deleted.text);
+
+        let note = checkpoint_covering(&app, &auditor, 6).await;
+        let (_, _, records) = verify_over_http(&app, &auditor, &note, None).await;
+        let access = |reply: &Reply| {
+            let id = request_id(reply);
+            let record = records
+                .iter()
+                .find(|record| record.request_id == id)
+                .unwrap_or_else(|| panic!("{backend}: request {id} is not recorded"));
+            let Event::Access(access) = &record.event;
+            (record.clone(), access.clone())
+        };
+        let (_, create) = access(&created);
+        assert_eq!(create.decision, Decision::Allowed, "{backend}");
+        assert_eq!(create.status, Some(201), "{backend}");
+        assert_eq!(create.entity_types, [vehicle.as_str()], "{backend}");
+        assert_eq!(create.entity_ids.len(), 1, "{backend}");
+        assert_eq!(
+            create.attributes,
+            [brand.clone(), speed.clone()],
+            "{backend}"
+        );
+        assert_eq!(create.count, Some(1), "{backend}");
+
+        let (_, batch) = access(&batched);
+        assert_eq!(batch.entity_ids.len(), 3, "{backend}");
+        assert_eq!(batch.count, Some(3), "{backend}");
+        assert_eq!(batch.status, Some(201), "{backend}");
+
+        // The partner sees two vehicles, projected to the one attribute it may read.
+        let (query_record, query) = access(&queried);
+        assert_eq!(query.operation, "read", "{backend}");
+        assert_eq!(query.entity_types, [vehicle.as_str()], "{backend}");
+        assert_eq!(query.entity_ids.len(), 2, "{backend}");
+        assert_eq!(query.attributes, [speed.as_str()], "{backend}");
+        assert_eq!(query.count, Some(2), "{backend}");
+        assert_eq!(
+            query.query_digest.as_deref(),
+            Some(civitas_audit::record::sha256_hex(b"type=Vehicle&limit=2").as_str()),
+            "{backend}"
+        );
+        assert_eq!(
+            query_record.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c"),
+            "{backend}"
+        );
+        assert_eq!(
+            query.holder,
+            records
+                .iter()
+                .map(|record| {
+                    let Event::Access(access) = &record.event;
+                    access
+                })
+                .find(|access| access.operation == "write" && access.status == Some(403))
+                .and_then(|access| access.holder.clone()),
+            "{backend}: one holder, one pseudonym"
+        );
+
+        // What the caller may not see is a refusal, though it is answered as absent.
+        let (_, hidden) = access(&hidden);
+        assert_eq!(
+            hidden.decision,
+            Decision::Refused { status: 404 },
+            "{backend}"
+        );
+        assert!(hidden.attributes.is_empty(), "{backend}");
+        let (_, forbidden) = access(&forbidden);
+        assert_eq!(
+            forbidden.decision,
+            Decision::Refused { status: 403 },
+            "{backend}"
+        );
+        let (_, deleted) = access(&deleted);
+        assert_eq!(deleted.operation, "write", "{backend}");
+        assert_eq!(deleted.entity_types, [vehicle.as_str()], "{backend}");
+        assert_eq!(deleted.count, Some(1), "{backend}");
+        assert_eq!(deleted.status, Some(204), "{backend}");
+    }
+}
