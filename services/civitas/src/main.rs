@@ -1,6 +1,7 @@
 //! The `civitas` binary: runs the data space (`up`), one service (`connector`), and the tools that
-//! talk to services (`load`). Every subcommand has `--help`.
+//! talk to services (`load`, `token revoke`, `audit`). Every subcommand has `--help`.
 
+mod audit;
 mod demo;
 mod load;
 mod tokens;
@@ -34,6 +35,9 @@ enum Command {
     /// Issue, attenuate and inspect capability tokens.
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Verify a service's audit log, and list its records.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Work with a policies folder (policies/<department>/).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Keygen(args) => tokens::keygen(args),
             Command::Token(command) => tokens::run(command).await,
+            Command::Audit(command) => audit::run(command).await,
             Command::Policy(PolicyCommand::Check { dir }) => check_policies(&dir),
         }
     });

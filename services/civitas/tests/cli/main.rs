@@ -1,6 +1,8 @@
 //! The `civitas` binary end to end: `up` starts the demo city, writes endpoints.json, stops on
 //! Ctrl-C and keeps its data across restarts; `load` reports what it stored and what it refused;
-//! every command has `--help`.
+//! every command has `--help`; `audit verify` catches every way a served log can lie (`audit`).
+
+mod audit;
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_civitas");
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_civitas");
 const PARKING: &str =
     "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld";
 
@@ -266,6 +268,8 @@ fn every_command_has_help() {
         vec!["connector", "--help"],
         vec!["load", "--help"],
         vec!["token", "revoke", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["audit", "log", "--help"],
     ] {
         let output = Command::new(BINARY).args(&command).output().expect("runs");
         assert!(output.status.success(), "{command:?}");
@@ -276,7 +280,7 @@ fn every_command_has_help() {
     }
 }
 
-fn civitas(args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) fn civitas(args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(BINARY)
         .args(args)
         .output()
