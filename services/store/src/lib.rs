@@ -416,6 +416,13 @@ impl Store {
         })
     }
 
+    /// The lowest index of `log` whose leaf hash is `hash`, if any (a scan of the log's leaves).
+    pub async fn audit_leaf_index(&self, log: &str, hash: &[u8; 32]) -> Result<Option<u64>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_leaf_index::<Db>(&mut connection, log, hash).await
+        })
+    }
+
     /// The checkpoint note of `log` at tree size `size`, if one was stored.
     pub async fn audit_checkpoint(&self, log: &str, size: u64) -> Result<Option<String>, Error> {
         on_pool!(self.readers(), |connection, Db| {

@@ -1001,6 +1001,29 @@ where
     Ok(row.map(|row| DB::first_text(&row)).transpose()?)
 }
 
+/// The lowest index of `log` whose leaf hash is `hash`, if any. Scans the log's leaf hashes (no
+/// index on hashes is kept, so appends stay cheap); meant for auditors' occasional lookups.
+pub(crate) async fn audit_leaf_index<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    hash: &[u8; 32],
+) -> Result<Option<u64>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("SELECT idx FROM audit_hashes WHERE log = ");
+    DB::push_text(&mut query, log);
+    query.push(" AND level = 0 AND hash = ");
+    DB::push_bytes(&mut query, hash);
+    query.push(" ORDER BY idx LIMIT 1");
+    let row = query.build().fetch_optional(&mut *connection).await?;
+    row.map(|row| {
+        let index = DB::first_integer(&row)?;
+        u64::try_from(index).map_err(|_| Error::Corrupt(format!("leaf index {index}")))
+    })
+    .transpose()
+}
+
 /// The seed stored for `log`, storing `candidate` first if there is none.
 pub(crate) async fn audit_key_seed<DB: Sql>(
     connection: &mut DB::Connection,

@@ -1,11 +1,17 @@
-//! `/audit/v1/`: the department's audit log in the C2SP tlog-tiles layout — its latest signed
-//! checkpoint and the hash tiles and entry bundles of the tree it signs (tokens with the `audit`
-//! right only).
+//! `/audit/v1/`: the department's audit log. In the C2SP tlog-tiles layout, its latest signed
+//! checkpoint and the hash tiles and entry bundles of the tree it signs; as JSON, inclusion proofs
+//! (by leaf index or leaf hash), consistency proofs, entries by range and a filtered listing of
+//! records. Everything needs a token with the `audit` right, except the log's public key.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use civitas_audit::merkle::{Hash, leaf_hash};
+use civitas_audit::record::{Decision, Event, Pseudonymizer, Record};
 use civitas_audit::tiles::{Resource, TILE_WIDTH, encode_bundle};
 use civitas_auth::authorizer::Operation;
 use civitas_http::Problem;
+use serde_json::{Value, json};
 
 use super::{Params, authorize_whole, method_not_allowed};
 use crate::AppState;
@@ -19,6 +25,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/audit/v1/tile/{tail:.*}")
             .route(web::get().to(tile))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/audit/v1/key")
+            .route(web::get().to(key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/audit/v1/proof/inclusion")
+            .route(web::get().to(inclusion))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/audit/v1/proof/consistency")
+            .route(web::get().to(consistency))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/audit/v1/entries")
+            .route(web::get().to(entries))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/audit/v1/records")
+            .route(web::get().to(records))
             .default_service(web::to(method_not_allowed)),
     );
 }
@@ -102,4 +133,490 @@ async fn tile(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
         .content_type("application/octet-stream")
         .insert_header(("cache-control", "public, max-age=31536000, immutable"))
         .body(bytes))
+}
+
+/// `GET /audit/v1/key`: the log's verifier key (C2SP signed-note vkey), public.
+async fn key(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{}\n", state.audit.verifier().to_vkey())))
+}
+
+/// A non-negative integer parameter.
+fn integer(params: &Params, name: &str) -> Result<Option<u64>, Problem> {
+    params
+        .get(name)
+        .map(|value| {
+            value.parse::<u64>().map_err(|_| {
+                Problem::bad_request(format!(
+                    "{name} must be a non-negative integer, not {value:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// A leaf hash: 64 hexadecimal digits, or base64 (standard or URL-safe).
+fn parse_hash(value: &str) -> Result<Hash, Problem> {
+    let bad = || {
+        Problem::bad_request(format!(
+            "hash must be a SHA-256 hash in hex or base64, not {value:?}"
+        ))
+    };
+    let bytes = if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&value[2 * i..2 * i + 2], 16).map_err(|_| bad()))
+            .collect::<Result<Vec<u8>, Problem>>()?
+    } else {
+        BASE64
+            .decode(value)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(value))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value))
+            .map_err(|_| bad())?
+    };
+    Hash::try_from(bytes).map_err(|_| bad())
+}
+
+fn json_response(body: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("cache-control", "no-cache"))
+        .body(body.to_string())
+}
+
+fn proof_json(proof: &[Hash]) -> Value {
+    Value::Array(
+        proof
+            .iter()
+            .map(|hash| json!(BASE64.encode(hash)))
+            .collect(),
+    )
+}
+
+fn proof_problem(error: crate::audit::proofs::ProofError) -> Problem {
+    match error {
+        crate::audit::proofs::ProofError::Invalid(error) => Problem::bad_request(error.to_string()),
+        other => Problem::internal(&other),
+    }
+}
+
+/// The stored size of the log (entries appended, checkpointed or not).
+async fn stored_size(state: &AppState) -> Result<u64, Problem> {
+    state
+        .audit
+        .store()
+        .audit_size(state.audit.name())
+        .await
+        .map_err(|error| Problem::internal(&error))
+}
+
+/// `GET /audit/v1/proof/inclusion?index=N|hash=H[&treeSize=S]`: the inclusion proof of a leaf
+/// (RFC 9162 §2.1.3) in the tree of `treeSize` leaves, by default the latest checkpoint's.
+async fn inclusion(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, &["index", "hash", "treeSize"])?;
+    authorize_whole(&state, &req, Operation::Audit).await?;
+    let store = state.audit.store();
+    let log = state.audit.name();
+    let size = match integer(&params, "treeSize")? {
+        Some(size) => size,
+        None => latest(&state).await?.0,
+    };
+    if size > stored_size(&state).await? {
+        return Err(Problem::not_found(format!(
+            "the log does not have {size} entries yet"
+        )));
+    }
+    let index = match (integer(&params, "index")?, params.get("hash")) {
+        (Some(index), None) => index,
+        (None, Some(hash)) => {
+            let hash = parse_hash(hash)?;
+            store
+                .audit_leaf_index(log, &hash)
+                .await
+                .map_err(|error| Problem::internal(&error))?
+                .ok_or_else(|| Problem::not_found("no entry of the log has this leaf hash"))?
+        }
+        _ => return Err(Problem::bad_request("give exactly one of index and hash")),
+    };
+    if index >= size {
+        return Err(Problem::bad_request(format!(
+            "leaf {index} is not in the tree of {size} entries"
+        )));
+    }
+    let proof = crate::audit::proofs::inclusion_proof(store, log, index, size)
+        .await
+        .map_err(proof_problem)?;
+    let leaf = store
+        .audit_hashes(log, &[(0, index)])
+        .await
+        .map_err(|error| Problem::internal(&error))?
+        .pop()
+        .flatten()
+        .ok_or_else(|| Problem::not_found(format!("no entry {index}")))?;
+    let checkpoint = store
+        .audit_checkpoint(log, size)
+        .await
+        .map_err(|error| Problem::internal(&error))?;
+    Ok(json_response(json!({
+        "leafIndex": index,
+        "treeSize": size,
+        "leafHash": BASE64.encode(leaf),
+        "proof": proof_json(&proof),
+        "checkpoint": checkpoint,
+    })))
+}
+
+/// `GET /audit/v1/proof/consistency?from=A[&to=B]`: the consistency proof (RFC 9162 §2.1.4)
+/// from the tree of `from` leaves to that of `to`, by default the latest checkpoint's.
+async fn consistency(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, &["from", "to"])?;
+    authorize_whole(&state, &req, Operation::Audit).await?;
+    let from = integer(&params, "from")?.ok_or_else(|| Problem::bad_request("from is required"))?;
+    let to = match integer(&params, "to")? {
+        Some(to) => to,
+        None => latest(&state).await?.0,
+    };
+    if from > to {
+        return Err(Problem::bad_request(format!(
+            "from ({from}) must not be larger than to ({to})"
+        )));
+    }
+    if to > stored_size(&state).await? {
+        return Err(Problem::not_found(format!(
+            "the log does not have {to} entries yet"
+        )));
+    }
+    let proof =
+        crate::audit::proofs::consistency_proof(state.audit.store(), state.audit.name(), from, to)
+            .await
+            .map_err(proof_problem)?;
+    Ok(json_response(
+        json!({"from": from, "to": to, "proof": proof_json(&proof)}),
+    ))
+}
+
+/// At most this many entries per page of `entries` and `records`.
+const MAX_PAGE: u64 = 1000;
+
+/// How many entries one `records` request scans at most before it answers with `next`.
+const MAX_SCAN: u64 = 100_000;
+
+/// `GET /audit/v1/entries?start=N[&end=M]`: entries `[start, end)` (at most 1000), each with its
+/// leaf hash, its bytes (base64) and its record.
+async fn entries(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, &["start", "end"])?;
+    authorize_whole(&state, &req, Operation::Audit).await?;
+    let start = integer(&params, "start")?.unwrap_or(0);
+    let size = stored_size(&state).await?;
+    let end = integer(&params, "end")?
+        .unwrap_or(u64::MAX)
+        .min(start.saturating_add(MAX_PAGE))
+        .min(size);
+    let checkpointed = checkpoint_size(&state).await?;
+    let mut listed = Vec::new();
+    if start < end {
+        let stored = state
+            .audit
+            .store()
+            .audit_entries(state.audit.name(), start, end)
+            .await
+            .map_err(|error| Problem::internal(&error))?;
+        for (index, entry) in (start..).zip(&stored) {
+            let record: Value = serde_json::from_slice(entry).unwrap_or(Value::Null);
+            listed.push(json!({
+                "index": index,
+                "leafHash": BASE64.encode(leaf_hash(entry)),
+                "entry": BASE64.encode(entry),
+                "record": record,
+            }));
+        }
+    }
+    Ok(json_response(
+        json!({"checkpointSize": checkpointed, "size": size, "entries": listed}),
+    ))
+}
+
+/// The latest checkpoint's size, or `None` before the first.
+async fn checkpoint_size(state: &AppState) -> Result<Option<u64>, Problem> {
+    Ok(state
+        .audit
+        .store()
+        .audit_latest_checkpoint(state.audit.name())
+        .await
+        .map_err(|error| Problem::internal(&error))?
+        .map(|(size, _)| size))
+}
+
+/// `GET /audit/v1/records?…`: the records matching every filter given, in log order, a page at a
+/// time (see [`RecordFilter`]); `next` is the index to continue `after`, or null at the end.
+async fn records(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(
+        &req,
+        &[
+            "holder",
+            "entity",
+            "type",
+            "operation",
+            "decision",
+            "requestId",
+            "since",
+            "until",
+            "after",
+            "limit",
+        ],
+    )?;
+    authorize_whole(&state, &req, Operation::Audit).await?;
+    let filter = RecordFilter::parse(&params, state.audit.pseudonymizer())?;
+    let limit = integer(&params, "limit")?.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Problem::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let start = match integer(&params, "after")? {
+        Some(after) => after.saturating_add(1),
+        None => 0,
+    };
+    let size = stored_size(&state).await?;
+    let scan_end = size.min(start.saturating_add(MAX_SCAN));
+    let mut listed = Vec::new();
+    let mut next = None;
+    let mut position = start;
+    'scan: while position < scan_end {
+        let chunk_end = scan_end.min(position + MAX_PAGE);
+        let stored = state
+            .audit
+            .store()
+            .audit_entries(state.audit.name(), position, chunk_end)
+            .await
+            .map_err(|error| Problem::internal(&error))?;
+        for (index, entry) in (position..).zip(&stored) {
+            let record = match Record::from_entry(entry) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::error!(%error, index, "an audit entry is not a record");
+                    continue;
+                }
+            };
+            if !filter.matches(&record) {
+                continue;
+            }
+            listed.push(json!({
+                "index": index,
+                "leafHash": BASE64.encode(leaf_hash(entry)),
+                "record": serde_json::from_slice::<Value>(entry).unwrap_or(Value::Null),
+            }));
+            if listed.len() as u64 == limit {
+                if index + 1 < size {
+                    next = Some(index);
+                }
+                break 'scan;
+            }
+        }
+        position = chunk_end;
+    }
+    // The scan stopped at its bound with the log going on: continue from where it stopped.
+    if next.is_none() && (listed.len() as u64) < limit && scan_end < size {
+        next = Some(scan_end - 1);
+    }
+    Ok(json_response(json!({
+        "checkpointSize": checkpoint_size(&state).await?,
+        "records": listed,
+        "next": next,
+    })))
+}
+
+/// The filters of a record listing; every one given must hold.
+#[derive(Debug, Default)]
+struct RecordFilter {
+    /// The holder's pseudonym.
+    holder: Option<String>,
+    /// An entity id's pseudonym.
+    entity: Option<String>,
+    /// An expanded entity type.
+    entity_type: Option<String>,
+    operation: Option<String>,
+    /// `Some(true)`: allowed only; `Some(false)`: refused only.
+    allowed: Option<bool>,
+    request_id: Option<String>,
+    /// Microseconds since the epoch, inclusive.
+    since: Option<i64>,
+    /// Microseconds since the epoch, exclusive.
+    until: Option<i64>,
+}
+
+/// Where the core context puts terms it does not define (a short type name is expanded there).
+const DEFAULT_VOCABULARY: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
+
+impl RecordFilter {
+    fn parse(params: &Params, pseudonymizer: &Pseudonymizer) -> Result<RecordFilter, Problem> {
+        let time = |name: &str| -> Result<Option<i64>, Problem> {
+            params
+                .get(name)
+                .map(|value| {
+                    chrono::DateTime::parse_from_rfc3339(value)
+                        .map(|time| time.timestamp_micros())
+                        .map_err(|_| {
+                            Problem::bad_request(format!(
+                                "{name} must be an RFC 3339 time, not {value:?}"
+                            ))
+                        })
+                })
+                .transpose()
+        };
+        let allowed = match params.get("decision") {
+            None => None,
+            Some("allowed") => Some(true),
+            Some("refused") => Some(false),
+            Some(other) => {
+                return Err(Problem::bad_request(format!(
+                    "decision must be allowed or refused, not {other:?}"
+                )));
+            }
+        };
+        Ok(RecordFilter {
+            holder: params
+                .get("holder")
+                .map(|name| pseudonymizer.pseudonym(name)),
+            entity: params.get("entity").map(|id| pseudonymizer.pseudonym(id)),
+            entity_type: params.get("type").map(|name| {
+                if name.contains(':') {
+                    name.to_owned()
+                } else {
+                    format!("{DEFAULT_VOCABULARY}{name}")
+                }
+            }),
+            operation: params.get("operation").map(str::to_owned),
+            allowed,
+            request_id: params.get("requestId").map(str::to_owned),
+            since: time("since")?,
+            until: time("until")?,
+        })
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        let Event::Access(access) = &record.event;
+        let wanted = |filter: &Option<String>, value: Option<&str>| {
+            filter.as_deref().is_none_or(|filter| Some(filter) == value)
+        };
+        wanted(&self.holder, access.holder.as_deref())
+            && self
+                .entity
+                .as_ref()
+                .is_none_or(|entity| access.entity_ids.contains(entity))
+            && self
+                .entity_type
+                .as_ref()
+                .is_none_or(|entity_type| access.entity_types.contains(entity_type))
+            && wanted(&self.operation, Some(&access.operation))
+            && self
+                .allowed
+                .is_none_or(|allowed| allowed == (access.decision == Decision::Allowed))
+            && wanted(&self.request_id, Some(&record.request_id))
+            && self.since.is_none_or(|since| record.time >= since)
+            && self.until.is_none_or(|until| record.time < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use civitas_audit::record::{Access, FORMAT_VERSION};
+
+    fn record(holder: Option<&str>, decision: Decision, time: i64) -> Record {
+        Record {
+            v: FORMAT_VERSION,
+            time,
+            service: "test".to_owned(),
+            request_id: format!("r{time}"),
+            trace_id: None,
+            event: Event::Access(Access {
+                holder: holder.map(str::to_owned),
+                entity_types: vec![format!("{DEFAULT_VOCABULARY}Vehicle")],
+                entity_ids: vec!["h:car".to_owned()],
+                ..Access::new("read", decision)
+            }),
+        }
+    }
+
+    #[test]
+    fn filters_hold_together() {
+        let records = [
+            record(Some("h:a"), Decision::Allowed, 10),
+            record(Some("h:b"), Decision::Allowed, 20),
+            record(None, Decision::Refused { status: 401 }, 30),
+        ];
+        let check = |filter: RecordFilter, expected: &[i64]| {
+            let times: Vec<i64> = records
+                .iter()
+                .filter(|record| filter.matches(record))
+                .map(|record| record.time)
+                .collect();
+            assert_eq!(times, expected, "{filter:?}");
+        };
+        check(RecordFilter::default(), &[10, 20, 30]);
+        check(
+            RecordFilter {
+                holder: Some("h:a".to_owned()),
+                ..RecordFilter::default()
+            },
+            &[10],
+        );
+        check(
+            RecordFilter {
+                allowed: Some(false),
+                ..RecordFilter::default()
+            },
+            &[30],
+        );
+        check(
+            RecordFilter {
+                since: Some(20),
+                until: Some(30),
+                ..RecordFilter::default()
+            },
+            &[20],
+        );
+        check(
+            RecordFilter {
+                entity_type: Some(format!("{DEFAULT_VOCABULARY}Vehicle")),
+                entity: Some("h:car".to_owned()),
+                operation: Some("read".to_owned()),
+                ..RecordFilter::default()
+            },
+            &[10, 20, 30],
+        );
+        check(
+            RecordFilter {
+                entity_type: Some(format!("{DEFAULT_VOCABULARY}Building")),
+                ..RecordFilter::default()
+            },
+            &[],
+        );
+        check(
+            RecordFilter {
+                request_id: Some("r20".to_owned()),
+                operation: Some("write".to_owned()),
+                ..RecordFilter::default()
+            },
+            &[],
+        );
+    }
+
+    #[test]
+    fn hashes_are_read_in_hex_and_base64() {
+        let hash = [0xab; 32];
+        assert_eq!(parse_hash(&"ab".repeat(32)).ok(), Some(hash));
+        assert_eq!(parse_hash(&BASE64.encode(hash)).ok(), Some(hash));
+        assert_eq!(
+            parse_hash(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)).ok(),
+            Some(hash)
+        );
+        assert!(parse_hash("abc").is_err());
+        assert!(parse_hash(&"ab".repeat(31)).is_err());
+    }
 }

@@ -480,3 +480,228 @@ async fn records_say_what_each_request_touched() {
         assert_eq!(deleted.status, Some(204), "{backend}");
     }
 }
+
+fn hashes(value: &serde_json::Value) -> Vec<civitas_audit::merkle::Hash> {
+    use base64::Engine as _;
+    value
+        .as_array()
+        .expect("a list of hashes")
+        .iter()
+        .map(|hash| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(hash.as_str().expect("base64"))
+                .expect("base64");
+            bytes.try_into().expect("32 bytes")
+        })
+        .collect()
+}
+
+fn hash(value: &serde_json::Value) -> civitas_audit::merkle::Hash {
+    hashes(&json!([value]))[0]
+}
+
+#[actix_web::test]
+async fn proofs_entries_and_records_over_http() {
+    use civitas_audit::merkle::{verify_consistency, verify_inclusion};
+    for app in apps_with(|_| {}).await {
+        let backend = app.backend;
+        let (auditor, reader) = (auditor(), reader());
+        let created = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entities",
+                &json!({"id": "urn:ngsi-ld:Vehicle:P1", "type": "Vehicle"}),
+                None,
+            )
+            .await;
+        assert_eq!(created.status, 201, "{backend}: {}", created.text);
+        let read = with_token(
+            &app,
+            &reader,
+            "GET",
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:P1",
+        )
+        .await;
+        assert_eq!(read.status, 200, "{backend}: {}", read.text);
+        let refused = with_token(&app, "garbage", "GET", "/ngsi-ld/v1/entities/x").await;
+        assert_eq!(refused.status, 401, "{backend}");
+
+        // The key is public and the same as the published one.
+        let key = app.get("/audit/v1/key", None).await;
+        assert_eq!(key.status, 200, "{backend}: {}", key.text);
+        assert_eq!(key.text.trim(), audit_key(&app).await, "{backend}");
+
+        let note = checkpoint_covering(&app, &auditor, 3).await;
+        let verifier = Verifier::from_vkey(&audit_key(&app).await).expect("a vkey");
+        let checkpoint = open_checkpoint(&note, &verifier, ORIGIN).expect("signed");
+        let (size, root) = (checkpoint.size(), *checkpoint.root());
+        let get = |path: String| {
+            let (app, auditor) = (&app, &auditor);
+            async move { with_token(app, auditor, "GET", &path).await }
+        };
+
+        for index in [0, size / 2, size - 1] {
+            let reply = get(format!(
+                "/audit/v1/proof/inclusion?index={index}&treeSize={size}"
+            ))
+            .await;
+            assert_eq!(reply.status, 200, "{backend}: {}", reply.text);
+            let body = reply.json();
+            assert_eq!(body["treeSize"], size, "{backend}");
+            assert_eq!(body["checkpoint"], note.as_str(), "{backend}");
+            let leaf = hash(&body["leafHash"]);
+            verify_inclusion(&leaf, index, size, &hashes(&body["proof"]), &root)
+                .unwrap_or_else(|error| panic!("{backend}: leaf {index}: {error}"));
+            // The same leaf, found by its hash (hex).
+            let hex: String = leaf.iter().map(|b| format!("{b:02x}")).collect();
+            let by_hash = get(format!(
+                "/audit/v1/proof/inclusion?hash={hex}&treeSize={size}"
+            ))
+            .await;
+            assert_eq!(by_hash.status, 200, "{backend}: {}", by_hash.text);
+            assert_eq!(by_hash.json()["leafIndex"], index, "{backend}");
+        }
+        let entries = get(format!("/audit/v1/entries?start=0&end={size}")).await;
+        assert_eq!(entries.status, 200, "{backend}: {}", entries.text);
+        let entries = entries.json();
+        let listed = entries["entries"].as_array().expect("entries");
+        assert!(listed.len() as u64 >= size, "{backend}");
+        for item in listed {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(item["entry"].as_str().expect("base64"))
+                .expect("base64");
+            assert_eq!(
+                civitas_audit::merkle::leaf_hash(&bytes),
+                hash(&item["leafHash"]),
+                "{backend}"
+            );
+            Record::from_entry(&bytes).expect("a record");
+        }
+        let older = open_checkpoint(
+            &checkpoint_covering(&app, &auditor, size + 1).await,
+            &verifier,
+            ORIGIN,
+        )
+        .expect("signed");
+        let reply = get(format!(
+            "/audit/v1/proof/consistency?from={size}&to={}",
+            older.size()
+        ))
+        .await;
+        assert_eq!(reply.status, 200, "{backend}: {}", reply.text);
+        verify_consistency(
+            size,
+            older.size(),
+            &root,
+            older.root(),
+            &hashes(&reply.json()["proof"]),
+        )
+        .unwrap_or_else(|error| panic!("{backend}: {error}"));
+
+        // Bad requests are ProblemDetails, never proofs.
+        for (path, status) in [
+            (
+                format!("/audit/v1/proof/inclusion?index={size}&treeSize={size}"),
+                400,
+            ),
+            ("/audit/v1/proof/inclusion?hash=zz".to_owned(), 400),
+            ("/audit/v1/proof/inclusion?index=0&hash=00".to_owned(), 400),
+            (
+                format!("/audit/v1/proof/inclusion?hash={}", "00".repeat(32)),
+                404,
+            ),
+            ("/audit/v1/proof/consistency?from=3&to=2".to_owned(), 400),
+            ("/audit/v1/proof/consistency?to=2".to_owned(), 400),
+            (
+                "/audit/v1/proof/consistency?from=1&to=999999".to_owned(),
+                404,
+            ),
+            ("/audit/v1/records?decision=maybe".to_owned(), 400),
+            ("/audit/v1/records?since=yesterday".to_owned(), 400),
+            ("/audit/v1/records?limit=0".to_owned(), 400),
+            ("/audit/v1/records?color=red".to_owned(), 400),
+        ] {
+            let reply = get(path.clone()).await;
+            assert_eq!(reply.status, status, "{backend}: {path}: {}", reply.text);
+            assert!(reply.json()["type"].is_string(), "{backend}: {path}");
+        }
+        let anonymous = app.get("/audit/v1/records", None).await;
+        assert_eq!(anonymous.status, 401, "{backend}: {}", anonymous.text);
+        let not_auditor =
+            with_token(&app, &reader, "GET", "/audit/v1/proof/consistency?from=1").await;
+        assert_eq!(not_auditor.status, 403, "{backend}: {}", not_auditor.text);
+
+        // Listing: by holder, decision and request id, a page at a time.
+        let listing = |query: &'static str| {
+            let get = &get;
+            async move {
+                let reply = get(format!("/audit/v1/records?{query}")).await;
+                assert_eq!(reply.status, 200, "{query}: {}", reply.text);
+                reply.json()
+            }
+        };
+        let by_holder = listing("holder=tester").await;
+        let holder_records = by_holder["records"].as_array().expect("records");
+        // The read; the refused request names no holder (only its token's revocation ids).
+        assert_eq!(holder_records.len(), 1, "{backend}: {by_holder}");
+        assert!(
+            holder_records
+                .iter()
+                .all(|item| item["record"]["event"]["holder"].as_str().is_some()),
+            "{backend}"
+        );
+        let refusals = listing("decision=refused&operation=read").await;
+        assert!(
+            refusals["records"]
+                .as_array()
+                .expect("records")
+                .iter()
+                .any(|item| item["record"]["requestId"] == request_id(&refused)),
+            "{backend}: {refusals}"
+        );
+        let query = format!("/audit/v1/records?requestId={}", request_id(&read));
+        let one = get(query).await.json();
+        assert_eq!(
+            one["records"].as_array().map(Vec::len),
+            Some(1),
+            "{backend}"
+        );
+        assert_eq!(
+            one["records"][0]["record"]["event"]["count"], 1,
+            "{backend}"
+        );
+        let by_entity =
+            get("/audit/v1/records?entity=urn:ngsi-ld:Vehicle:P1&type=Vehicle".to_owned())
+                .await
+                .json();
+        assert_eq!(
+            by_entity["records"].as_array().map(Vec::len),
+            Some(2),
+            "{backend}: the create and the read: {by_entity}"
+        );
+        let mut after = None;
+        let mut paged = Vec::new();
+        for _ in 0..100 {
+            let path = match after {
+                None => "/audit/v1/records?limit=1".to_owned(),
+                Some(after) => format!("/audit/v1/records?limit=1&after={after}"),
+            };
+            let page = get(path).await.json();
+            paged.extend(page["records"].as_array().expect("records").clone());
+            match page["next"].as_u64() {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let indexes: Vec<u64> = paged
+            .iter()
+            .filter_map(|item| item["index"].as_u64())
+            .collect();
+        assert!(indexes.len() as u64 >= size, "{backend}: {indexes:?}");
+        assert!(
+            indexes.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "{backend}: {indexes:?}"
+        );
+    }
+}
