@@ -606,4 +606,45 @@ fn every_acknowledged_request_survives_a_crash() {
     let (code, out, err) = outcome;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("\"verified\":true"), "{out}");
+
+    // The auditor's listing finds one request by its id, and the app's writes by holder.
+    let first = &acknowledged[0];
+    let (code, out, err) = civitas(&[
+        "audit",
+        "log",
+        "--url",
+        &url,
+        "--auth",
+        &auditor,
+        "--request-id",
+        first,
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("a JSON array");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(listed[0]["record"]["requestId"], first.as_str(), "{out}");
+    let (code, out, err) = civitas(&[
+        "audit",
+        "log",
+        "--url",
+        &url,
+        "--auth",
+        &auditor,
+        "--holder",
+        "app",
+        "--operation",
+        "write",
+        "--limit",
+        "3",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "a header, 3 rows and a count: {out}");
+    assert!(lines[0].starts_with("INDEX  TIME"), "{out}");
+    assert!(
+        lines[1..4].iter().all(|row| row.contains(" write ")),
+        "{out}"
+    );
+    assert_eq!(lines[4], "3 record(s)", "{out}");
 }
