@@ -41,5 +41,6 @@ pub mod merkle;
 pub mod note;
 pub mod record;
 pub mod tiles;
+pub mod witness;
 
 pub use error::Error;

@@ -157,6 +157,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut keys = BTreeMap::new();
     let mut tokens = BTreeMap::new();
 
+    // Every connector witnesses the others' audit logs: each log's key is known before any
+    // connector starts (its seed is kept in DIR/keys/<department>.audit).
+    let mut audit_keys = BTreeMap::new();
+    for department in &config.departments {
+        let path = keys_dir.join(format!("{}.audit", department.name));
+        let seed = ensure_audit_seed(&path)
+            .with_context(|| format!("the audit key of {}", department.name))?;
+        let (log_vkey, witness_vkey) =
+            civitas_connector::audit::public_keys(&department.name, &seed)?;
+        audit_keys.insert(department.name.clone(), (path, log_vkey, witness_vkey));
+    }
+
     let mut applications = Vec::new();
     for (index, department) in config.departments.iter().enumerate() {
         let key_path = keys_dir.join(format!("{}.key", department.name));
@@ -190,10 +202,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             ensure_policies(&policies_dir, &department.name)
                 .with_context(|| format!("the policies of {}", department.name))?,
         );
+        if let Some((path, _, _)) = audit_keys.get(&department.name) {
+            settings.audit.key_file = Some(path.clone());
+        }
+        settings.audit.watch = audit_keys
+            .iter()
+            .filter(|(name, _)| **name != department.name)
+            .map(|(_, (_, log_vkey, _))| log_vkey.clone())
+            .collect();
         let application = Application::build(settings).await.with_context(|| {
             format!("starting the {} connector on port {port}", department.name)
         })?;
         applications.push((department.name.clone(), application));
+    }
+    for (name, application) in &applications {
+        for (other, other_application) in &applications {
+            if other == name {
+                continue;
+            }
+            if let Some((_, _, witness_vkey)) = audit_keys.get(other) {
+                application
+                    .audit()
+                    .add_witness(civitas_connector::audit::Witness {
+                        url: other_application.public_url().to_owned(),
+                        verifier: civitas_audit::checkpoint::CosignatureVerifier::from_vkey(
+                            witness_vkey,
+                        )?,
+                    });
+            }
+        }
     }
     let mut connectors = BTreeMap::new();
     let mut servers = Vec::new();
@@ -339,4 +376,18 @@ fn print_tour(
     }
     writeln!(out, "\nPress Ctrl-C to stop.")?;
     out.flush()
+}
+
+/// The seed of a department's audit log in `path` (64 hex digits), created once (mode 0600).
+fn ensure_audit_seed(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    if !path.exists() {
+        use ring::rand::SecureRandom;
+        let mut seed = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+        let hex: String = seed.iter().map(|byte| format!("{byte:02x}")).collect();
+        tokens::write_private(path, &format!("{hex}\n"))?;
+    }
+    Ok(civitas_connector::audit::read_key_file(path)?)
 }

@@ -209,6 +209,11 @@ impl Application {
     }
 
     /// A handle to stop the server from elsewhere.
+    /// The department's audit log (to add witnesses once their addresses are known).
+    pub fn audit(&self) -> &audit::AuditLog {
+        &self.state.audit
+    }
+
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }

@@ -49,6 +49,24 @@ pub struct AuditSettings {
     /// How often a checkpoint is signed when the log grew, in milliseconds.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// The witnesses this log submits its checkpoints to (C2SP tlog-witness): their cosignatures
+    /// are served with the checkpoint.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessSettings>,
+    /// The logs this service witnesses, by their checkpoint key (`origin+keyid+key`; the key's
+    /// name is the log's origin).
+    #[serde(default)]
+    pub watch: Vec<String>,
+}
+
+/// A witness of this service's audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSettings {
+    /// The witnessing service's base URL; checkpoints go to `URL/audit/v1/witness/add-checkpoint`.
+    pub url: String,
+    /// The witness's cosignature key (its `witnessKey` at `/.well-known/civitas`).
+    pub vkey: String,
 }
 
 impl Default for AuditSettings {
@@ -56,6 +74,8 @@ impl Default for AuditSettings {
         AuditSettings {
             key_file: None,
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            witnesses: Vec::new(),
+            watch: Vec::new(),
         }
     }
 }

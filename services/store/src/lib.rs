@@ -416,6 +416,45 @@ impl Store {
         })
     }
 
+    /// The latest checkpoint this service witnessed of the log `origin`: its size and note.
+    pub async fn audit_witnessed(&self, origin: &str) -> Result<Option<(u64, String)>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_witnessed::<Db>(&mut connection, origin).await
+        })
+    }
+
+    /// Remembers the checkpoint `note` (of `size` entries) of the log `origin` as witnessed.
+    pub async fn audit_put_witnessed(
+        &self,
+        origin: &str,
+        size: u64,
+        note: &str,
+    ) -> Result<(), Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::audit_put_witnessed::<Db>(&mut connection, origin, size, note).await
+        })
+    }
+
+    /// Stores a witness's cosignature line for the checkpoint of `log` at `size`.
+    pub async fn audit_put_cosignature(
+        &self,
+        log: &str,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::audit_put_cosignature::<Db>(&mut connection, log, size, witness, line).await
+        })
+    }
+
+    /// The cosignature lines stored for the checkpoint of `log` at `size`.
+    pub async fn audit_cosignatures(&self, log: &str, size: u64) -> Result<Vec<String>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::audit_cosignatures::<Db>(&mut connection, log, size).await
+        })
+    }
+
     /// The lowest index of `log` whose leaf hash is `hash`, if any (a scan of the log's leaves).
     pub async fn audit_leaf_index(&self, log: &str, hash: &[u8; 32]) -> Result<Option<u64>, Error> {
         on_pool!(self.readers(), |connection, Db| {

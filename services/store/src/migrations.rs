@@ -37,6 +37,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "audit keys",
         include_str!("../migrations/sqlite/0005_audit_keys.sql"),
     ),
+    (
+        6,
+        "audit witness",
+        include_str!("../migrations/sqlite/0006_audit_witness.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -64,6 +69,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         5,
         "audit keys",
         include_str!("../migrations/postgres/0005_audit_keys.sql"),
+    ),
+    (
+        6,
+        "audit witness",
+        include_str!("../migrations/postgres/0006_audit_witness.sql"),
     ),
 ];
 

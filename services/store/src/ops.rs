@@ -1024,6 +1024,97 @@ where
     .transpose()
 }
 
+/// The latest checkpoint witnessed of the log `origin`: its size and note.
+pub(crate) async fn audit_witnessed<DB: Sql>(
+    connection: &mut DB::Connection,
+    origin: &str,
+) -> Result<Option<(u64, String)>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("SELECT note FROM audit_witnessed WHERE origin = ");
+    DB::push_text(&mut query, origin);
+    let Some(row) = query.build().fetch_optional(&mut *connection).await? else {
+        return Ok(None);
+    };
+    let note = DB::first_text(&row)?;
+    let mut query = QueryBuilder::new("SELECT size FROM audit_witnessed WHERE origin = ");
+    DB::push_text(&mut query, origin);
+    let row = query.build().fetch_one(&mut *connection).await?;
+    let size = DB::first_integer(&row)?;
+    let size = u64::try_from(size)
+        .map_err(|_| Error::Corrupt(format!("witnessed size {size} of {origin}")))?;
+    Ok(Some((size, note)))
+}
+
+/// Records that the checkpoint `note` of size `size` of the log `origin` was witnessed,
+/// replacing the one before.
+pub(crate) async fn audit_put_witnessed<DB: Sql>(
+    connection: &mut DB::Connection,
+    origin: &str,
+    size: u64,
+    note: &str,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("INSERT INTO audit_witnessed (origin, size, note) VALUES (");
+    DB::push_text(&mut query, origin);
+    query.push(", ");
+    DB::push_integer(&mut query, audit_index(size)?);
+    query.push(", ");
+    DB::push_text(&mut query, note);
+    query.push(") ON CONFLICT (origin) DO UPDATE SET size = excluded.size, note = excluded.note");
+    query.build().execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// Stores the cosignature line `witness` returned for the checkpoint of `log` at `size`; a
+/// second line from the same witness for the same checkpoint is ignored.
+pub(crate) async fn audit_put_cosignature<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    size: u64,
+    witness: &str,
+    line: &str,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query =
+        QueryBuilder::new("INSERT INTO audit_cosignatures (log, size, witness, line) VALUES (");
+    DB::push_text(&mut query, log);
+    query.push(", ");
+    DB::push_integer(&mut query, audit_index(size)?);
+    query.push(", ");
+    DB::push_text(&mut query, witness);
+    query.push(", ");
+    DB::push_text(&mut query, line);
+    query.push(") ON CONFLICT (log, size, witness) DO NOTHING");
+    query.build().execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// The cosignature lines stored for the checkpoint of `log` at `size`, by witness name.
+pub(crate) async fn audit_cosignatures<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    size: u64,
+) -> Result<Vec<String>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("SELECT line FROM audit_cosignatures WHERE log = ");
+    DB::push_text(&mut query, log);
+    query.push(" AND size = ");
+    DB::push_integer(&mut query, audit_index(size)?);
+    query.push(" ORDER BY witness");
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| DB::first_text(row).map_err(Error::from))
+        .collect()
+}
+
 /// The seed stored for `log`, storing `candidate` first if there is none.
 pub(crate) async fn audit_key_seed<DB: Sql>(
     connection: &mut DB::Connection,

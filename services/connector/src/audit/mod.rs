@@ -13,6 +13,11 @@
 //! first start and kept in the store so restarts keep it. The pseudonymizer's secret is derived
 //! from the seed (SHA-256 of a fixed label and the seed) and is never the seed itself.
 //!
+//! **Witnesses.** The checkpointer submits every checkpoint to the witnesses it is given (C2SP
+//! tlog-witness, `civitas_audit::witness`) and stores their cosignatures, which are served with
+//! the checkpoint. The other way round, the service witnesses the logs it is told to watch
+//! (`crate::witness`), cosigning with a key derived from the log's seed under another label.
+//!
 //! One connector process appends to a log at a time; another writer is detected by the store
 //! (`AuditConflict`) and makes the appender reload its view of the tree.
 
@@ -20,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use civitas_audit::checkpoint::CosignatureVerifier;
 use civitas_audit::merkle::{self, Hash, HashReader, Subtree, leaf_hash, node_hash};
 use civitas_audit::note::{SEED_LEN, Signer, Verifier};
 use civitas_audit::record::{Pseudonymizer, Record};
@@ -40,6 +46,9 @@ pub const MAX_BATCH: usize = 1000;
 /// Records waiting for the appender; senders wait when this many are queued.
 const QUEUE: usize = 4 * MAX_BATCH;
 
+/// The label the witness key's seed is derived under.
+const WITNESS_LABEL: &[u8] = b"civitas audit witness v1\n";
+
 /// The label the pseudonymizer's secret is derived under.
 const PSEUDONYM_LABEL: &[u8] = b"civitas audit pseudonyms v1\n";
 
@@ -52,7 +61,7 @@ pub enum SetupError {
         source: std::io::Error,
     },
     #[error("the audit key file {0} must hold 64 hexadecimal digits (a 32-byte seed)")]
-    BadKey(std::path::PathBuf),
+    BadKeyFile(std::path::PathBuf),
     #[error("cannot generate the audit key: {0}")]
     Random(String),
     #[error(transparent)]
@@ -61,6 +70,19 @@ pub enum SetupError {
     Audit(#[from] civitas_audit::Error),
     #[error("the stored audit log {log} lacks the hash of subtree {level}/{index}")]
     MissingHash { log: String, level: u8, index: u64 },
+    #[error("{0:?} is not a verifier key (origin+keyid+base64)")]
+    BadKey(String),
+    #[error(transparent)]
+    Proof(#[from] proofs::ProofError),
+}
+
+/// A witness this log submits its checkpoints to.
+#[derive(Clone, Debug)]
+pub struct Witness {
+    /// The witnessing service's base URL.
+    pub url: String,
+    /// Its cosignature key.
+    pub verifier: CosignatureVerifier,
 }
 
 /// Why a record was not stored.
@@ -84,6 +106,14 @@ pub struct AuditLog {
     pseudonymizer: Pseudonymizer,
     verifier: Verifier,
     store: Store,
+    /// Cosigns the checkpoints of the logs this service watches.
+    witness_signer: Signer,
+    /// The logs this service watches, by origin.
+    watched: std::sync::RwLock<HashMap<String, Verifier>>,
+    /// One witnessing decision at a time (each reads and replaces the remembered checkpoint).
+    witnessing: tokio::sync::Mutex<()>,
+    /// The witnesses this log submits to (shared with the checkpointer).
+    witnesses: Arc<std::sync::RwLock<Vec<Witness>>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -112,6 +142,24 @@ impl AuditLog {
         let signer = Signer::from_seed(&origin, &seed)?;
         let verifier = signer.verifier();
         let pseudonymizer = Pseudonymizer::new(&pseudonym_secret(&seed));
+        let witness_signer = Signer::from_seed(
+            &format!("{origin}/witness"),
+            &derived_seed(WITNESS_LABEL, &seed),
+        )?;
+        let mut watched = HashMap::new();
+        for vkey in &settings.watch {
+            let log = Verifier::from_vkey(vkey).map_err(|_| SetupError::BadKey(vkey.clone()))?;
+            watched.insert(log.name().to_owned(), log);
+        }
+        let mut witnesses = Vec::new();
+        for witness in &settings.witnesses {
+            witnesses.push(Witness {
+                url: witness.url.trim_end_matches('/').to_owned(),
+                verifier: CosignatureVerifier::from_vkey(&witness.vkey)
+                    .map_err(|_| SetupError::BadKey(witness.vkey.clone()))?,
+            });
+        }
+        let witnesses = Arc::new(std::sync::RwLock::new(witnesses));
         let tree = Tree::load(&store, &name).await?;
         let latest = store.audit_latest_checkpoint(&name).await?;
         let (heads, head) = watch::channel((tree.size, tree.root()));
@@ -131,6 +179,12 @@ impl AuditLog {
             clock,
             signed: latest.map(|(size, _)| size),
             interval: Duration::from_millis(settings.checkpoint_interval_ms.max(1)),
+            witnesses: witnesses.clone(),
+            accepted: HashMap::new(),
+            client: reqwest::Client::builder()
+                .timeout(checkpointer::WITNESS_TIMEOUT)
+                .build()
+                .map_err(|error| SetupError::Random(format!("no HTTP client: {error}")))?,
         };
         tokio::spawn(checkpointer.run(head));
         Ok(AuditLog {
@@ -140,6 +194,10 @@ impl AuditLog {
             pseudonymizer,
             verifier,
             store,
+            witness_signer,
+            watched: std::sync::RwLock::new(watched),
+            witnessing: tokio::sync::Mutex::new(()),
+            witnesses,
         })
     }
 
@@ -156,6 +214,54 @@ impl AuditLog {
     /// The key its checkpoints are signed with.
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// The key this service cosigns other logs' checkpoints with.
+    pub fn witness_signer(&self) -> &Signer {
+        &self.witness_signer
+    }
+
+    /// The key of the watched log `origin`, if this service watches it.
+    pub fn watched(&self, origin: &str) -> Option<Verifier> {
+        self.watched
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(origin)
+            .cloned()
+    }
+
+    /// Starts watching the log whose checkpoint key is `log`.
+    pub fn watch(&self, log: Verifier) {
+        self.watched
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(log.name().to_owned(), log);
+    }
+
+    /// Adds a witness to submit checkpoints to.
+    pub fn add_witness(&self, witness: Witness) {
+        self.witnesses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(witness);
+    }
+
+    /// Held while a witnessing decision reads and replaces what was witnessed.
+    pub(crate) fn witnessing(&self) -> &tokio::sync::Mutex<()> {
+        &self.witnessing
+    }
+
+    /// The latest checkpoint with the cosignatures stored for it: its size and note.
+    pub async fn latest_cosigned_checkpoint(
+        &self,
+    ) -> Result<Option<(u64, String)>, civitas_store::Error> {
+        let Some((size, mut note)) = self.store.audit_latest_checkpoint(&self.name).await? else {
+            return Ok(None);
+        };
+        for line in self.store.audit_cosignatures(&self.name, size).await? {
+            note.push_str(&line);
+        }
+        Ok(Some((size, note)))
     }
 
     /// Where the log is kept (read by the `/audit/v1` routes).
@@ -185,7 +291,7 @@ fn read_seed(path: &std::path::Path) -> Result<[u8; SEED_LEN], SetupError> {
         path: path.to_owned(),
         source,
     })?;
-    parse_hex_seed(text.trim()).ok_or_else(|| SetupError::BadKey(path.to_owned()))
+    parse_hex_seed(text.trim()).ok_or_else(|| SetupError::BadKeyFile(path.to_owned()))
 }
 
 fn parse_hex_seed(hex: &str) -> Option<[u8; SEED_LEN]> {
@@ -211,12 +317,38 @@ fn random_seed() -> Result<[u8; SEED_LEN], SetupError> {
 
 /// The pseudonymizer's secret: SHA-256 of a fixed label and the seed.
 fn pseudonym_secret(seed: &[u8; SEED_LEN]) -> [u8; 32] {
+    derived_seed(PSEUDONYM_LABEL, seed)
+}
+
+/// SHA-256 of `label` and `seed`: a secret for another purpose, from which the seed cannot be
+/// recovered.
+fn derived_seed(label: &[u8], seed: &[u8; SEED_LEN]) -> [u8; 32] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(PSEUDONYM_LABEL);
+    context.update(label);
     context.update(seed);
     let mut secret = [0; 32];
     secret.copy_from_slice(context.finish().as_ref());
     secret
+}
+
+/// The checkpoint key (vkey) and witness cosignature key (vkey) of the log of `department` whose
+/// seed is `seed`: what other services are configured with to watch it and to submit to it.
+pub fn public_keys(
+    department: &str,
+    seed: &[u8; SEED_LEN],
+) -> Result<(String, String), SetupError> {
+    let origin = format!("civitas/{department}");
+    let log = Signer::from_seed(&origin, seed)?.verifier().to_vkey();
+    let witness = Signer::from_seed(
+        &format!("{origin}/witness"),
+        &derived_seed(WITNESS_LABEL, seed),
+    )?;
+    Ok((log, CosignatureVerifier::of(&witness).to_vkey()))
+}
+
+/// Reads a key file: the seed of an audit log.
+pub fn read_key_file(path: &std::path::Path) -> Result<[u8; SEED_LEN], SetupError> {
+    read_seed(path)
 }
 
 /// The appender's view of the tree: its size and frontier hashes.

@@ -65,11 +65,17 @@ async fn latest(state: &AppState) -> Result<(u64, String), Problem> {
         .ok_or_else(|| Problem::not_found("the audit log has no checkpoint yet"))
 }
 
-/// `GET /audit/v1/checkpoint`: the latest signed checkpoint (a C2SP signed note).
+/// `GET /audit/v1/checkpoint`: the latest signed checkpoint (a C2SP signed note), with the
+/// cosignatures its witnesses returned.
 async fn checkpoint(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &[])?;
     authorize_whole(&state, &req, Operation::Audit).await?;
-    let (_, note) = latest(&state).await?;
+    let (_, note) = state
+        .audit
+        .latest_cosigned_checkpoint()
+        .await
+        .map_err(|error| Problem::internal(&error))?
+        .ok_or_else(|| Problem::not_found("the audit log has no checkpoint yet"))?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("cache-control", "no-cache"))

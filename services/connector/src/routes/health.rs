@@ -39,5 +39,6 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "publicKeys": state.settings.auth.public_key.iter().collect::<Vec<_>>(),
         "auditKey": state.audit.verifier().to_vkey(),
         "auditOrigin": state.audit.origin(),
+        "witnessKey": civitas_audit::checkpoint::CosignatureVerifier::of(state.audit.witness_signer()).to_vkey(),
     }))
 }

@@ -7,6 +7,7 @@ mod entities;
 mod entity_operations;
 mod health;
 mod jsonld_contexts;
+mod witness;
 
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(health::configure)
     .configure(admin::configure)
     .configure(audit::configure)
+    .configure(witness::configure)
     .default_service(web::to(unknown_path));
 }
 

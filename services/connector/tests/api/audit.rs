@@ -26,6 +26,11 @@ fn mint(spec: &TokenSpec) -> String {
     issue(&root_key(), spec, now).expect("the token is issued")
 }
 
+/// A token with the audit right, for other test modules.
+pub fn auditor_token() -> String {
+    auditor()
+}
+
 fn auditor() -> String {
     mint(&TokenSpec {
         holder: "auditor".into(),

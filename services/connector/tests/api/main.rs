@@ -10,3 +10,4 @@ mod errors;
 mod helpers;
 mod query;
 mod remote_contexts;
+mod witness;
