@@ -208,12 +208,12 @@ impl Application {
         self.server.await
     }
 
-    /// A handle to stop the server from elsewhere.
     /// The department's audit log (to add witnesses once their addresses are known).
     pub fn audit(&self) -> &audit::AuditLog {
         &self.state.audit
     }
 
+    /// A handle to stop the server from elsewhere.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }

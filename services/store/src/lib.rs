@@ -423,15 +423,17 @@ impl Store {
         })
     }
 
-    /// Remembers the checkpoint `note` (of `size` entries) of the log `origin` as witnessed.
+    /// Remembers the checkpoint `note` (of `size` entries) of the log `origin` as witnessed, if
+    /// the size remembered is still `expected` (`None`: nothing yet); whether it did.
     pub async fn audit_put_witnessed(
         &self,
         origin: &str,
+        expected: Option<u64>,
         size: u64,
         note: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         on_pool!(self.writer(), |connection, Db| {
-            ops::audit_put_witnessed::<Db>(&mut connection, origin, size, note).await
+            ops::audit_put_witnessed::<Db>(&mut connection, origin, expected, size, note).await
         })
     }
 

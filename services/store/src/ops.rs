@@ -1032,29 +1032,27 @@ pub(crate) async fn audit_witnessed<DB: Sql>(
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    let mut query = QueryBuilder::new("SELECT note FROM audit_witnessed WHERE origin = ");
+    let mut query = QueryBuilder::new("SELECT size, note FROM audit_witnessed WHERE origin = ");
     DB::push_text(&mut query, origin);
     let Some(row) = query.build().fetch_optional(&mut *connection).await? else {
         return Ok(None);
     };
-    let note = DB::first_text(&row)?;
-    let mut query = QueryBuilder::new("SELECT size FROM audit_witnessed WHERE origin = ");
-    DB::push_text(&mut query, origin);
-    let row = query.build().fetch_one(&mut *connection).await?;
-    let size = DB::first_integer(&row)?;
+    let (size, note) = DB::integer_and_text(&row)?;
     let size = u64::try_from(size)
         .map_err(|_| Error::Corrupt(format!("witnessed size {size} of {origin}")))?;
     Ok(Some((size, note)))
 }
 
-/// Records that the checkpoint `note` of size `size` of the log `origin` was witnessed,
-/// replacing the one before.
+/// Records that the checkpoint `note` of size `size` of the log `origin` was witnessed, replacing
+/// the one before, if the size remembered is still `expected` (`None`: nothing yet). Whether it
+/// was recorded: one statement, so two witnessing processes cannot both replace the same state.
 pub(crate) async fn audit_put_witnessed<DB: Sql>(
     connection: &mut DB::Connection,
     origin: &str,
+    expected: Option<u64>,
     size: u64,
     note: &str,
-) -> Result<(), Error>
+) -> Result<bool, Error>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
@@ -1064,9 +1062,17 @@ where
     DB::push_integer(&mut query, audit_index(size)?);
     query.push(", ");
     DB::push_text(&mut query, note);
-    query.push(") ON CONFLICT (origin) DO UPDATE SET size = excluded.size, note = excluded.note");
-    query.build().execute(&mut *connection).await?;
-    Ok(())
+    if let Some(expected) = expected {
+        query.push(
+            ") ON CONFLICT (origin) DO UPDATE SET size = excluded.size, note = excluded.note \
+             WHERE audit_witnessed.size = ",
+        );
+        DB::push_integer(&mut query, audit_index(expected)?);
+    } else {
+        query.push(") ON CONFLICT (origin) DO NOTHING");
+    }
+    let result = query.build().execute(&mut *connection).await?;
+    Ok(DB::rows_affected(&result) == 1)
 }
 
 /// Stores the cosignature line `witness` returned for the checkpoint of `log` at `size`; a

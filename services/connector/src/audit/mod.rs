@@ -16,7 +16,7 @@
 //! **Witnesses.** The checkpointer submits every checkpoint to the witnesses it is given (C2SP
 //! tlog-witness, `civitas_audit::witness`) and stores their cosignatures, which are served with
 //! the checkpoint. The other way round, the service witnesses the logs it is told to watch
-//! (`crate::witness`), cosigning with a key derived from the log's seed under another label.
+//! (`routes::witness`), cosigning with a key derived from the log's seed under another label.
 //!
 //! One connector process appends to a log at a time; another writer is detected by the store
 //! (`AuditConflict`) and makes the appender reload its view of the tree.
@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 mod checkpointer;
 pub mod proofs;
 
-use checkpointer::Checkpointer;
+use checkpointer::{Checkpointer, Cosigners};
 
 use crate::clock::Clock;
 use crate::settings::AuditSettings;
@@ -74,6 +74,8 @@ pub enum SetupError {
     BadKey(String),
     #[error(transparent)]
     Proof(#[from] proofs::ProofError),
+    #[error("cannot build the HTTP client for the log's witnesses: {0}")]
+    WitnessClient(reqwest::Error),
 }
 
 /// A witness this log submits its checkpoints to.
@@ -109,11 +111,11 @@ pub struct AuditLog {
     /// Cosigns the checkpoints of the logs this service watches.
     witness_signer: Signer,
     /// The logs this service watches, by origin.
-    watched: std::sync::RwLock<HashMap<String, Verifier>>,
+    watched: HashMap<String, Verifier>,
     /// One witnessing decision at a time (each reads and replaces the remembered checkpoint).
     witnessing: tokio::sync::Mutex<()>,
-    /// The witnesses this log submits to (shared with the checkpointer).
-    witnesses: Arc<std::sync::RwLock<Vec<Witness>>>,
+    /// Starts the task that submits this log's checkpoints to a witness.
+    cosigners: Cosigners,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -159,9 +161,20 @@ impl AuditLog {
                     .map_err(|_| SetupError::BadKey(witness.vkey.clone()))?,
             });
         }
-        let witnesses = Arc::new(std::sync::RwLock::new(witnesses));
         let tree = Tree::load(&store, &name).await?;
         let latest = store.audit_latest_checkpoint(&name).await?;
+        let interval = Duration::from_millis(settings.checkpoint_interval_ms.max(1));
+        let (published, checkpoints) = watch::channel(latest.clone());
+        let cosigners = Cosigners::new(
+            store.clone(),
+            name.clone(),
+            verifier.clone(),
+            checkpoints,
+            interval,
+        )?;
+        for witness in witnesses {
+            cosigners.spawn(witness);
+        }
         let (heads, head) = watch::channel((tree.size, tree.root()));
         let (sender, receiver) = mpsc::channel(QUEUE);
         let appender = Appender {
@@ -178,13 +191,8 @@ impl AuditLog {
             signer,
             clock,
             signed: latest.map(|(size, _)| size),
-            interval: Duration::from_millis(settings.checkpoint_interval_ms.max(1)),
-            witnesses: witnesses.clone(),
-            accepted: HashMap::new(),
-            client: reqwest::Client::builder()
-                .timeout(checkpointer::WITNESS_TIMEOUT)
-                .build()
-                .map_err(|error| SetupError::Random(format!("no HTTP client: {error}")))?,
+            interval,
+            published,
         };
         tokio::spawn(checkpointer.run(head));
         Ok(AuditLog {
@@ -195,9 +203,9 @@ impl AuditLog {
             verifier,
             store,
             witness_signer,
-            watched: std::sync::RwLock::new(watched),
+            watched,
             witnessing: tokio::sync::Mutex::new(()),
-            witnesses,
+            cosigners,
         })
     }
 
@@ -222,28 +230,14 @@ impl AuditLog {
     }
 
     /// The key of the watched log `origin`, if this service watches it.
-    pub fn watched(&self, origin: &str) -> Option<Verifier> {
-        self.watched
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(origin)
-            .cloned()
+    pub fn watched(&self, origin: &str) -> Option<&Verifier> {
+        self.watched.get(origin)
     }
 
-    /// Starts watching the log whose checkpoint key is `log`.
-    pub fn watch(&self, log: Verifier) {
-        self.watched
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(log.name().to_owned(), log);
-    }
-
-    /// Adds a witness to submit checkpoints to.
+    /// Adds a witness to submit checkpoints to (for witnesses whose address is known only once
+    /// they listen, as in `civitas up`); it gets the latest checkpoint at once.
     pub fn add_witness(&self, witness: Witness) {
-        self.witnesses
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(witness);
+        self.cosigners.spawn(witness);
     }
 
     /// Held while a witnessing decision reads and replaces what was witnessed.
@@ -359,18 +353,7 @@ struct Tree {
 
 impl HashReader for Tree {
     fn read_hashes(&self, subtrees: &[Subtree]) -> Result<Vec<Hash>, civitas_audit::Error> {
-        subtrees
-            .iter()
-            .map(|subtree| {
-                self.frontier
-                    .get(subtree)
-                    .copied()
-                    .ok_or(civitas_audit::Error::MissingHash {
-                        level: subtree.level,
-                        index: subtree.index,
-                    })
-            })
-            .collect()
+        proofs::read_known(&self.frontier, subtrees)
     }
 }
 

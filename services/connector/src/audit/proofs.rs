@@ -103,19 +103,27 @@ struct Fetched(HashMap<Subtree, Hash>);
 
 impl HashReader for Fetched {
     fn read_hashes(&self, subtrees: &[Subtree]) -> Result<Vec<Hash>, civitas_audit::Error> {
-        subtrees
-            .iter()
-            .map(|subtree| {
-                self.0
-                    .get(subtree)
-                    .copied()
-                    .ok_or(civitas_audit::Error::MissingHash {
-                        level: subtree.level,
-                        index: subtree.index,
-                    })
-            })
-            .collect()
+        read_known(&self.0, subtrees)
     }
+}
+
+/// The hashes of `subtrees` from `known`; a missing one is [`civitas_audit::Error::MissingHash`].
+pub(super) fn read_known(
+    known: &HashMap<Subtree, Hash>,
+    subtrees: &[Subtree],
+) -> Result<Vec<Hash>, civitas_audit::Error> {
+    subtrees
+        .iter()
+        .map(|subtree| {
+            known
+                .get(subtree)
+                .copied()
+                .ok_or(civitas_audit::Error::MissingHash {
+                    level: subtree.level,
+                    index: subtree.index,
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
