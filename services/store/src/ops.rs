@@ -758,15 +758,28 @@ where
             )));
         }
     }
-    // A hash already stored may be given again, with the same value.
-    let subtrees: Vec<Subtree> = wanted.keys().copied().collect();
-    let stored = audit_hashes(connection, log, &subtrees).await?;
-    let mut fresh: Vec<(i64, i64, [u8; 32])> = Vec::with_capacity(subtrees.len());
-    for ((&subtree, &hash), stored) in wanted.iter().zip(stored) {
-        match stored {
-            None => fresh.push((i64::from(subtree.0), audit_index(subtree.1)?, hash)),
-            Some(stored) if stored == hash => {}
-            Some(_) => return Err(Error::AuditOverwrite(hash_name(subtree))),
+    // A hash already stored may be given again, with the same value. Only subtrees within the
+    // old size can be stored: one that covers a new entry is stored with that entry, and the
+    // size check above (under the lock) says no entry at or after `first_index` exists. So only
+    // those are looked up, which is none in the appender's usual batch.
+    let mut fresh: Vec<(i64, i64, [u8; 32])> = Vec::with_capacity(wanted.len());
+    let mut old: Vec<(Subtree, [u8; 32])> = Vec::new();
+    for (&subtree, &hash) in &wanted {
+        if is_complete(subtree, first_index) {
+            old.push((subtree, hash));
+        } else {
+            fresh.push((i64::from(subtree.0), audit_index(subtree.1)?, hash));
+        }
+    }
+    if !old.is_empty() {
+        let subtrees: Vec<Subtree> = old.iter().map(|(subtree, _)| *subtree).collect();
+        let stored = audit_hashes(connection, log, &subtrees).await?;
+        for ((subtree, hash), stored) in old.into_iter().zip(stored) {
+            match stored {
+                None => fresh.push((i64::from(subtree.0), audit_index(subtree.1)?, hash)),
+                Some(stored) if stored == hash => {}
+                Some(_) => return Err(Error::AuditOverwrite(hash_name(subtree))),
+            }
         }
     }
 
