@@ -10,7 +10,7 @@ use civitas_audit::merkle::{Hash, leaf_hash};
 use civitas_audit::record::{Decision, Event, Pseudonymizer, Record};
 use civitas_audit::tiles::{Resource, TILE_WIDTH, encode_bundle};
 use civitas_auth::authorizer::Operation;
-use civitas_http::Problem;
+use civitas_http::{Problem, negotiation};
 use serde_json::{Value, json};
 
 use super::{Params, authorize_whole, method_not_allowed};
@@ -358,7 +358,8 @@ async fn checkpoint_size(state: &AppState) -> Result<Option<u64>, Problem> {
 }
 
 /// `GET /audit/v1/records?…`: the records matching every filter given, in log order, a page at a
-/// time (see [`RecordFilter`]); `next` is the index to continue `after`, or null at the end.
+/// time (see [`RecordFilter`] and [`Scan`]); `next` is the index to continue `after`, or null at
+/// the end.
 async fn records(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(
         &req,
@@ -376,7 +377,23 @@ async fn records(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         ],
     )?;
     authorize_whole(&state, &req, Operation::Audit).await?;
-    let filter = RecordFilter::parse(&params, state.audit.pseudonymizer())?;
+    // A short type name is expanded like in NGSI-LD queries: against the Link header's @context,
+    // else the core context. Without a type, no @context is needed.
+    let context = match params.get("type") {
+        Some(_) => Some(
+            state
+                .contexts
+                .resolve(&negotiation::request_context(&req, None)?)
+                .await?,
+        ),
+        None => None,
+    };
+    let filter = RecordFilter::parse(&params, state.audit.pseudonymizer(), |name| {
+        context.as_ref().map_or_else(
+            || name.to_owned(),
+            |context| context.active.expand_name(name),
+        )
+    })?;
     let limit = integer(&params, "limit")?.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(Problem::bad_request(format!(
@@ -388,47 +405,17 @@ async fn records(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         None => 0,
     };
     let size = stored_size(&state).await?;
-    let scan_end = size.min(start.saturating_add(MAX_SCAN));
-    let mut listed = Vec::new();
-    let mut next = None;
-    let mut position = start;
-    'scan: while position < scan_end {
-        let chunk_end = scan_end.min(position + MAX_PAGE);
+    let mut scan = Scan::new(&filter, start, limit, size, MAX_SCAN);
+    while let Some(range) = scan.wanted() {
         let stored = state
             .audit
             .store()
-            .audit_entries(state.audit.name(), position, chunk_end)
+            .audit_entries(state.audit.name(), range.start, range.end)
             .await
             .map_err(|error| Problem::internal(&error))?;
-        for (index, entry) in (position..).zip(&stored) {
-            let record = match Record::from_entry(entry) {
-                Ok(record) => record,
-                Err(error) => {
-                    tracing::error!(%error, index, "an audit entry is not a record");
-                    continue;
-                }
-            };
-            if !filter.matches(&record) {
-                continue;
-            }
-            listed.push(json!({
-                "index": index,
-                "leafHash": BASE64.encode(leaf_hash(entry)),
-                "record": serde_json::from_slice::<Value>(entry).unwrap_or(Value::Null),
-            }));
-            if listed.len() as u64 == limit {
-                if index + 1 < size {
-                    next = Some(index);
-                }
-                break 'scan;
-            }
-        }
-        position = chunk_end;
+        scan.feed(range, &stored);
     }
-    // The scan stopped at its bound with the log going on: continue from where it stopped.
-    if next.is_none() && (listed.len() as u64) < limit && scan_end < size {
-        next = Some(scan_end - 1);
-    }
+    let (listed, next) = scan.finish();
     Ok(json_response(json!({
         "checkpointSize": checkpoint_size(&state).await?,
         "records": listed,
@@ -436,15 +423,100 @@ async fn records(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     })))
 }
 
+/// One `records` request's walk through the log. Entries are fed to it in index order, a chunk
+/// at a time, until the page is full, the request's scan bound is reached or the log ends;
+/// [`Scan::finish`] then says where the next request continues.
+struct Scan<'f> {
+    filter: &'f RecordFilter,
+    limit: u64,
+    /// The next index to read.
+    position: u64,
+    /// Where this request stops reading: the log's size or the scan bound, whichever comes first.
+    end: u64,
+    /// The log's size when the request began.
+    size: u64,
+    listed: Vec<Value>,
+}
+
+impl<'f> Scan<'f> {
+    /// A scan of at most `max_scan` entries from index `start`, for a page of `limit` records.
+    fn new(filter: &'f RecordFilter, start: u64, limit: u64, size: u64, max_scan: u64) -> Self {
+        Scan {
+            filter,
+            limit,
+            position: start,
+            end: size.min(start.saturating_add(max_scan)),
+            size,
+            listed: Vec::new(),
+        }
+    }
+
+    /// The entries to read next (at most a page of them), or `None` once the scan is over.
+    fn wanted(&self) -> Option<std::ops::Range<u64>> {
+        let full = self.listed.len() as u64 >= self.limit;
+        (!full && self.position < self.end)
+            .then(|| self.position..self.end.min(self.position.saturating_add(MAX_PAGE)))
+    }
+
+    /// Reads the entries of `range` (as [`Scan::wanted`] asked for), stopping when the page is
+    /// full. An entry that is not a record is skipped and logged.
+    fn feed(&mut self, range: std::ops::Range<u64>, entries: &[Vec<u8>]) {
+        for (index, entry) in (range.start..range.end).zip(entries) {
+            self.position = index + 1;
+            let record = match Record::from_entry(entry) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::error!(%error, index, "an audit entry is not a record");
+                    continue;
+                }
+            };
+            if !self.filter.matches(&record) {
+                continue;
+            }
+            self.listed.push(json!({
+                "index": index,
+                "leafHash": BASE64.encode(leaf_hash(entry)),
+                "record": serde_json::from_slice::<Value>(entry).unwrap_or(Value::Null),
+            }));
+            if self.listed.len() as u64 >= self.limit {
+                return;
+            }
+        }
+        if (entries.len() as u64) < range.end - range.start {
+            tracing::error!(
+                start = range.start,
+                end = range.end,
+                returned = entries.len(),
+                "the audit log returned fewer entries than it holds"
+            );
+        }
+        // Never read the same entries twice, even if fewer came back than were asked for.
+        self.position = self.position.max(range.end);
+    }
+
+    /// The records listed, and the index to continue `after` when the log goes on beyond what
+    /// was read (`None` when the scan reached the end of the log).
+    fn finish(self) -> (Vec<Value>, Option<u64>) {
+        let next = if self.position < self.size {
+            self.position.checked_sub(1)
+        } else {
+            None
+        };
+        (self.listed, next)
+    }
+}
+
 /// The filters of a record listing; every one given must hold.
 #[derive(Debug, Default)]
 struct RecordFilter {
     /// The holder's pseudonym.
     holder: Option<String>,
-    /// An entity id's pseudonym.
+    /// An entity id's pseudonym. Records that name more entities than they list (only a digest
+    /// of their ids) never match.
     entity: Option<String>,
     /// An expanded entity type.
     entity_type: Option<String>,
+    /// `read`, `write`, `admin` or `audit`.
     operation: Option<String>,
     /// `Some(true)`: allowed only; `Some(false)`: refused only.
     allowed: Option<bool>,
@@ -455,11 +527,22 @@ struct RecordFilter {
     until: Option<i64>,
 }
 
-/// Where the core context puts terms it does not define (a short type name is expanded there).
-const DEFAULT_VOCABULARY: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
+/// The operations a record can name.
+const OPERATIONS: [Operation; 4] = [
+    Operation::Read,
+    Operation::Write,
+    Operation::Admin,
+    Operation::Audit,
+];
 
 impl RecordFilter {
-    fn parse(params: &Params, pseudonymizer: &Pseudonymizer) -> Result<RecordFilter, Problem> {
+    /// The filter of a listing's parameters: holder and entity become their pseudonyms, and a
+    /// type name is expanded with `expand` (an absolute IRI stays as it is).
+    fn parse(
+        params: &Params,
+        pseudonymizer: &Pseudonymizer,
+        expand: impl Fn(&str) -> String,
+    ) -> Result<RecordFilter, Problem> {
         let time = |name: &str| -> Result<Option<i64>, Problem> {
             params
                 .get(name)
@@ -484,19 +567,38 @@ impl RecordFilter {
                 )));
             }
         };
+        let operation = params
+            .get("operation")
+            .map(|value| {
+                OPERATIONS
+                    .iter()
+                    .map(|operation| operation.name())
+                    .find(|name| *name == value)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!(
+                            "operation must be read, write, admin or audit, not {value:?}"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let entity_type = params
+            .get("type")
+            .map(|name| {
+                if name.is_empty() {
+                    Err(Problem::bad_request("type must not be empty"))
+                } else {
+                    Ok(expand(name))
+                }
+            })
+            .transpose()?;
         Ok(RecordFilter {
             holder: params
                 .get("holder")
                 .map(|name| pseudonymizer.pseudonym(name)),
             entity: params.get("entity").map(|id| pseudonymizer.pseudonym(id)),
-            entity_type: params.get("type").map(|name| {
-                if name.contains(':') {
-                    name.to_owned()
-                } else {
-                    format!("{DEFAULT_VOCABULARY}{name}")
-                }
-            }),
-            operation: params.get("operation").map(str::to_owned),
+            entity_type,
+            operation,
             allowed,
             request_id: params.get("requestId").map(str::to_owned),
             since: time("since")?,
@@ -532,6 +634,9 @@ impl RecordFilter {
 mod tests {
     use super::*;
     use civitas_audit::record::{Access, FORMAT_VERSION};
+
+    /// Where the core context puts the names it does not define.
+    const DEFAULT_VOCABULARY: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
 
     fn record(holder: Option<&str>, decision: Decision, time: i64) -> Record {
         Record {
@@ -581,6 +686,13 @@ mod tests {
         );
         check(
             RecordFilter {
+                allowed: Some(true),
+                ..RecordFilter::default()
+            },
+            &[10, 20],
+        );
+        check(
+            RecordFilter {
                 since: Some(20),
                 until: Some(30),
                 ..RecordFilter::default()
@@ -605,6 +717,20 @@ mod tests {
         );
         check(
             RecordFilter {
+                entity: Some("h:bus".to_owned()),
+                ..RecordFilter::default()
+            },
+            &[],
+        );
+        check(
+            RecordFilter {
+                request_id: Some("r20".to_owned()),
+                ..RecordFilter::default()
+            },
+            &[20],
+        );
+        check(
+            RecordFilter {
                 request_id: Some("r20".to_owned()),
                 operation: Some("write".to_owned()),
                 ..RecordFilter::default()
@@ -613,16 +739,227 @@ mod tests {
         );
     }
 
+    fn params(query: &str) -> Params {
+        let req = actix_web::test::TestRequest::get()
+            .uri(&format!("/audit/v1/records?{query}"))
+            .to_http_request();
+        Params::parse(
+            &req,
+            &[
+                "holder",
+                "entity",
+                "type",
+                "operation",
+                "decision",
+                "requestId",
+                "since",
+                "until",
+            ],
+        )
+        .expect("known parameters")
+    }
+
+    fn parsed(query: &str) -> Result<RecordFilter, Problem> {
+        let pseudonymizer = Pseudonymizer::new(&[9; 32]);
+        RecordFilter::parse(&params(query), &pseudonymizer, |name| {
+            if name.contains(':') {
+                name.to_owned()
+            } else {
+                format!("{DEFAULT_VOCABULARY}{name}")
+            }
+        })
+    }
+
+    #[test]
+    fn parameters_become_filters() {
+        let pseudonymizer = Pseudonymizer::new(&[9; 32]);
+        let filter = parsed(
+            "holder=alice&entity=urn:ngsi-ld:Vehicle:A&type=Vehicle&operation=write\
+             &decision=refused&requestId=r1\
+             &since=2026-01-01T00:00:00Z&until=2026-01-01T01:00:00%2B01:00",
+        )
+        .expect("valid");
+        assert_eq!(filter.holder, Some(pseudonymizer.pseudonym("alice")));
+        assert_eq!(
+            filter.entity,
+            Some(pseudonymizer.pseudonym("urn:ngsi-ld:Vehicle:A"))
+        );
+        assert_eq!(
+            filter.entity_type,
+            Some(format!("{DEFAULT_VOCABULARY}Vehicle"))
+        );
+        assert_eq!(filter.operation.as_deref(), Some("write"));
+        assert_eq!(filter.allowed, Some(false));
+        assert_eq!(filter.request_id.as_deref(), Some("r1"));
+        // Both bounds name the same instant, in two offsets.
+        assert_eq!(filter.since, Some(1_767_225_600_000_000));
+        assert_eq!(filter.until, filter.since);
+        let iri = parsed("type=https://example.org/ns%23Vehicle").expect("valid");
+        assert_eq!(
+            iri.entity_type.as_deref(),
+            Some("https://example.org/ns#Vehicle")
+        );
+        for bad in [
+            "operation=delete",
+            "operation=Read",
+            "decision=maybe",
+            "since=yesterday",
+            "until=2026-01-01",
+            "type=",
+        ] {
+            let problem = parsed(bad).expect_err(bad);
+            assert_eq!(problem.code.status().as_u16(), 400, "{bad}");
+        }
+    }
+
+    /// `count` entries of which every third is refused; entry 4 is not a record.
+    fn log(count: u64) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|index| {
+                if index == 4 {
+                    return b"not a record".to_vec();
+                }
+                let decision = if index % 3 == 0 {
+                    Decision::Refused { status: 403 }
+                } else {
+                    Decision::Allowed
+                };
+                let time = i64::try_from(index).expect("small");
+                record(Some("h:a"), decision, time)
+                    .to_entry()
+                    .expect("encodes")
+            })
+            .collect()
+    }
+
+    /// Runs a scan over `entries` like the handler does: the listed indexes and `next`.
+    fn scan(
+        entries: &[Vec<u8>],
+        filter: &RecordFilter,
+        after: Option<u64>,
+        limit: u64,
+        max_scan: u64,
+    ) -> (Vec<u64>, Option<u64>) {
+        let start = after.map_or(0, |after| after + 1);
+        let size = entries.len() as u64;
+        let mut scan = Scan::new(filter, start, limit, size, max_scan);
+        let mut reads = 0;
+        while let Some(range) = scan.wanted() {
+            assert!(range.end - range.start <= MAX_PAGE, "{range:?}");
+            let chunk = &entries[usize::try_from(range.start).expect("small")
+                ..usize::try_from(range.end).expect("small")];
+            scan.feed(range, chunk);
+            reads += 1;
+            assert!(reads <= 100, "the scan does not end");
+        }
+        let (listed, next) = scan.finish();
+        let indexes = listed
+            .iter()
+            .map(|item| item["index"].as_u64().expect("an index"))
+            .collect();
+        (indexes, next)
+    }
+
+    #[test]
+    fn scans_stop_at_the_page_the_bound_or_the_end() {
+        let entries = log(10);
+        let all = RecordFilter::default();
+        let refused = RecordFilter {
+            allowed: Some(false),
+            ..RecordFilter::default()
+        };
+        // The whole log in one page; the entry that is not a record is skipped.
+        assert_eq!(
+            scan(&entries, &all, None, 100, 1000),
+            (vec![0, 1, 2, 3, 5, 6, 7, 8, 9], None)
+        );
+        // A full page continues after its last record, unless that was the log's last entry.
+        assert_eq!(scan(&entries, &all, None, 2, 1000), (vec![0, 1], Some(1)));
+        assert_eq!(
+            scan(&entries, &all, Some(1), 2, 1000),
+            (vec![2, 3], Some(3))
+        );
+        assert_eq!(
+            scan(&entries, &all, Some(3), 2, 1000),
+            (vec![5, 6], Some(6))
+        );
+        assert_eq!(scan(&entries, &all, Some(7), 2, 1000), (vec![8, 9], None));
+        // Filtered: the refusals are 0, 3, 6 and 9.
+        assert_eq!(
+            scan(&entries, &refused, None, 2, 1000),
+            (vec![0, 3], Some(3))
+        );
+        assert_eq!(
+            scan(&entries, &refused, Some(3), 2, 1000),
+            (vec![6, 9], None)
+        );
+        // The scan bound: four entries read, one refusal found, continue after the fourth.
+        assert_eq!(scan(&entries, &refused, Some(0), 10, 4), (vec![3], Some(4)));
+        assert_eq!(scan(&entries, &refused, Some(4), 10, 4), (vec![6], Some(8)));
+        assert_eq!(scan(&entries, &refused, Some(8), 10, 4), (vec![9], None));
+        // Nothing found within the bound still moves on.
+        let nobody = RecordFilter {
+            holder: Some("h:nobody".to_owned()),
+            ..RecordFilter::default()
+        };
+        assert_eq!(scan(&entries, &nobody, None, 10, 3), (vec![], Some(2)));
+        assert_eq!(scan(&entries, &nobody, None, 10, 1000), (vec![], None));
+        // After the end, or on an empty log: nothing, and no next page.
+        assert_eq!(scan(&entries, &all, Some(9), 10, 1000), (vec![], None));
+        assert_eq!(scan(&entries, &all, Some(50), 10, 1000), (vec![], None));
+        assert_eq!(scan(&[], &all, None, 10, 1000), (vec![], None));
+    }
+
+    #[test]
+    fn long_scans_read_in_pages() {
+        let entries = log(2 * MAX_PAGE + 5);
+        let all = RecordFilter::default();
+        let (listed, next) = scan(&entries, &all, None, MAX_PAGE, MAX_SCAN);
+        assert_eq!(listed.len() as u64, MAX_PAGE);
+        assert_eq!(next, Some(MAX_PAGE));
+        let found = RecordFilter {
+            request_id: Some(format!("r{}", 2 * MAX_PAGE + 3)),
+            ..RecordFilter::default()
+        };
+        assert_eq!(
+            scan(&entries, &found, Some(7), 10, MAX_SCAN),
+            (vec![2 * MAX_PAGE + 3], None)
+        );
+    }
+
+    #[test]
+    fn a_short_read_does_not_repeat_entries() {
+        let entries = log(10);
+        let all = RecordFilter::default();
+        let mut scan = Scan::new(&all, 0, 100, 10, 100);
+        let range = scan.wanted().expect("something to read");
+        assert_eq!(range, 0..10);
+        scan.feed(range, &entries[..3]);
+        assert_eq!(scan.wanted(), None);
+        let (listed, next) = scan.finish();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(next, None);
+    }
+
     #[test]
     fn hashes_are_read_in_hex_and_base64() {
         let hash = [0xab; 32];
         assert_eq!(parse_hash(&"ab".repeat(32)).ok(), Some(hash));
+        assert_eq!(parse_hash(&"AB".repeat(32)).ok(), Some(hash));
         assert_eq!(parse_hash(&BASE64.encode(hash)).ok(), Some(hash));
+        let odd = [0xfb; 32];
+        assert_eq!(
+            parse_hash(&base64::engine::general_purpose::URL_SAFE.encode(odd)).ok(),
+            Some(odd)
+        );
         assert_eq!(
             parse_hash(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)).ok(),
             Some(hash)
         );
         assert!(parse_hash("abc").is_err());
+        assert!(parse_hash("").is_err());
         assert!(parse_hash(&"ab".repeat(31)).is_err());
+        assert!(parse_hash(&"zz".repeat(32)).is_err());
+        assert!(parse_hash(&BASE64.encode([1; 31])).is_err());
     }
 }

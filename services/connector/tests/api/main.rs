@@ -2,6 +2,7 @@
 //! every behaviour checked on SQLite and (when `CIVITAS_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod audit;
+mod audit_api;
 mod auth;
 mod batch;
 mod contexts;
