@@ -675,7 +675,7 @@ fn hash_name((level, index): Subtree) -> String {
 }
 
 /// Pushes the `SELECT` of the size of `log`.
-fn push_audit_size<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
+pub(crate) fn push_audit_size<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
     // MAX rather than COUNT: one step down the primary key instead of a walk along the log.
     query.push("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries WHERE log = ");
     DB::push_text(query, log);
@@ -709,6 +709,10 @@ where
 
 /// Appends `entries` at `first_index` and stores `hashes`, all or nothing: `connection` is in a
 /// write transaction, which the caller rolls back on error.
+///
+/// The appender's usual batch (new entries, and only the hashes they complete) takes one
+/// statement per table: the entries' own statement checks the log's size, and both have a
+/// constant text, prepared once.
 pub(crate) async fn audit_append<DB: Sql>(
     connection: &mut DB::Connection,
     log: &str,
@@ -723,106 +727,116 @@ where
     if DB::push_lock_audit_log(&mut lock, log) {
         lock.build().execute(&mut *connection).await?;
     }
-    let size = audit_size(connection, log).await?;
-    if first_index != size {
-        return Err(Error::AuditConflict {
-            expected: size,
-            found: first_index,
-        });
-    }
     let new_size = u64::try_from(entries.len())
         .ok()
         .and_then(|added| first_index.checked_add(added))
-        .filter(|&new_size| audit_index(new_size).is_ok())
-        .ok_or_else(|| {
-            Error::AuditOutOfRange(format!("{} entries after {first_index}", entries.len()))
-        })?;
+        .filter(|&new_size| audit_index(new_size).is_ok());
 
     // Each subtree once, complete in the grown log, and with one value.
     let mut wanted: BTreeMap<Subtree, [u8; 32]> = BTreeMap::new();
-    for &(level, index, hash) in hashes {
-        let subtree = (level, index);
-        if !is_complete(subtree, new_size) {
-            return Err(Error::AuditOutOfRange(format!(
-                "{} is not of a complete subtree of {new_size} entries",
-                hash_name(subtree)
-            )));
-        }
-        if wanted
-            .insert(subtree, hash)
-            .is_some_and(|other| other != hash)
-        {
-            return Err(Error::AuditOverwrite(format!(
-                "{} (given twice)",
-                hash_name(subtree)
-            )));
+    if let Some(new_size) = new_size {
+        for &(level, index, hash) in hashes {
+            let subtree = (level, index);
+            if !is_complete(subtree, new_size) {
+                return Err(Error::AuditOutOfRange(format!(
+                    "{} is not of a complete subtree of {new_size} entries",
+                    hash_name(subtree)
+                )));
+            }
+            if wanted
+                .insert(subtree, hash)
+                .is_some_and(|other| other != hash)
+            {
+                return Err(Error::AuditOverwrite(format!(
+                    "{} (given twice)",
+                    hash_name(subtree)
+                )));
+            }
         }
     }
     // A hash already stored may be given again, with the same value. Only subtrees within the
     // old size can be stored: one that covers a new entry is stored with that entry, and the
-    // size check above (under the lock) says no entry at or after `first_index` exists. So only
-    // those are looked up, which is none in the appender's usual batch.
-    let mut fresh: Vec<(i64, i64, [u8; 32])> = Vec::with_capacity(wanted.len());
+    // size check says no entry at or after `first_index` exists. So only those are looked up,
+    // which is none in the appender's usual batch.
+    let mut fresh: Vec<(i16, i64, [u8; 32])> = Vec::with_capacity(wanted.len());
     let mut old: Vec<(Subtree, [u8; 32])> = Vec::new();
     for (&subtree, &hash) in &wanted {
         if is_complete(subtree, first_index) {
             old.push((subtree, hash));
         } else {
-            fresh.push((i64::from(subtree.0), audit_index(subtree.1)?, hash));
+            fresh.push((i16::from(subtree.0), audit_index(subtree.1)?, hash));
         }
+    }
+    // Without new entries, or with old hashes to compare, the size is checked first, so that a
+    // stale view of the log is told as such and not as a changed hash.
+    let checked = entries.is_empty() || !old.is_empty() || new_size.is_none();
+    if checked {
+        check_audit_size(connection, log, first_index).await?;
+    }
+    if new_size.is_none() {
+        return Err(Error::AuditOutOfRange(format!(
+            "{} entries after {first_index}",
+            entries.len()
+        )));
     }
     if !old.is_empty() {
         let subtrees: Vec<Subtree> = old.iter().map(|(subtree, _)| *subtree).collect();
         let stored = audit_hashes(connection, log, &subtrees).await?;
         for ((subtree, hash), stored) in old.into_iter().zip(stored) {
             match stored {
-                None => fresh.push((i64::from(subtree.0), audit_index(subtree.1)?, hash)),
+                None => fresh.push((i16::from(subtree.0), audit_index(subtree.1)?, hash)),
                 Some(stored) if stored == hash => {}
                 Some(_) => return Err(Error::AuditOverwrite(hash_name(subtree))),
             }
         }
     }
 
-    // No ON CONFLICT: under the lock no index at or after the size exists, and if one did the
-    // statement must fail rather than skip it.
-    let mut index = audit_index(first_index)?;
+    // Each chunk is inserted only if the log ends where it starts (the chunks before it
+    // included); no ON CONFLICT, so an index taken anyway makes the statement fail rather than
+    // skip it.
+    let first = audit_index(first_index)?;
+    let mut index = first;
     for chunk in entries.chunks(AUDIT_CHUNK) {
-        let mut query = QueryBuilder::new("INSERT INTO audit_entries (log, idx, data) VALUES ");
-        for (position, data) in chunk.iter().enumerate() {
-            query.push(if position == 0 { "(" } else { ", (" });
-            DB::push_text(&mut query, log);
-            query.push(", ");
-            DB::push_integer(&mut query, index);
-            query.push(", ");
-            DB::push_bytes(&mut query, data);
-            query.push(")");
-            index += 1;
+        let mut query = QueryBuilder::new("");
+        DB::push_audit_entries(&mut query, log, index, chunk);
+        let done = query.build().execute(&mut *connection).await?;
+        let inserted = DB::rows_affected(&done);
+        if inserted != chunk.len() as u64 {
+            // Nothing of the chunk was inserted: another writer appended first, or the caller's
+            // view is ahead of the log. Under the lock that can only show at the first chunk.
+            if index == first {
+                check_audit_size(connection, log, first_index).await?;
+            }
+            return Err(Error::Corrupt(format!(
+                "audit log {log}: {inserted} of {} entries inserted at {index}",
+                chunk.len()
+            )));
         }
-        query
-            .build()
-            .persistent(chunk.len() == AUDIT_CHUNK)
-            .execute(&mut *connection)
-            .await?;
+        index += chunk.len() as i64;
     }
     for chunk in fresh.chunks(AUDIT_CHUNK) {
-        let mut query =
-            QueryBuilder::new("INSERT INTO audit_hashes (log, level, idx, hash) VALUES ");
-        for (position, (level, index, hash)) in chunk.iter().enumerate() {
-            query.push(if position == 0 { "(" } else { ", (" });
-            DB::push_text(&mut query, log);
-            query.push(", ");
-            DB::push_integer(&mut query, *level);
-            query.push(", ");
-            DB::push_integer(&mut query, *index);
-            query.push(", ");
-            DB::push_bytes(&mut query, hash);
-            query.push(")");
-        }
-        query
-            .build()
-            .persistent(chunk.len() == AUDIT_CHUNK)
-            .execute(&mut *connection)
-            .await?;
+        let mut query = QueryBuilder::new("");
+        DB::push_audit_hashes(&mut query, log, chunk);
+        query.build().execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// [`Error::AuditConflict`] unless `log` holds exactly `first_index` entries.
+async fn check_audit_size<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    first_index: u64,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let size = audit_size(connection, log).await?;
+    if first_index != size {
+        return Err(Error::AuditConflict {
+            expected: size,
+            found: first_index,
+        });
     }
     Ok(())
 }

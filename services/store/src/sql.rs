@@ -38,6 +38,23 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     /// transaction ends, so that appends to one log happen one after the other; returns `false`
     /// (and pushes nothing) where a write transaction already excludes every other writer.
     fn push_lock_audit_log(query: &mut QueryBuilder<Self>, log: &str) -> bool;
+    /// Pushes an `INSERT INTO audit_entries` of `entries` at indexes `first_index..` of `log`
+    /// that inserts them only if the log then holds exactly `first_index` entries, and nothing
+    /// otherwise. Its text is the same whatever the number and length of the entries, so it is
+    /// prepared once per connection.
+    fn push_audit_entries(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        first_index: i64,
+        entries: &[Vec<u8>],
+    );
+    /// Pushes an `INSERT INTO audit_hashes` of `hashes`, each `(level, index, hash)`, of `log`;
+    /// its text is the same whatever their number.
+    fn push_audit_hashes(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        hashes: &[(i16, i64, [u8; 32])],
+    );
     /// Whether lists (ids, rows of a bulk insert) are bound as arrays, which keeps the text of
     /// a statement independent of their length.
     const LISTS_ARE_ARRAYS: bool;
@@ -185,6 +202,76 @@ impl Sql for Sqlite {
         false
     }
 
+    // The entries go as one blob and a JSON array of their `[start, length]` in it (`substr`
+    // counts bytes of a blob from 1), so the statement has four parameters however many there
+    // are. SQLite evaluates the SELECT, size check included, before inserting any of its rows,
+    // because it reads the table it inserts into.
+    fn push_audit_entries(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        first_index: i64,
+        entries: &[Vec<u8>],
+    ) {
+        let mut blob = Vec::with_capacity(entries.iter().map(Vec::len).sum());
+        let mut spans = String::with_capacity(2 + 16 * entries.len());
+        spans.push('[');
+        for (position, data) in entries.iter().enumerate() {
+            if position > 0 {
+                spans.push(',');
+            }
+            spans.push('[');
+            spans.push_str(&(blob.len() + 1).to_string());
+            spans.push(',');
+            spans.push_str(&data.len().to_string());
+            spans.push(']');
+            blob.extend_from_slice(data);
+        }
+        spans.push(']');
+        query.push("INSERT INTO audit_entries (log, idx, data) SELECT ");
+        Self::push_text(query, log);
+        query.push(", ");
+        Self::push_integer(query, first_index);
+        // `substr` of an empty blob is NULL, hence the COALESCE for empty entries.
+        query.push(" + e.key, COALESCE(substr(");
+        query.push_bind(blob);
+        query.push(", e.value ->> 0, e.value ->> 1), X'') FROM json_each(");
+        query.push_bind(spans);
+        query.push(") AS e WHERE (");
+        crate::ops::push_audit_size(query, log);
+        query.push(") = ");
+        Self::push_integer(query, first_index);
+    }
+
+    // The hashes go as one blob of 32-byte hashes and a JSON array of `[level, index]` pairs.
+    fn push_audit_hashes(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        hashes: &[(i16, i64, [u8; 32])],
+    ) {
+        let mut blob = Vec::with_capacity(32 * hashes.len());
+        let mut subtrees = String::with_capacity(2 + 16 * hashes.len());
+        subtrees.push('[');
+        for (position, (level, index, hash)) in hashes.iter().enumerate() {
+            if position > 0 {
+                subtrees.push(',');
+            }
+            subtrees.push('[');
+            subtrees.push_str(&level.to_string());
+            subtrees.push(',');
+            subtrees.push_str(&index.to_string());
+            subtrees.push(']');
+            blob.extend_from_slice(hash);
+        }
+        subtrees.push(']');
+        query.push("INSERT INTO audit_hashes (log, level, idx, hash) SELECT ");
+        Self::push_text(query, log);
+        query.push(", h.value ->> 0, h.value ->> 1, substr(");
+        query.push_bind(blob);
+        query.push(", 32 * h.key + 1, 32) FROM json_each(");
+        query.push_bind(subtrees);
+        query.push(") AS h");
+    }
+
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {
         match values {
             [single] => {
@@ -293,6 +380,43 @@ impl Sql for Postgres {
         Self::push_text(query, log);
         query.push("))");
         true
+    }
+
+    // One array parameter per column, unnested into rows. Within a statement PostgreSQL reads
+    // the table as it was when the statement started, so the size check sees none of the rows
+    // it inserts.
+    fn push_audit_entries(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        first_index: i64,
+        entries: &[Vec<u8>],
+    ) {
+        query.push("INSERT INTO audit_entries (log, idx, data) SELECT ");
+        Self::push_text(query, log);
+        query.push(", ");
+        Self::push_integer(query, first_index);
+        query.push(" + e.ord - 1, e.data FROM UNNEST(");
+        query.push_bind(entries.to_vec());
+        query.push(") WITH ORDINALITY AS e(data, ord) WHERE (");
+        crate::ops::push_audit_size(query, log);
+        query.push(") = ");
+        Self::push_integer(query, first_index);
+    }
+
+    fn push_audit_hashes(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        hashes: &[(i16, i64, [u8; 32])],
+    ) {
+        query.push("INSERT INTO audit_hashes (log, level, idx, hash) SELECT ");
+        Self::push_text(query, log);
+        query.push(", * FROM UNNEST(");
+        query.push_bind(hashes.iter().map(|h| h.0).collect::<Vec<i16>>());
+        query.push(", ");
+        query.push_bind(hashes.iter().map(|h| h.1).collect::<Vec<i64>>());
+        query.push(", ");
+        query.push_bind(hashes.iter().map(|h| h.2).collect::<Vec<[u8; 32]>>());
+        query.push(")");
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {

@@ -1,13 +1,16 @@
 //! The connector's audit log (issue 4): every authorization decision as a [`Record`], appended to
 //! an RFC 9162 Merkle tree kept in the store and signed in C2SP checkpoints.
 //!
-//! Two tasks run beside the server. The **appender** receives records on a channel, each with a
-//! oneshot acknowledgement; it drains what is waiting (up to [`MAX_BATCH`] records), encodes
-//! them, computes the new leaf and subtree hashes against its in-memory frontier of the tree and
-//! writes them with one `audit_append`, and only then acknowledges. A request whose record the
-//! appender has not acknowledged is not served ([`AuditLog::append`]). The **checkpointer** signs
-//! a checkpoint of the tree every `checkpoint_interval_ms` when it grew, so the maximum merge
-//! delay is about one interval plus one batch.
+//! Two tasks run beside the server. A request encodes its record and hashes it into a leaf
+//! itself ([`AuditLog::append`]), then hands both to the **appender** on a channel with a
+//! oneshot acknowledgement. The appender drains what is waiting (up to [`MAX_BATCH`] records),
+//! computes the new subtree hashes against its in-memory frontier of the tree, writes entries and
+//! hashes with one `audit_append` (one transaction), and only then acknowledges: a request whose
+//! record is not committed is not served. Under load it groups commits: one append starts at
+//! least [`GROUP_COMMIT`] after the previous one started, and whatever arrived meanwhile goes
+//! with it, so the cost of a commit is shared by many requests instead of being paid by each.
+//! The **checkpointer** signs a checkpoint of the tree every `checkpoint_interval_ms` when it
+//! grew, so the maximum merge delay is about one interval plus one group commit.
 //!
 //! The log's key is an Ed25519 seed: from `[audit] key_file` (64 hex digits), or generated at
 //! first start and kept in the store so restarts keep it. The pseudonymizer's secret is derived
@@ -31,6 +34,7 @@ use civitas_audit::note::{SEED_LEN, Signer, Verifier};
 use civitas_audit::record::{Pseudonymizer, Record};
 use civitas_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 mod checkpointer;
 pub mod proofs;
@@ -45,6 +49,11 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Records waiting for the appender; senders wait when this many are queued.
 const QUEUE: usize = 4 * MAX_BATCH;
+
+/// Under load, one append starts at least this long after the previous one started; records that
+/// arrive in between are written with it. Once the appender has been idle this long, a record is
+/// written at once. (Tokio's timer counts whole milliseconds, so a wait ends on the next tick.)
+pub const GROUP_COMMIT: Duration = Duration::from_millis(1);
 
 /// The label the witness key's seed is derived under.
 const WITNESS_LABEL: &[u8] = b"civitas audit witness v1\n";
@@ -100,11 +109,19 @@ pub enum AppendError {
 
 type Ack = oneshot::Sender<Result<u64, AppendError>>;
 
+/// A record on its way into the log: its entry, the entry's leaf hash, and where the request
+/// waits to hear that it is stored.
+struct Queued {
+    entry: Vec<u8>,
+    leaf: Hash,
+    ack: Ack,
+}
+
 /// The department's audit log: where records go, and what readers of the log need.
 pub struct AuditLog {
     name: String,
     origin: String,
-    sender: mpsc::Sender<(Record, Ack)>,
+    sender: mpsc::Sender<Queued>,
     pseudonymizer: Pseudonymizer,
     verifier: Verifier,
     store: Store,
@@ -268,11 +285,18 @@ impl AuditLog {
         &self.pseudonymizer
     }
 
-    /// Appends `record` and waits until it is stored: its index in the log.
+    /// Appends `record` and waits until it is stored (committed): its index in the log.
     pub async fn append(&self, record: Record) -> Result<u64, AppendError> {
+        // Encoded and hashed here, on the request's worker, so that the appender (one task for
+        // the whole service) only extends the tree and writes.
+        let entry = record.to_entry().map_err(|error| {
+            tracing::error!(%error, "an audit record cannot be encoded");
+            AppendError::Encode(error)
+        })?;
+        let leaf = leaf_hash(&entry);
         let (ack, stored) = oneshot::channel();
         self.sender
-            .send((record, ack))
+            .send(Queued { entry, leaf, ack })
             .await
             .map_err(|_| AppendError::Stopped)?;
         stored.await.map_err(|_| AppendError::Stopped)?
@@ -416,33 +440,39 @@ struct Appender {
 }
 
 impl Appender {
-    async fn run(mut self, mut receiver: mpsc::Receiver<(Record, Ack)>) {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Queued>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut started: Option<Instant> = None;
         while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // Group commit: too soon after the previous append, wait for its spacing to pass
+            // and take what arrived meanwhile too.
+            if let Some(due) = started.map(|started| started + GROUP_COMMIT)
+                && batch.len() < MAX_BATCH
+                && Instant::now() < due
+            {
+                tokio::time::sleep_until(due).await;
+                while batch.len() < MAX_BATCH
+                    && let Ok(queued) = receiver.try_recv()
+                {
+                    batch.push(queued);
+                }
+            }
+            started = Some(Instant::now());
             self.append(std::mem::take(&mut batch)).await;
         }
     }
 
-    async fn append(&mut self, batch: Vec<(Record, Ack)>) {
+    async fn append(&mut self, batch: Vec<Queued>) {
         let mut entries = Vec::with_capacity(batch.len());
+        let mut leaves = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
-        for (record, ack) in batch {
-            match record.to_entry() {
-                Ok(entry) => {
-                    entries.push(entry);
-                    acks.push(ack);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "an audit record cannot be encoded");
-                    let _ = ack.send(Err(AppendError::Encode(error)));
-                }
-            }
-        }
-        if entries.is_empty() {
-            return;
+        for queued in batch {
+            entries.push(queued.entry);
+            leaves.push(queued.leaf);
+            acks.push(queued.ack);
         }
         let first = self.tree.size;
-        match self.write(&entries).await {
+        match self.write(&entries, &leaves).await {
             Ok(grown) => {
                 self.tree = grown;
                 let _ = self.heads.send((self.tree.size, self.tree.root()));
@@ -464,9 +494,8 @@ impl Appender {
         }
     }
 
-    async fn write(&self, entries: &[Vec<u8>]) -> Result<Tree, SetupError> {
-        let leaves: Vec<Hash> = entries.iter().map(|entry| leaf_hash(entry)).collect();
-        let added = merkle::append_hashes(&self.tree, self.tree.size, &leaves)?;
+    async fn write(&self, entries: &[Vec<u8>], leaves: &[Hash]) -> Result<Tree, SetupError> {
+        let added = merkle::append_hashes(&self.tree, self.tree.size, leaves)?;
         let hashes: Vec<(u8, u64, [u8; 32])> = added
             .iter()
             .map(|(subtree, hash)| (subtree.level, subtree.index, *hash))
