@@ -1,6 +1,8 @@
 # Shared by bench.sh and profile.sh (sourced, not run): the connector under test, its settings, its
 # key and tokens, and its database. Callers set TARGET, PG_URL, PORT, URL and `work` (a temporary
-# folder) first, and build the release binaries before calling anything here.
+# folder) first, and build the release binaries before calling anything here. CIVITAS_BIN, if set,
+# is the connector binary to run instead of $TARGET/release/civitas (e.g. a build of another
+# revision); keys and tokens are always made with $TARGET/release/civitas.
 
 connector_pid=
 database=
@@ -104,7 +106,7 @@ start_connector() {
 # earlier run, if any) at 127.0.0.1:$PORT, and a bounded wait until it answers.
 launch_connector() {
   local log=$1
-  CIVITAS_LOG=warn "$TARGET/release/civitas" connector --config "$work/bench.toml" \
+  CIVITAS_LOG=warn "${CIVITAS_BIN:-$TARGET/release/civitas}" connector --config "$work/bench.toml" \
     --database-url "$database_url" --listen "127.0.0.1:$PORT" 2>>"$log" &
   connector_pid=$!
   for _ in $(seq 100); do

@@ -5,6 +5,8 @@
 #
 #   services/loadgen/profile.sh                     # SQLite
 #   BACKEND=postgres services/loadgen/profile.sh    # PostgreSQL (a database created and dropped)
+#   PROFILES=retrieve services/loadgen/profile.sh   # only some of the profiles (retrieve, batch)
+#   NO_BUILD=1 CIVITAS_BIN=/path/civitas …          # profile another connector binary as it is
 #
 # Needs `perf` (Debian: linux-perf). Reports land in $OUT (default: a fresh /tmp/civitas-profile.*).
 # Needs curl, and psql for PostgreSQL.
@@ -16,6 +18,7 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-9193}
 BACKEND=${BACKEND:-sqlite}
 WINDOW=${WINDOW:-10}
+PROFILES=${PROFILES:-retrieve batch}
 OUT=${OUT:-$(mktemp -d /tmp/civitas-profile.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -27,7 +30,7 @@ work=$(mktemp -d /tmp/civitas-profile-db.XXXXXX)
 source "$(dirname "$0")/common.sh"
 trap 'stop_connector; rm -rf "$work"' EXIT
 
-cargo build --release -p civitas -p civitas-loadgen
+[[ -n ${NO_BUILD:-} ]] || cargo build --release -p civitas -p civitas-loadgen
 
 write_bench_config
 
@@ -53,6 +56,11 @@ profile() {
   cat "$OUT/$name.md"
 }
 
-profile retrieve retrieve --entities 100000 --requests 10000000 --concurrency 16 --warmup 0
-profile batch batch --first 1000000 --entities 200000 --concurrency 2
+for name in $PROFILES; do
+  case $name in
+    retrieve) profile retrieve retrieve --entities 100000 --requests 10000000 --concurrency 16 --warmup 0 ;;
+    batch) profile batch batch --first 1000000 --entities 200000 --concurrency 2 ;;
+    *) echo "unknown profile $name" >&2; exit 2 ;;
+  esac
+done
 echo "reports and perf data in $OUT"

@@ -3,7 +3,9 @@
 //! * `create` — single-entity create (`POST /ngsi-ld/v1/entities`), one new entity per request;
 //! * `retrieve` — single-entity retrieve (`GET /ngsi-ld/v1/entities/{id}`) of entities already stored
 //!   (`--populate` loads them first, untimed);
-//! * `batch` — batch upsert (`POST /ngsi-ld/v1/entityOperations/upsert`) of many entities.
+//! * `batch` — batch upsert (`POST /ngsi-ld/v1/entityOperations/upsert`) of many entities;
+//! * `append` — no HTTP: appends audit records to a connector's audit log in this process, and
+//!   reports records per second and how long until a signed checkpoint covers them.
 //!
 //! Entities are generated deterministically (Smart Data Models `ParkingSpot`s, normalized, sent as
 //! `application/json` with the Parking @context in a Link header). Only `http://` URLs on the
@@ -12,6 +14,7 @@
 //! `--auth TOKEN` (or `CIVITAS_TOKEN`) sends a capability token with every request, the untimed
 //! ones included; without it the requests are anonymous.
 
+mod append;
 mod drive;
 mod generate;
 
@@ -54,6 +57,9 @@ enum Command {
     Retrieve(RetrieveArgs),
     /// Upsert entities in batches (POST /ngsi-ld/v1/entityOperations/upsert).
     Batch(BatchArgs),
+    /// Append audit records to an audit log in this process (no HTTP): records per second and
+    /// merge delay.
+    Append(append::AppendArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +145,7 @@ fn main() -> ExitCode {
         Command::Create(args) => args.common.threads,
         Command::Retrieve(args) => args.common.threads,
         Command::Batch(args) => args.common.threads,
+        Command::Append(args) => args.threads(),
     };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -157,6 +164,7 @@ fn main() -> ExitCode {
                 Command::Create(args) => create(args, auth).await,
                 Command::Retrieve(args) => retrieve(args, auth).await,
                 Command::Batch(args) => batch(args, auth).await,
+                Command::Append(args) => append::run(args).await,
             }
         }),
         Err(error) => Err(error.into()),
