@@ -117,6 +117,7 @@ impl Store {
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
+                .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect_with(options)
@@ -137,8 +138,11 @@ impl Store {
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
+        // No ping before each use: an embedded connection cannot have been lost, and the ping is
+        // a round trip to the connection's worker thread on every store call.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.clone())
@@ -148,6 +152,7 @@ impl Store {
         let path = options.get_filename().display().to_string();
         let readers = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
+            .test_before_acquire(false)
             .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
             .await?;
         tracing::info!(backend = "sqlite", %path, "entity store opened");
@@ -343,10 +348,17 @@ impl Store {
         entries: &[Vec<u8>],
         hashes: &[(u8, u64, [u8; 32])],
     ) -> Result<(), Error> {
-        // `begin` takes the writer (on SQLite, the database's write lock).
+        let plan = ops::AuditAppend::plan(first_index, entries, hashes)?;
+        if plan.at_once(entries) {
+            // The appender's usual batch: one round trip, its own transaction.
+            return on_pool!(self.writer(), |connection, Db| {
+                ops::audit_append_at_once::<Db>(&mut connection, log, first_index, entries, &plan)
+                    .await
+            });
+        }
         let mut transaction = self.begin().await?;
         on_transaction!(transaction, |connection, Db| {
-            ops::audit_append::<Db>(connection, log, first_index, entries, hashes).await
+            ops::audit_append::<Db>(connection, log, first_index, entries, plan).await
         })?;
         transaction.commit().await
     }

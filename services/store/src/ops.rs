@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use sqlx::{Executor, QueryBuilder};
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Executor, QueryBuilder};
 
 use crate::sql::{CONTEXT_COLUMNS, ENTITY_COLUMNS, IN_LIST_CHUNK, Sql, encode_list, to_micros};
 use crate::{ContextRecord, EntityQuery, EntityRecord, Error, QueryPage};
@@ -707,34 +708,38 @@ where
     u64::try_from(size).map_err(|_| Error::Corrupt(format!("size {size} of audit log {log}")))
 }
 
-/// Appends `entries` at `first_index` and stores `hashes`, all or nothing: `connection` is in a
-/// write transaction, which the caller rolls back on error.
-///
-/// The appender's usual batch (new entries, and only the hashes they complete) takes one
-/// statement per table: the entries' own statement checks the log's size, and both have a
-/// constant text, prepared once.
-pub(crate) async fn audit_append<DB: Sql>(
-    connection: &mut DB::Connection,
-    log: &str,
-    first_index: u64,
-    entries: &[Vec<u8>],
-    hashes: &[(u8, u64, [u8; 32])],
-) -> Result<(), Error>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let mut lock = QueryBuilder::new("");
-    if DB::push_lock_audit_log(&mut lock, log) {
-        lock.build().execute(&mut *connection).await?;
-    }
-    let new_size = u64::try_from(entries.len())
-        .ok()
-        .and_then(|added| first_index.checked_add(added))
-        .filter(|&new_size| audit_index(new_size).is_ok());
+/// An audit append, checked before anything is stored: the hashes of subtrees that cover a new
+/// entry (`fresh`, so not stored yet) and of subtrees complete before it (`old`, which may be
+/// stored already).
+pub(crate) struct AuditAppend {
+    /// The log's size after the append, if it is one the store can hold.
+    new_size: Option<u64>,
+    fresh: Vec<(i16, i64, [u8; 32])>,
+    old: Vec<(Subtree, [u8; 32])>,
+}
 
-    // Each subtree once, complete in the grown log, and with one value.
-    let mut wanted: BTreeMap<Subtree, [u8; 32]> = BTreeMap::new();
-    if let Some(new_size) = new_size {
+impl AuditAppend {
+    /// Checks that every hash is of a subtree complete in the grown log, and given once.
+    pub(crate) fn plan(
+        first_index: u64,
+        entries: &[Vec<u8>],
+        hashes: &[(u8, u64, [u8; 32])],
+    ) -> Result<AuditAppend, Error> {
+        let new_size = u64::try_from(entries.len())
+            .ok()
+            .and_then(|added| first_index.checked_add(added))
+            .filter(|&new_size| audit_index(new_size).is_ok());
+        let mut plan = AuditAppend {
+            new_size,
+            fresh: Vec::new(),
+            old: Vec::new(),
+        };
+        // Checked against the grown log; without one, the append fails anyway.
+        let Some(new_size) = new_size else {
+            return Ok(plan);
+        };
+        // Each subtree once, complete in the grown log, and with one value.
+        let mut wanted: BTreeMap<Subtree, [u8; 32]> = BTreeMap::new();
         for &(level, index, hash) in hashes {
             let subtree = (level, index);
             if !is_complete(subtree, new_size) {
@@ -753,32 +758,121 @@ where
                 )));
             }
         }
+        // Only subtrees within the old size can be stored already: one that covers a new entry
+        // is stored with that entry, and no entry at or after `first_index` exists when the
+        // append succeeds. So only those need a look-up, which is none in the appender's usual
+        // batch.
+        for (subtree, hash) in wanted {
+            if is_complete(subtree, first_index) {
+                plan.old.push((subtree, hash));
+            } else {
+                plan.fresh
+                    .push((i16::from(subtree.0), audit_index(subtree.1)?, hash));
+            }
+        }
+        Ok(plan)
     }
-    // A hash already stored may be given again, with the same value. Only subtrees within the
-    // old size can be stored: one that covers a new entry is stored with that entry, and the
-    // size check says no entry at or after `first_index` exists. So only those are looked up,
-    // which is none in the appender's usual batch.
-    let mut fresh: Vec<(i16, i64, [u8; 32])> = Vec::with_capacity(wanted.len());
-    let mut old: Vec<(Subtree, [u8; 32])> = Vec::new();
-    for (&subtree, &hash) in &wanted {
-        if is_complete(subtree, first_index) {
-            old.push((subtree, hash));
-        } else {
-            fresh.push((i16::from(subtree.0), audit_index(subtree.1)?, hash));
+
+    /// Whether [`audit_append_at_once`] can store it: some entries (a bounded number), and no
+    /// hash to compare with a stored one.
+    pub(crate) fn at_once(&self, entries: &[Vec<u8>]) -> bool {
+        self.new_size.is_some()
+            && !entries.is_empty()
+            && entries.len() <= AUDIT_CHUNK
+            && self.old.is_empty()
+    }
+}
+
+/// The appender's usual batch, `plan` (for which [`AuditAppend::at_once`] holds), in one round
+/// trip on `connection`, which is in no transaction: all or nothing, and
+/// [`Error::AuditConflict`] unless the log holds exactly `first_index` entries.
+///
+/// If the future is dropped before the statements have finished, or a failed transaction
+/// cannot be rolled back, the connection is closed instead of going back to its pool.
+pub(crate) async fn audit_append_at_once<DB: Sql>(
+    connection: &mut PoolConnection<DB>,
+    log: &str,
+    first_index: u64,
+    entries: &[Vec<u8>],
+    plan: &AuditAppend,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Closes the connection when dropped armed.
+    struct CloseUnlessDone<'a, DB: Database>(&'a mut PoolConnection<DB>, bool);
+    impl<DB: Database> Drop for CloseUnlessDone<'_, DB> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.close_on_drop();
+            }
         }
     }
-    // Without new entries, or with old hashes to compare, the size is checked first, so that a
-    // stale view of the log is told as such and not as a changed hash.
-    let checked = entries.is_empty() || !old.is_empty() || new_size.is_none();
-    if checked {
-        check_audit_size(connection, log, first_index).await?;
+
+    let mut query = QueryBuilder::new("");
+    let rollback = DB::push_audit_append(
+        &mut query,
+        log,
+        audit_index(first_index)?,
+        entries,
+        &plan.fresh,
+    );
+    let mut guard = CloseUnlessDone(connection, true);
+    let failed = match query.build().execute(&mut **guard.0).await {
+        Ok(_) => {
+            guard.1 = false;
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    if rollback {
+        // Fails harmlessly when the transaction never began; the connection is closed then.
+        if sqlx::query("ROLLBACK")
+            .execute(&mut **guard.0)
+            .await
+            .is_ok()
+        {
+            guard.1 = false;
+        }
+    } else {
+        guard.1 = false;
     }
-    if new_size.is_none() {
+    // A log that does not end at `first_index`, or a second writer that took the index first,
+    // is a conflict; anything else is told as it is.
+    if !guard.1 {
+        check_audit_size(&mut **guard.0, log, first_index).await?;
+    }
+    Err(failed.into())
+}
+
+/// Appends `entries` at `first_index` and stores `hashes` (checked into `plan`), all or
+/// nothing: `connection` is in a write transaction, which the caller rolls back on error. For
+/// what [`audit_append_at_once`] cannot do: no entries, hashes to compare with stored ones, or
+/// more entries than one statement takes.
+pub(crate) async fn audit_append<DB: Sql>(
+    connection: &mut DB::Connection,
+    log: &str,
+    first_index: u64,
+    entries: &[Vec<u8>],
+    plan: AuditAppend,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut lock = QueryBuilder::new("");
+    if DB::push_lock_audit_log(&mut lock, log) {
+        lock.build().execute(&mut *connection).await?;
+    }
+    // The size is checked first, so that a stale view of the log is told as such and not as a
+    // changed hash; under the lock it cannot change until the transaction ends.
+    check_audit_size(connection, log, first_index).await?;
+    if plan.new_size.is_none() {
         return Err(Error::AuditOutOfRange(format!(
             "{} entries after {first_index}",
             entries.len()
         )));
     }
+    let AuditAppend { mut fresh, old, .. } = plan;
     if !old.is_empty() {
         let subtrees: Vec<Subtree> = old.iter().map(|(subtree, _)| *subtree).collect();
         let stored = audit_hashes(connection, log, &subtrees).await?;
@@ -790,28 +884,12 @@ where
             }
         }
     }
-
-    // Each chunk is inserted only if the log ends where it starts (the chunks before it
-    // included); no ON CONFLICT, so an index taken anyway makes the statement fail rather than
-    // skip it.
-    let first = audit_index(first_index)?;
-    let mut index = first;
+    // No ON CONFLICT: an index taken anyway makes the statement fail rather than skip it.
+    let mut index = audit_index(first_index)?;
     for chunk in entries.chunks(AUDIT_CHUNK) {
         let mut query = QueryBuilder::new("");
         DB::push_audit_entries(&mut query, log, index, chunk);
-        let done = query.build().execute(&mut *connection).await?;
-        let inserted = DB::rows_affected(&done);
-        if inserted != chunk.len() as u64 {
-            // Nothing of the chunk was inserted: another writer appended first, or the caller's
-            // view is ahead of the log. Under the lock that can only show at the first chunk.
-            if index == first {
-                check_audit_size(connection, log, first_index).await?;
-            }
-            return Err(Error::Corrupt(format!(
-                "audit log {log}: {inserted} of {} entries inserted at {index}",
-                chunk.len()
-            )));
-        }
+        query.build().execute(&mut *connection).await?;
         index += chunk.len() as i64;
     }
     for chunk in fresh.chunks(AUDIT_CHUNK) {

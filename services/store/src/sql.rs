@@ -39,9 +39,9 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     /// (and pushes nothing) where a write transaction already excludes every other writer.
     fn push_lock_audit_log(query: &mut QueryBuilder<Self>, log: &str) -> bool;
     /// Pushes an `INSERT INTO audit_entries` of `entries` at indexes `first_index..` of `log`
-    /// that inserts them only if the log then holds exactly `first_index` entries, and nothing
-    /// otherwise. Its text is the same whatever the number and length of the entries, so it is
-    /// prepared once per connection.
+    /// that fails, inserting nothing, unless the log then holds exactly `first_index` entries
+    /// (the first index becomes -1, which the table's CHECK refuses). Its text is the same
+    /// whatever the number and length of the entries, so it is prepared once per connection.
     fn push_audit_entries(
         query: &mut QueryBuilder<Self>,
         log: &str,
@@ -55,6 +55,18 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
         log: &str,
         hashes: &[(i16, i64, [u8; 32])],
     );
+    /// Pushes what appends `entries` at `first_index` of `log` and stores `hashes` (none stored
+    /// yet) all or nothing, in one round trip, on a connection outside any transaction: the
+    /// statements of [`Sql::push_audit_entries`] and [`Sql::push_audit_hashes`], in a
+    /// transaction of their own. Returns `true` if a failure can leave that transaction open
+    /// (then `ROLLBACK` ends it).
+    fn push_audit_append(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        first_index: i64,
+        entries: &[Vec<u8>],
+        hashes: &[(i16, i64, [u8; 32])],
+    ) -> bool;
     /// Whether lists (ids, rows of a bulk insert) are bound as arrays, which keeps the text of
     /// a statement independent of their length.
     const LISTS_ARE_ARRAYS: bool;
@@ -203,9 +215,9 @@ impl Sql for Sqlite {
     }
 
     // The entries go as one blob and a JSON array of their `[start, length]` in it (`substr`
-    // counts bytes of a blob from 1), so the statement has four parameters however many there
-    // are. SQLite evaluates the SELECT, size check included, before inserting any of its rows,
-    // because it reads the table it inserts into.
+    // counts bytes of a blob from 1), so the statement has a few parameters however many there
+    // are. The size is an uncorrelated subquery, which SQLite evaluates once, before the first
+    // row is inserted.
     fn push_audit_entries(
         query: &mut QueryBuilder<Self>,
         log: &str,
@@ -229,17 +241,18 @@ impl Sql for Sqlite {
         spans.push(']');
         query.push("INSERT INTO audit_entries (log, idx, data) SELECT ");
         Self::push_text(query, log);
-        query.push(", ");
-        Self::push_integer(query, first_index);
-        // `substr` of an empty blob is NULL, hence the COALESCE for empty entries.
-        query.push(" + e.key, COALESCE(substr(");
-        query.push_bind(blob);
-        query.push(", e.value ->> 0, e.value ->> 1), X'') FROM json_each(");
-        query.push_bind(spans);
-        query.push(") AS e WHERE (");
+        query.push(", CASE WHEN (");
         crate::ops::push_audit_size(query, log);
         query.push(") = ");
         Self::push_integer(query, first_index);
+        query.push(" THEN ");
+        Self::push_integer(query, first_index);
+        // `substr` of an empty blob is NULL, hence the COALESCE for empty entries.
+        query.push(" + e.key ELSE -1 END, COALESCE(substr(");
+        query.push_bind(blob);
+        query.push(", e.value ->> 0, e.value ->> 1), X'') FROM json_each(");
+        query.push_bind(spans);
+        query.push(") AS e");
     }
 
     // The hashes go as one blob of 32-byte hashes and a JSON array of `[level, index]` pairs.
@@ -270,6 +283,23 @@ impl Sql for Sqlite {
         query.push(", 32 * h.key + 1, 32) FROM json_each(");
         query.push_bind(subtrees);
         query.push(") AS h");
+    }
+
+    // Statements separated by semicolons run in one call to the connection's worker thread,
+    // each taking its own parameters in turn.
+    fn push_audit_append(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        first_index: i64,
+        entries: &[Vec<u8>],
+        hashes: &[(i16, i64, [u8; 32])],
+    ) -> bool {
+        query.push("BEGIN IMMEDIATE; ");
+        Self::push_audit_entries(query, log, first_index, entries);
+        query.push("; ");
+        Self::push_audit_hashes(query, log, hashes);
+        query.push("; COMMIT");
+        true
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {
@@ -383,8 +413,8 @@ impl Sql for Postgres {
     }
 
     // One array parameter per column, unnested into rows. Within a statement PostgreSQL reads
-    // the table as it was when the statement started, so the size check sees none of the rows
-    // it inserts.
+    // the table as it was when the statement started, so the size check (an uncorrelated
+    // subquery, evaluated once) sees none of the rows it inserts.
     fn push_audit_entries(
         query: &mut QueryBuilder<Self>,
         log: &str,
@@ -393,14 +423,15 @@ impl Sql for Postgres {
     ) {
         query.push("INSERT INTO audit_entries (log, idx, data) SELECT ");
         Self::push_text(query, log);
-        query.push(", ");
-        Self::push_integer(query, first_index);
-        query.push(" + e.ord - 1, e.data FROM UNNEST(");
-        query.push_bind(entries.to_vec());
-        query.push(") WITH ORDINALITY AS e(data, ord) WHERE (");
+        query.push(", CASE WHEN (");
         crate::ops::push_audit_size(query, log);
         query.push(") = ");
         Self::push_integer(query, first_index);
+        query.push(" THEN ");
+        Self::push_integer(query, first_index);
+        query.push(" + e.ord - 1 ELSE -1 END, e.data FROM UNNEST(");
+        query.push_bind(entries.to_vec());
+        query.push(") WITH ORDINALITY AS e(data, ord)");
     }
 
     fn push_audit_hashes(
@@ -417,6 +448,23 @@ impl Sql for Postgres {
         query.push(", ");
         query.push_bind(hashes.iter().map(|h| h.2).collect::<Vec<[u8; 32]>>());
         query.push(")");
+    }
+
+    // One statement, atomic by itself: the entries' INSERT as a data-modifying WITH (always run
+    // to completion, referenced or not), the hashes' INSERT as the main statement. A second
+    // writer appending at the same index waits on the primary key and then fails.
+    fn push_audit_append(
+        query: &mut QueryBuilder<Self>,
+        log: &str,
+        first_index: i64,
+        entries: &[Vec<u8>],
+        hashes: &[(i16, i64, [u8; 32])],
+    ) -> bool {
+        query.push("WITH appended AS (");
+        Self::push_audit_entries(query, log, first_index, entries);
+        query.push(") ");
+        Self::push_audit_hashes(query, log, hashes);
+        false
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {

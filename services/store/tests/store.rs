@@ -1118,13 +1118,25 @@ async fn audit_append_refuses_a_first_index_other_than_the_size() -> TestResult 
             "{kind}: {early:?}"
         );
         audit_grow(&store, AUDIT_LOG, 0, 3).await?;
-        // Overlapping the end, from the start, leaving a gap; with entries or without.
+        // Overlapping the end, from the start, leaving a gap; with entries or without, with
+        // the new leaves' hashes or without: nothing of a refused append is stored.
         for found in [2, 0, 4, 5] {
-            for entries in [
-                audit_entries_between(AUDIT_LOG, found, found + 2),
-                Vec::new(),
+            let leaves: Vec<(u8, u64, [u8; 32])> =
+                audit_hashes_completed(AUDIT_LOG, found, found + 2)
+                    .into_iter()
+                    .filter(|&(level, index, _)| level == 0 && index >= found)
+                    .collect();
+            for (entries, hashes) in [
+                (
+                    audit_entries_between(AUDIT_LOG, found, found + 2),
+                    Vec::new(),
+                ),
+                (audit_entries_between(AUDIT_LOG, found, found + 2), leaves),
+                (Vec::new(), Vec::new()),
             ] {
-                let outcome = store.audit_append(AUDIT_LOG, found, &entries, &[]).await;
+                let outcome = store
+                    .audit_append(AUDIT_LOG, found, &entries, &hashes)
+                    .await;
                 assert!(
                     matches!(outcome, Err(Error::AuditConflict { expected: 3, found: f }) if f == found),
                     "{kind}: append at {found}: {outcome:?}"
@@ -1132,6 +1144,13 @@ async fn audit_append_refuses_a_first_index_other_than_the_size() -> TestResult 
             }
         }
         assert_audit_log(&store, AUDIT_LOG, 3, kind).await?;
+        assert_eq!(
+            store
+                .audit_hashes(AUDIT_LOG, &[(0, 4), (0, 5), (0, 6)])
+                .await?,
+            [None, None, None],
+            "{kind}: hashes of a refused append"
+        );
         // At the end it goes through, and an empty append there is a no-op.
         audit_grow(&store, AUDIT_LOG, 3, 3).await?;
         audit_grow(&store, AUDIT_LOG, 3, 4).await?;

@@ -1,16 +1,17 @@
 //! The connector's audit log (issue 4): every authorization decision as a [`Record`], appended to
 //! an RFC 9162 Merkle tree kept in the store and signed in C2SP checkpoints.
 //!
-//! Two tasks run beside the server. A request encodes its record and hashes it into a leaf
-//! itself ([`AuditLog::append`]), then hands both to the **appender** on a channel with a
-//! oneshot acknowledgement. The appender drains what is waiting (up to [`MAX_BATCH`] records),
-//! computes the new subtree hashes against its in-memory frontier of the tree, writes entries and
-//! hashes with one `audit_append` (one transaction), and only then acknowledges: a request whose
-//! record is not committed is not served. Under load it groups commits: one append starts at
-//! least [`GROUP_COMMIT`] after the previous one started, and whatever arrived meanwhile goes
-//! with it, so the cost of a commit is shared by many requests instead of being paid by each.
+//! A request encodes its record and hashes it into a leaf itself ([`AuditLog::append`]), queues
+//! both with a oneshot acknowledgement and waits. If no writer is running, that request starts
+//! one, as a task on its own worker thread. The writer takes what is waiting (up to
+//! [`MAX_BATCH`] records), computes the new subtree hashes against its in-memory frontier of the
+//! tree, writes entries and hashes with one `audit_append` (one transaction), and only then
+//! acknowledges: a request whose record is not committed is not served. It goes on while records
+//! wait, so under load commits are grouped: whatever arrived while one batch was being written
+//! goes into the next, and the cost of a commit is shared by many requests. A lone request is
+//! written at once, with no hop to another thread.
 //! The **checkpointer** signs a checkpoint of the tree every `checkpoint_interval_ms` when it
-//! grew, so the maximum merge delay is about one interval plus one group commit.
+//! grew, so the maximum merge delay is about one interval plus one batch.
 //!
 //! The log's key is an Ed25519 seed: from `[audit] key_file` (64 hex digits), or generated at
 //! first start and kept in the store so restarts keep it. The pseudonymizer's secret is derived
@@ -22,7 +23,7 @@
 //! (`routes::witness`), cosigning with a key derived from the log's seed under another label.
 //!
 //! One connector process appends to a log at a time; another writer is detected by the store
-//! (`AuditConflict`) and makes the appender reload its view of the tree.
+//! (`AuditConflict`) and makes the writer reload its view of the tree.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,8 +34,7 @@ use civitas_audit::merkle::{self, Hash, HashReader, Subtree, leaf_hash, node_has
 use civitas_audit::note::{SEED_LEN, Signer, Verifier};
 use civitas_audit::record::{Pseudonymizer, Record};
 use civitas_store::Store;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::sync::{oneshot, watch};
 
 mod checkpointer;
 pub mod proofs;
@@ -47,13 +47,8 @@ use crate::settings::AuditSettings;
 /// The most records the appender writes in one append.
 pub const MAX_BATCH: usize = 1000;
 
-/// Records waiting for the appender; senders wait when this many are queued.
+/// Records waiting to be written; appenders wait when this many are queued.
 const QUEUE: usize = 4 * MAX_BATCH;
-
-/// Under load, one append starts at least this long after the previous one started; records that
-/// arrive in between are written with it. Once the appender has been idle this long, a record is
-/// written at once. (Tokio's timer counts whole milliseconds, so a wait ends on the next tick.)
-pub const GROUP_COMMIT: Duration = Duration::from_millis(1);
 
 /// The label the witness key's seed is derived under.
 const WITNESS_LABEL: &[u8] = b"civitas audit witness v1\n";
@@ -121,7 +116,7 @@ struct Queued {
 pub struct AuditLog {
     name: String,
     origin: String,
-    sender: mpsc::Sender<Queued>,
+    queue: Arc<AppendQueue>,
     pseudonymizer: Pseudonymizer,
     verifier: Verifier,
     store: Store,
@@ -193,14 +188,17 @@ impl AuditLog {
             cosigners.spawn(witness);
         }
         let (heads, head) = watch::channel((tree.size, tree.root()));
-        let (sender, receiver) = mpsc::channel(QUEUE);
         let appender = Appender {
             store: store.clone(),
             log: name.clone(),
             tree,
             heads,
         };
-        tokio::spawn(appender.run(receiver));
+        let queue = Arc::new(AppendQueue {
+            waiting: std::sync::Mutex::new(Waiting::default()),
+            room: tokio::sync::Semaphore::new(QUEUE),
+            appender: tokio::sync::Mutex::new(appender),
+        });
         let checkpointer = Checkpointer {
             store: store.clone(),
             log: name.clone(),
@@ -215,7 +213,7 @@ impl AuditLog {
         Ok(AuditLog {
             name,
             origin,
-            sender,
+            queue,
             pseudonymizer,
             verifier,
             store,
@@ -287,19 +285,79 @@ impl AuditLog {
 
     /// Appends `record` and waits until it is stored (committed): its index in the log.
     pub async fn append(&self, record: Record) -> Result<u64, AppendError> {
-        // Encoded and hashed here, on the request's worker, so that the appender (one task for
-        // the whole service) only extends the tree and writes.
+        // Encoded and hashed here, on the request's worker, so that the writer only extends the
+        // tree and writes.
         let entry = record.to_entry().map_err(|error| {
             tracing::error!(%error, "an audit record cannot be encoded");
             AppendError::Encode(error)
         })?;
         let leaf = leaf_hash(&entry);
-        let (ack, stored) = oneshot::channel();
-        self.sender
-            .send(Queued { entry, leaf, ack })
+        // Held until the record is written: at most QUEUE records wait at once.
+        let _room = self
+            .queue
+            .room
+            .acquire()
             .await
             .map_err(|_| AppendError::Stopped)?;
+        let (ack, stored) = oneshot::channel();
+        let lead = {
+            let mut waiting = self.queue.lock_waiting();
+            waiting.records.push(Queued { entry, leaf, ack });
+            !std::mem::replace(&mut waiting.writing, true)
+        };
+        if lead {
+            // No writer is running: this request starts one, on its own worker thread, so that
+            // a lone request's record costs no hop to another thread. It is a task of its own,
+            // so that it finishes even if this request is dropped.
+            tokio::spawn(Arc::clone(&self.queue).write_all());
+        }
         stored.await.map_err(|_| AppendError::Stopped)?
+    }
+}
+
+/// Records waiting to be written, and the writer's state.
+struct AppendQueue {
+    waiting: std::sync::Mutex<Waiting>,
+    room: tokio::sync::Semaphore,
+    /// Taken by the one writer running at a time.
+    appender: tokio::sync::Mutex<Appender>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    records: Vec<Queued>,
+    /// Whether a writer is running; it writes everything queued before it stops.
+    writing: bool,
+}
+
+impl AppendQueue {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // The lock is never held across a panic that matters: a poisoned queue is still whole.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes batches of what is waiting until nothing is: group commit without a timer, so a
+    /// lone request is written at once and, under load, whatever arrived while one batch was
+    /// being written goes in the next, sharing the cost of its commit.
+    async fn write_all(self: Arc<Self>) {
+        let mut appender = self.appender.lock().await;
+        loop {
+            // Requests ready to run on this thread go first, so that records they are about to
+            // queue join this batch instead of waiting for the next.
+            tokio::task::yield_now().await;
+            let batch: Vec<Queued> = {
+                let mut waiting = self.lock_waiting();
+                if waiting.records.is_empty() {
+                    waiting.writing = false;
+                    return;
+                }
+                let count = waiting.records.len().min(MAX_BATCH);
+                waiting.records.drain(..count).collect()
+            };
+            appender.append(batch).await;
+        }
     }
 }
 
@@ -440,28 +498,6 @@ struct Appender {
 }
 
 impl Appender {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Queued>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut started: Option<Instant> = None;
-        while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            // Group commit: too soon after the previous append, wait for its spacing to pass
-            // and take what arrived meanwhile too.
-            if let Some(due) = started.map(|started| started + GROUP_COMMIT)
-                && batch.len() < MAX_BATCH
-                && Instant::now() < due
-            {
-                tokio::time::sleep_until(due).await;
-                while batch.len() < MAX_BATCH
-                    && let Ok(queued) = receiver.try_recv()
-                {
-                    batch.push(queued);
-                }
-            }
-            started = Some(Instant::now());
-            self.append(std::mem::take(&mut batch)).await;
-        }
-    }
-
     async fn append(&mut self, batch: Vec<Queued>) {
         let mut entries = Vec::with_capacity(batch.len());
         let mut leaves = Vec::with_capacity(batch.len());
@@ -500,9 +536,13 @@ impl Appender {
             .iter()
             .map(|(subtree, hash)| (subtree.level, subtree.index, *hash))
             .collect();
-        self.store
-            .audit_append(&self.log, self.tree.size, entries, &hashes)
-            .await?;
+        // Boxed: the store's future is large, and the writer task that awaits this is spawned
+        // (its future copied) each time a request finds the log idle.
+        Box::pin(
+            self.store
+                .audit_append(&self.log, self.tree.size, entries, &hashes),
+        )
+        .await?;
         let new_size = self.tree.size + entries.len() as u64;
         Ok(self.tree.grown(new_size, &added))
     }
