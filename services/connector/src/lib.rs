@@ -27,6 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::contexts::ContextResolver;
 use crate::entities::Entities;
 use crate::revocations::Revocations;
+use crate::settings::AuditSettings;
 pub use crate::settings::Settings;
 
 /// Everything a handler may use; shared by all workers.
@@ -153,9 +154,13 @@ impl Application {
         )
         .await?;
         let authorizer = authorizer(&settings, &store).await?;
+        let audit_settings = AuditSettings {
+            spool_dir: settings.audit.spool_dir_for(&database_url),
+            ..settings.audit.clone()
+        };
         let audit = AuditLog::start(
             &settings.department,
-            &settings.audit,
+            &audit_settings,
             store.clone(),
             clock.clone(),
         )

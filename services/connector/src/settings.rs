@@ -57,6 +57,15 @@ pub struct AuditSettings {
     /// name is the log's origin).
     #[serde(default)]
     pub watch: Vec<String>,
+    /// Whether a request's record is acknowledged once written to a spool file (and merged into
+    /// the store within about 10 ms), instead of once committed to the store.
+    #[serde(default = "default_true")]
+    pub spool: bool,
+    /// The spool's directory. Default: beside a SQLite database file (`FILE-audit-spool`);
+    /// with PostgreSQL or an in-memory database there is no default, and without a directory
+    /// every request waits for its record's commit.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// A witness of this service's audit log.
@@ -69,6 +78,27 @@ pub struct WitnessSettings {
     pub vkey: String,
 }
 
+impl AuditSettings {
+    /// The spool directory to use with the database at `database_url`: none when the spool is
+    /// off; the configured one; or beside a SQLite database file.
+    pub fn spool_dir_for(&self, database_url: &str) -> Option<PathBuf> {
+        if !self.spool {
+            return None;
+        }
+        if let Some(dir) = &self.spool_dir {
+            return Some(dir.clone());
+        }
+        let path = database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| database_url.strip_prefix("sqlite:"))?;
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        if path.is_empty() || path.contains(":memory:") || database_url.contains("mode=memory") {
+            return None;
+        }
+        Some(PathBuf::from(format!("{path}-audit-spool")))
+    }
+}
+
 impl Default for AuditSettings {
     fn default() -> AuditSettings {
         AuditSettings {
@@ -76,6 +106,8 @@ impl Default for AuditSettings {
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
             witnesses: Vec::new(),
             watch: Vec::new(),
+            spool: true,
+            spool_dir: None,
         }
     }
 }
@@ -175,6 +207,9 @@ fn default_max_page_size() -> u32 {
 }
 fn default_page_size() -> u32 {
     20
+}
+fn default_true() -> bool {
+    true
 }
 fn default_checkpoint_interval_ms() -> u64 {
     1_000

@@ -3,11 +3,12 @@
 //! It opens the store at `--database-url`, starts the connector's own [`AuditLog`] on it (the
 //! appender with its group commit, and the checkpointer), and has `--concurrency` tasks append
 //! records the way request handlers do: each builds a record shaped like a retrieve's, calls
-//! [`AuditLog::append`] and waits until it is committed. `--rate` paces them (records per second
-//! in all); without it they append as fast as the log takes them.
+//! [`AuditLog::append`] and waits until it is durably queued: committed, or with `--spool DIR`
+//! written to the spool (as a connector does by default on a SQLite file). `--rate` paces them
+//! (records per second in all); without it they append as fast as the log takes them.
 //!
 //! A poller reads the latest signed checkpoint from the store every `--poll-ms`. A record's
-//! **merge delay** is the time from the moment its append returned (it is committed) to the first
+//! **merge delay** is the time from the moment its append returned (it is queued) to the first
 //! poll that saw a checkpoint covering it: the delay with which an auditor can first prove it,
 //! give or take one poll. The summary gives records per second, append latency and merge delay.
 
@@ -57,6 +58,10 @@ pub struct AppendArgs {
     /// Worker threads of the runtime (the connector's HTTP workers are one per core).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Acknowledge records once written to a spool in this directory (`[audit] spool_dir`)
+    /// instead of once committed.
+    #[arg(long)]
+    spool: Option<std::path::PathBuf>,
 }
 
 impl AppendArgs {
@@ -77,6 +82,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| "opening the store".to_owned())?;
     let settings = AuditSettings {
         checkpoint_interval_ms: args.checkpoint_interval_ms,
+        spool_dir: args.spool.clone(),
         ..AuditSettings::default()
     };
     let log = Arc::new(
@@ -362,6 +368,7 @@ mod tests {
             checkpoint_interval_ms: 100,
             poll_ms: 1,
             threads: 2,
+            spool: None,
         };
         assert!(check(&args("sqlite:///tmp/x.db")).is_ok());
         assert!(check(&args("postgres://postgres@127.0.0.1:5432/bench")).is_ok());

@@ -1,8 +1,12 @@
 //! The connector's audit log (issue 4): every authorization decision as a [`Record`], appended to
 //! an RFC 9162 Merkle tree kept in the store and signed in C2SP checkpoints.
 //!
-//! A request encodes its record and hashes it into a leaf itself ([`AuditLog::append`]), queues
-//! both with a oneshot acknowledgement and waits. If no writer is running, that request starts
+//! A request encodes its record and hashes it into a leaf itself ([`AuditLog::append`]). With a
+//! [`spool`] (`[audit] spool_dir`, by default beside a SQLite database file) it writes both to
+//! the spool and is answered; the **merger** stores what was spooled, at most one batch per
+//! [`MERGE_WAIT`], and readers of the log wait for it ([`AuditLog::settled`]).
+//!
+//! Without a spool, a request queues its record and leaf with a oneshot acknowledgement and waits. If no writer is running, that request starts
 //! one, as a task on its own worker thread. The writer takes what is waiting (up to
 //! [`MAX_BATCH`] records), computes the new subtree hashes against its in-memory frontier of the
 //! tree, writes entries and hashes with one `audit_append` (one transaction), and only then
@@ -11,7 +15,8 @@
 //! goes into the next, and the cost of a commit is shared by many requests. A lone request is
 //! written at once, with no hop to another thread.
 //! The **checkpointer** signs a checkpoint of the tree every `checkpoint_interval_ms` when it
-//! grew, so the maximum merge delay is about one interval plus one batch.
+//! grew, so the maximum merge delay is about one interval plus one batch (plus [`MERGE_WAIT`]
+//! with a spool).
 //!
 //! The log's key is an Ed25519 seed: from `[audit] key_file` (64 hex digits), or generated at
 //! first start and kept in the store so restarts keep it. The pseudonymizer's secret is derived
@@ -38,8 +43,10 @@ use tokio::sync::{oneshot, watch};
 
 mod checkpointer;
 pub mod proofs;
+pub mod spool;
 
 use checkpointer::{Checkpointer, Cosigners};
+use spool::Spool;
 
 use crate::clock::Clock;
 use crate::settings::AuditSettings;
@@ -49,6 +56,14 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Records waiting to be written; appenders wait when this many are queued.
 const QUEUE: usize = 4 * MAX_BATCH;
+
+/// With a spool, how long the merger lets records gather after the first one arrives: one
+/// commit per this interval at most, however many requests come in.
+const MERGE_WAIT: Duration = Duration::from_millis(10);
+
+/// How long a reader of the log waits for the records acknowledged before its request to be
+/// merged ([`AuditLog::settled`]).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The label the witness key's seed is derived under.
 const WITNESS_LABEL: &[u8] = b"civitas audit witness v1\n";
@@ -80,6 +95,8 @@ pub enum SetupError {
     Proof(#[from] proofs::ProofError),
     #[error("cannot build the HTTP client for the log's witnesses: {0}")]
     WitnessClient(reqwest::Error),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }
 
 /// A witness this log submits its checkpoints to.
@@ -116,7 +133,9 @@ struct Queued {
 pub struct AuditLog {
     name: String,
     origin: String,
-    queue: Arc<AppendQueue>,
+    intake: Intake,
+    /// The stored tree's size and root, as the appender or merger last wrote it.
+    head: watch::Receiver<(u64, Hash)>,
     pseudonymizer: Pseudonymizer,
     verifier: Verifier,
     store: Store,
@@ -188,17 +207,45 @@ impl AuditLog {
             cosigners.spawn(witness);
         }
         let (heads, head) = watch::channel((tree.size, tree.root()));
-        let appender = Appender {
+        let mut appender = Appender {
             store: store.clone(),
             log: name.clone(),
             tree,
             heads,
         };
-        let queue = Arc::new(AppendQueue {
-            waiting: std::sync::Mutex::new(Waiting::default()),
-            room: tokio::sync::Semaphore::new(QUEUE),
-            appender: tokio::sync::Mutex::new(appender),
-        });
+        let intake = match &settings.spool_dir {
+            Some(dir) => {
+                let (spool, recovered) = Spool::open(dir, appender.tree.size)?;
+                if !recovered.is_empty() {
+                    tracing::info!(
+                        log = %name,
+                        records = recovered.len(),
+                        "merging the audit records a previous process spooled"
+                    );
+                    let batch = spool.take();
+                    for (entries, leaves) in batch
+                        .entries
+                        .chunks(MAX_BATCH)
+                        .zip(batch.leaves.chunks(MAX_BATCH))
+                    {
+                        appender.write_batch(entries, leaves).await?;
+                    }
+                }
+                spool.merged(appender.tree.size);
+                let spooled = Arc::new(Spooled {
+                    spool,
+                    room: tokio::sync::Semaphore::new(QUEUE),
+                    wake: tokio::sync::Notify::new(),
+                });
+                tokio::spawn(Arc::clone(&spooled).merge(appender));
+                Intake::Spool(spooled)
+            }
+            None => Intake::Commit(Arc::new(AppendQueue {
+                waiting: std::sync::Mutex::new(Waiting::default()),
+                room: tokio::sync::Semaphore::new(QUEUE),
+                appender: tokio::sync::Mutex::new(appender),
+            })),
+        };
         let checkpointer = Checkpointer {
             store: store.clone(),
             log: name.clone(),
@@ -209,11 +256,12 @@ impl AuditLog {
             interval,
             published,
         };
-        tokio::spawn(checkpointer.run(head));
+        tokio::spawn(checkpointer.run(head.clone()));
         Ok(AuditLog {
             name,
             origin,
-            queue,
+            intake,
+            head,
             pseudonymizer,
             verifier,
             store,
@@ -283,7 +331,8 @@ impl AuditLog {
         &self.pseudonymizer
     }
 
-    /// Appends `record` and waits until it is stored (committed): its index in the log.
+    /// Appends `record` and waits until it is durably queued: written to the spool, or without
+    /// one, committed to the store. Returns its index in the log.
     pub async fn append(&self, record: Record) -> Result<u64, AppendError> {
         // Encoded and hashed here, on the request's worker, so that the writer only extends the
         // tree and writes.
@@ -292,16 +341,19 @@ impl AuditLog {
             AppendError::Encode(error)
         })?;
         let leaf = leaf_hash(&entry);
+        let queue = match &self.intake {
+            Intake::Spool(spooled) => return spooled.append(entry, leaf).await,
+            Intake::Commit(queue) => queue,
+        };
         // Held until the record is written: at most QUEUE records wait at once.
-        let _room = self
-            .queue
+        let _room = queue
             .room
             .acquire()
             .await
             .map_err(|_| AppendError::Stopped)?;
         let (ack, stored) = oneshot::channel();
         let lead = {
-            let mut waiting = self.queue.lock_waiting();
+            let mut waiting = queue.lock_waiting();
             waiting.records.push(Queued { entry, leaf, ack });
             !std::mem::replace(&mut waiting.writing, true)
         };
@@ -309,9 +361,96 @@ impl AuditLog {
             // No writer is running: this request starts one, on its own worker thread, so that
             // a lone request's record costs no hop to another thread. It is a task of its own,
             // so that it finishes even if this request is dropped.
-            tokio::spawn(Arc::clone(&self.queue).write_all());
+            tokio::spawn(Arc::clone(queue).write_all());
         }
         stored.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Waits until every record acknowledged before this call is in the store, so that a reader
+    /// of the log sees them (at most [`SETTLE_TIMEOUT`]; a store that fails for longer than
+    /// that is reported by the merger, and the reader gets what is stored).
+    pub async fn settled(&self) {
+        let Intake::Spool(spooled) = &self.intake else {
+            return;
+        };
+        let target = spooled.spool.next_index();
+        let mut head = self.head.clone();
+        let _ =
+            tokio::time::timeout(SETTLE_TIMEOUT, head.wait_for(|(size, _)| *size >= target)).await;
+    }
+}
+
+/// How a request's record reaches the store.
+enum Intake {
+    /// The request waits for the commit that stores its record.
+    Commit(Arc<AppendQueue>),
+    /// The request waits for its record to be written to the spool; the merger stores it.
+    Spool(Arc<Spooled>),
+}
+
+/// The spool and its merger's wake-up call.
+struct Spooled {
+    spool: Spool,
+    /// One permit per record that may be spooled and not yet merged.
+    room: tokio::sync::Semaphore,
+    wake: tokio::sync::Notify,
+}
+
+impl Spooled {
+    async fn append(&self, entry: Vec<u8>, leaf: Hash) -> Result<u64, AppendError> {
+        // Returned by the merger once the record is stored: at most QUEUE records wait.
+        self.room
+            .acquire()
+            .await
+            .map_err(|_| AppendError::Stopped)?
+            .forget();
+        match self.spool.write(entry, leaf) {
+            Ok(index) => {
+                self.wake.notify_one();
+                Ok(index)
+            }
+            Err(error) => {
+                self.room.add_permits(1);
+                tracing::error!(%error, "an audit record could not be spooled");
+                Err(AppendError::Store)
+            }
+        }
+    }
+
+    /// Stores what is spooled, at most once per [`MERGE_WAIT`], until the process ends. A batch
+    /// that cannot be stored is tried again (its records are acknowledged: they must not be
+    /// lost), while new requests wait for room once [`QUEUE`] records are pending.
+    async fn merge(self: Arc<Self>, mut appender: Appender) {
+        loop {
+            self.wake.notified().await;
+            tokio::time::sleep(MERGE_WAIT).await;
+            let batch = self.spool.take();
+            let count = batch.entries.len();
+            let mut backoff = Duration::from_millis(10);
+            let mut offset = 0;
+            while offset < count {
+                // After a failed write, the reloaded tree says what the store holds: a commit
+                // whose answer was lost is not written twice.
+                let stored = appender.tree.size.saturating_sub(batch.first);
+                if stored > offset as u64 {
+                    offset = usize::try_from(stored).map_or(count, |stored| stored.min(count));
+                    continue;
+                }
+                let end = (offset + MAX_BATCH).min(count);
+                match appender
+                    .write_batch(&batch.entries[offset..end], &batch.leaves[offset..end])
+                    .await
+                {
+                    Ok(()) => offset = end,
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            self.spool.merged(appender.tree.size);
+            self.room.add_permits(count);
+        }
     }
 }
 
@@ -508,24 +647,40 @@ impl Appender {
             acks.push(queued.ack);
         }
         let first = self.tree.size;
-        match self.write(&entries, &leaves).await {
-            Ok(grown) => {
-                self.tree = grown;
-                let _ = self.heads.send((self.tree.size, self.tree.root()));
+        match self.write_batch(&entries, &leaves).await {
+            Ok(()) => {
                 for (index, ack) in (first..).zip(acks) {
                     let _ = ack.send(Ok(index));
                 }
             }
-            Err(error) => {
-                tracing::error!(error = %error, log = %self.log, "audit append failed");
+            Err(_) => {
                 for ack in acks {
                     let _ = ack.send(Err(AppendError::Store));
                 }
+            }
+        }
+    }
+
+    /// Stores a batch and publishes the new head; on failure, reloads its view of the tree.
+    async fn write_batch(
+        &mut self,
+        entries: &[Vec<u8>],
+        leaves: &[Hash],
+    ) -> Result<(), SetupError> {
+        match self.write(entries, leaves).await {
+            Ok(grown) => {
+                self.tree = grown;
+                let _ = self.heads.send((self.tree.size, self.tree.root()));
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(error = %error, log = %self.log, "audit append failed");
                 // Another writer, or a failed commit: start again from what is stored.
                 match Tree::load(&self.store, &self.log).await {
                     Ok(tree) => self.tree = tree,
                     Err(error) => tracing::error!(%error, "cannot reload the audit log"),
                 }
+                Err(error)
             }
         }
     }

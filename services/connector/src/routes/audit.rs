@@ -207,8 +207,10 @@ fn proof_problem(error: crate::audit::proofs::ProofError) -> Problem {
     }
 }
 
-/// The stored size of the log (entries appended, checkpointed or not).
+/// The stored size of the log (entries appended, checkpointed or not), once every record
+/// acknowledged before this request is stored.
 async fn stored_size(state: &AppState) -> Result<u64, Problem> {
+    state.audit.settled().await;
     state
         .audit
         .store()

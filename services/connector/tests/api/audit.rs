@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use chrono::{TimeZone, Utc};
 use civitas_audit::auditor::{self, Policy, State};
 use civitas_audit::checkpoint::open_checkpoint;
@@ -292,6 +294,78 @@ async fn the_log_and_its_key_survive_a_restart() {
             &after[..before.len()],
             &before[..],
             "{backend}: history kept"
+        );
+    }
+}
+
+/// A canonical record for the spool test, as another process would have spooled it.
+fn spooled_record(number: u64) -> Record {
+    use civitas_audit::record::{Access, FORMAT_VERSION};
+    Record {
+        v: FORMAT_VERSION,
+        time: 1_800_000_000_000_000 + number as i64,
+        service: "test".to_owned(),
+        request_id: format!("00000000-0000-4000-8000-{number:012x}"),
+        trace_id: None,
+        event: Event::Access(Access::new("read", Decision::Allowed)),
+    }
+}
+
+#[actix_web::test]
+async fn records_a_previous_process_spooled_are_merged_before_serving() {
+    use civitas_audit::merkle::leaf_hash;
+    use civitas_connector::audit::spool::Spool;
+    let spools = tempfile::tempdir().expect("a temp dir");
+    // One spool per backend: a process killed after answering left two records in it.
+    let spool_of = |database_url: &str| {
+        let name: String = database_url
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        spools.path().join(name)
+    };
+    let entries: Vec<Vec<u8>> = (0..2)
+        .map(|n| spooled_record(n).to_entry().expect("a canonical entry"))
+        .collect();
+    let apps = apps_with(|settings| {
+        let dir = spool_of(settings.database_url.as_deref().unwrap_or_default());
+        let (spool, recovered) = Spool::open(&dir, 0).expect("the spool opens");
+        if recovered.is_empty() {
+            for entry in &entries {
+                spool
+                    .write(entry.clone(), leaf_hash(entry))
+                    .expect("spooled");
+            }
+        }
+        settings.audit.spool_dir = Some(dir);
+    })
+    .await;
+    for app in apps {
+        let backend = app.backend;
+        let auditor = auditor();
+        let listed = with_token(&app, &auditor, "GET", "/audit/v1/entries?start=0&end=2")
+            .await
+            .json();
+        let served: Vec<&str> = listed["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|entry| entry["entry"].as_str().expect("base64"))
+            .collect();
+        let expected: Vec<String> = entries.iter().map(|entry| STANDARD.encode(entry)).collect();
+        assert_eq!(
+            served, expected,
+            "{backend}: the spooled records come first"
+        );
+        // Requests after the start are recorded after them, and the whole log verifies.
+        let note = checkpoint_covering(&app, &auditor, 3).await;
+        let (report, _, records) = verify_over_http(&app, &auditor, &note, None).await;
+        assert_eq!(report.entries_checked, report.size, "{backend}");
+        assert_eq!(records[0], spooled_record(0), "{backend}");
+        assert_eq!(records[1], spooled_record(1), "{backend}");
+        assert_eq!(
+            records[2].service, "test",
+            "{backend}: the listing request is recorded third"
         );
     }
 }
