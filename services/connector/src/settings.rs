@@ -58,7 +58,7 @@ pub struct AuditSettings {
     #[serde(default)]
     pub watch: Vec<String>,
     /// Whether a request's record is acknowledged once written to a spool file (and merged into
-    /// the store within about 10 ms), instead of once committed to the store.
+    /// the store within about 100 ms), instead of once committed to the store.
     #[serde(default = "default_true")]
     pub spool: bool,
     /// The spool's directory. Default: beside a SQLite database file (`FILE-audit-spool`);

@@ -37,7 +37,7 @@ pub struct AppendArgs {
     /// The log to append to (its department name); it must be empty or absent.
     #[arg(long, default_value = "loadgen")]
     department: String,
-    /// Tasks appending at once, each waiting for its record to be committed.
+    /// Tasks appending at once, each waiting for its record to be durably queued.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Records to append (at most 10,000,000).

@@ -58,8 +58,10 @@ pub const MAX_BATCH: usize = 1000;
 const QUEUE: usize = 4 * MAX_BATCH;
 
 /// With a spool, how long the merger lets records gather after the first one arrives: one
-/// commit per this interval at most, however many requests come in.
-const MERGE_WAIT: Duration = Duration::from_millis(10);
+/// commit per this interval at most, however many requests come in. (Measured: 10 ms cost 5 %
+/// more retrieve throughput than 100 ms; the checkpoint interval dominates the merge delay
+/// anyway.) A reader of the log cuts the wait short ([`AuditLog::settled`]).
+const MERGE_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a reader of the log waits for the records acknowledged before its request to be
 /// merged ([`AuditLog::settled`]).
@@ -236,6 +238,7 @@ impl AuditLog {
                     spool,
                     room: tokio::sync::Semaphore::new(QUEUE),
                     wake: tokio::sync::Notify::new(),
+                    hurry: tokio::sync::Notify::new(),
                 });
                 tokio::spawn(Arc::clone(&spooled).merge(appender));
                 Intake::Spool(spooled)
@@ -374,6 +377,7 @@ impl AuditLog {
             return;
         };
         let target = spooled.spool.next_index();
+        spooled.hurry.notify_one();
         let mut head = self.head.clone();
         let _ =
             tokio::time::timeout(SETTLE_TIMEOUT, head.wait_for(|(size, _)| *size >= target)).await;
@@ -393,7 +397,10 @@ struct Spooled {
     spool: Spool,
     /// One permit per record that may be spooled and not yet merged.
     room: tokio::sync::Semaphore,
+    /// Records were spooled.
     wake: tokio::sync::Notify,
+    /// A reader waits for the records spooled so far: merge them now.
+    hurry: tokio::sync::Notify,
 }
 
 impl Spooled {
@@ -423,7 +430,10 @@ impl Spooled {
     async fn merge(self: Arc<Self>, mut appender: Appender) {
         loop {
             self.wake.notified().await;
-            tokio::time::sleep(MERGE_WAIT).await;
+            tokio::select! {
+                () = tokio::time::sleep(MERGE_WAIT) => {}
+                () = self.hurry.notified() => {}
+            }
             let batch = self.spool.take();
             let count = batch.entries.len();
             let mut backoff = Duration::from_millis(10);
