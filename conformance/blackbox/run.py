@@ -1152,7 +1152,7 @@ def g_errors(run: Run) -> None:
                                                               "type": "Subscription", "entities": [{"type": "T"}],
                                                               "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}}),
         ("subscriptions.list", "GET", "/subscriptions", {}),
-        ("csourceRegistrations", "GET", "/csourceRegistrations", {}),
+        ("csourceSubscriptions", "GET", "/csourceSubscriptions", {}),
         ("temporal", "GET", "/temporal/entities", {"query": {"type": run.type}}),
         ("entityOperations.query", "POST", "/entityOperations/query", {"body": {"type": "Query", "entities": [{"type": "T"}]}}),
         ("q", "GET", "/entities", {"query": {"type": run.type, "q": "level>1"}}),

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod clock;
 pub mod contexts;
 pub mod entities;
+pub mod registrations;
 pub mod revocations;
 mod routes;
 pub mod settings;
@@ -26,6 +27,7 @@ use crate::audit::AuditLog;
 use crate::clock::{Clock, SystemClock};
 use crate::contexts::ContextResolver;
 use crate::entities::Entities;
+use crate::registrations::Registrations;
 use crate::revocations::Revocations;
 use crate::settings::AuditSettings;
 pub use crate::settings::Settings;
@@ -35,6 +37,7 @@ pub use crate::settings::Settings;
 pub struct AppState {
     pub settings: Settings,
     pub entities: Entities,
+    pub registrations: Registrations,
     pub contexts: ContextResolver,
     pub authorizer: Authorizer,
     pub revocations: Revocations,
@@ -167,6 +170,7 @@ impl Application {
         .await?;
         let state = web::Data::new(AppState {
             revocations: Revocations::new(store.clone(), authorizer.clone(), clock.clone()),
+            registrations: Registrations::new(store.clone(), clock.clone()),
             entities: Entities::new(store, clock.clone()),
             authorizer,
             audit,

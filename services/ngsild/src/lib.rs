@@ -31,6 +31,7 @@ mod error;
 pub mod expand;
 pub mod geo;
 pub mod names;
+pub mod registration;
 pub mod render;
 pub mod update;
 

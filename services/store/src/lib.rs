@@ -18,7 +18,9 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Sqlite};
 
 pub use crate::error::Error;
-pub use crate::record::{BBox, ContextRecord, EntityQuery, EntityRecord, QueryPage};
+pub use crate::record::{
+    BBox, ContextRecord, EntityQuery, EntityRecord, QueryPage, RegistrationRecord,
+};
 use crate::sql::Sql;
 
 /// Reader connections of a SQLite store; writes go through one separate connection.
@@ -282,6 +284,57 @@ impl Store {
     pub async fn delete_context(&self, id: &str) -> Result<bool, Error> {
         on_pool!(self.writer(), |connection, Db| {
             ops::delete_context::<Db>(&mut connection, id).await
+        })
+    }
+
+    /// Stores a new context source registration of `tenant` (ETSI GS CIM 009, clause 5.9.2);
+    /// `Error::AlreadyExists` if its id is taken.
+    pub async fn put_registration(
+        &self,
+        tenant: &str,
+        record: &RegistrationRecord,
+    ) -> Result<(), Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::put_registration::<Db>(&mut connection, tenant, record).await
+        })
+    }
+
+    /// Replaces a registration's body and modification time, if it was last modified at
+    /// `expected`; `false` if it is gone or was modified since (the caller reads it again).
+    pub async fn replace_registration(
+        &self,
+        tenant: &str,
+        record: &RegistrationRecord,
+        expected: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::replace_registration::<Db>(&mut connection, tenant, record, expected).await
+        })
+    }
+
+    /// The registration `id` of `tenant`, if stored.
+    pub async fn get_registration(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<RegistrationRecord>, Error> {
+        let records = on_pool!(self.readers(), |connection, Db| {
+            ops::get_registrations::<Db>(&mut connection, tenant, Some(id)).await?
+        });
+        Ok(records.into_iter().next())
+    }
+
+    /// All registrations of `tenant`, in id order.
+    pub async fn list_registrations(&self, tenant: &str) -> Result<Vec<RegistrationRecord>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::get_registrations::<Db>(&mut connection, tenant, None).await
+        })
+    }
+
+    /// Deletes a registration; `false` if there was none with this id.
+    pub async fn delete_registration(&self, tenant: &str, id: &str) -> Result<bool, Error> {
+        on_pool!(self.writer(), |connection, Db| {
+            ops::delete_registration::<Db>(&mut connection, tenant, id).await
         })
     }
 

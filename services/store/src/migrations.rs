@@ -42,6 +42,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "audit witness",
         include_str!("../migrations/sqlite/0006_audit_witness.sql"),
     ),
+    (
+        7,
+        "csource registrations",
+        include_str!("../migrations/sqlite/0007_csource_registrations.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -74,6 +79,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         6,
         "audit witness",
         include_str!("../migrations/postgres/0006_audit_witness.sql"),
+    ),
+    (
+        7,
+        "csource registrations",
+        include_str!("../migrations/postgres/0007_csource_registrations.sql"),
     ),
 ];
 

@@ -10,8 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Executor, QueryBuilder};
 
-use crate::sql::{CONTEXT_COLUMNS, ENTITY_COLUMNS, IN_LIST_CHUNK, Sql, encode_list, to_micros};
-use crate::{ContextRecord, EntityQuery, EntityRecord, Error, QueryPage};
+use crate::sql::{
+    CONTEXT_COLUMNS, ENTITY_COLUMNS, IN_LIST_CHUNK, REGISTRATION_COLUMNS, Sql, encode_list,
+    to_micros,
+};
+use crate::{ContextRecord, EntityQuery, EntityRecord, Error, QueryPage, RegistrationRecord};
 
 /// Rows per multi-row `INSERT INTO entities` (12 parameters each; SQLite allows 32766).
 const ENTITY_CHUNK: usize = 500;
@@ -1248,6 +1251,103 @@ where
     DB::first_bytes(&row)?
         .try_into()
         .map_err(|_| Error::Corrupt(format!("the key seed of audit log {log} is not 32 bytes")))
+}
+
+/// Stores a new context source registration; `Error::AlreadyExists` if its id is taken.
+pub(crate) async fn put_registration<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    record: &RegistrationRecord,
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "INSERT INTO csource_registrations (tenant, {REGISTRATION_COLUMNS}) VALUES ("
+    ));
+    DB::push_text(&mut query, tenant);
+    query.push(", ");
+    DB::push_text(&mut query, &record.id);
+    query.push(", ");
+    DB::push_text(&mut query, &record.body);
+    query.push(", ");
+    DB::push_integer(&mut query, to_micros(record.created_at));
+    query.push(", ");
+    DB::push_integer(&mut query, to_micros(record.modified_at));
+    query.push(") ON CONFLICT (tenant, id) DO NOTHING");
+    let result = query.build().execute(&mut *connection).await?;
+    if DB::rows_affected(&result) == 0 {
+        return Err(Error::AlreadyExists);
+    }
+    Ok(())
+}
+
+/// Replaces the body and modification time of a stored registration if its modification time
+/// is still `expected` (so that two concurrent updates cannot both apply to the same state);
+/// `false` if there is no such registration or it changed.
+pub(crate) async fn replace_registration<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    record: &RegistrationRecord,
+    expected: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("UPDATE csource_registrations SET body = ");
+    DB::push_text(&mut query, &record.body);
+    query.push(", modified_at = ");
+    DB::push_integer(&mut query, to_micros(record.modified_at));
+    query.push(" WHERE tenant = ");
+    DB::push_text(&mut query, tenant);
+    query.push(" AND id = ");
+    DB::push_text(&mut query, &record.id);
+    query.push(" AND modified_at = ");
+    DB::push_integer(&mut query, to_micros(expected));
+    let result = query.build().execute(&mut *connection).await?;
+    Ok(DB::rows_affected(&result) > 0)
+}
+
+/// The registrations of `tenant` with this id (none or one), or all of them when `id` is
+/// `None`, in id order.
+pub(crate) async fn get_registrations<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    id: Option<&str>,
+) -> Result<Vec<RegistrationRecord>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {REGISTRATION_COLUMNS} FROM csource_registrations WHERE tenant = "
+    ));
+    DB::push_text(&mut query, tenant);
+    if let Some(id) = id {
+        query.push(" AND id = ");
+        DB::push_text(&mut query, id);
+    }
+    query.push(" ORDER BY id");
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| DB::registration_row(row)?.into_record())
+        .collect()
+}
+
+/// Deletes a registration; `false` if there was none with this id.
+pub(crate) async fn delete_registration<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    id: &str,
+) -> Result<bool, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("DELETE FROM csource_registrations WHERE tenant = ");
+    DB::push_text(&mut query, tenant);
+    query.push(" AND id = ");
+    DB::push_text(&mut query, id);
+    let result = query.build().execute(&mut *connection).await?;
+    Ok(DB::rows_affected(&result) > 0)
 }
 
 #[cfg(test)]

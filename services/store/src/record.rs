@@ -85,3 +85,16 @@ pub struct ContextRecord {
     /// When the context was stored; microsecond precision.
     pub created_at: DateTime<Utc>,
 }
+
+/// One stored context source registration (ETSI GS CIM 009, clause 5.2.9).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRecord {
+    /// The registration id, an absolute IRI.
+    pub id: String,
+    /// Canonical JSON of the registration, opaque to the store.
+    pub body: String,
+    /// Creation time; microsecond precision.
+    pub created_at: DateTime<Utc>,
+    /// Last modification time; microsecond precision.
+    pub modified_at: DateTime<Utc>,
+}

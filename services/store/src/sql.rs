@@ -8,11 +8,14 @@ use chrono::{DateTime, Utc};
 use sqlx::database::HasStatementCache;
 use sqlx::{Database, IntoArguments, Postgres, QueryBuilder, Row, Sqlite};
 
-use crate::{BBox, ContextRecord, EntityRecord, Error};
+use crate::{BBox, ContextRecord, EntityRecord, Error, RegistrationRecord};
 
 /// The entity columns every `SELECT` returns, in the order [`EntityRow`] decodes them.
 pub(crate) const ENTITY_COLUMNS: &str = "e.id, e.types, e.scopes, e.attributes, e.created_at, \
      e.modified_at, e.min_lon, e.min_lat, e.max_lon, e.max_lat, e.body";
+
+/// The registration columns every `SELECT` returns, in the order [`RegistrationRow`] decodes them.
+pub(crate) const REGISTRATION_COLUMNS: &str = "id, body, created_at, modified_at";
 
 /// The context columns every `SELECT` returns, in the order [`ContextRow`] decodes them.
 pub(crate) const CONTEXT_COLUMNS: &str = "id, url, kind, body, created_at";
@@ -82,6 +85,7 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
 
     fn entity_row(row: &Self::Row) -> Result<EntityRow, sqlx::Error>;
     fn context_row(row: &Self::Row) -> Result<ContextRow, sqlx::Error>;
+    fn registration_row(row: &Self::Row) -> Result<RegistrationRow, sqlx::Error>;
     /// The first column as an integer.
     fn first_integer(row: &Self::Row) -> Result<i64, sqlx::Error>;
     /// The first column as a string.
@@ -124,6 +128,14 @@ pub(crate) struct ContextRow {
     created_at: i64,
 }
 
+/// The raw columns of a `csource_registrations` row.
+pub(crate) struct RegistrationRow {
+    id: String,
+    body: String,
+    created_at: i64,
+    modified_at: i64,
+}
+
 /// Row decoding is the same code for both backends, only the types differ.
 macro_rules! decode_rows {
     () => {
@@ -152,6 +164,15 @@ macro_rules! decode_rows {
                 kind: row.try_get(2)?,
                 body: row.try_get(3)?,
                 created_at: row.try_get(4)?,
+            })
+        }
+
+        fn registration_row(row: &Self::Row) -> Result<RegistrationRow, sqlx::Error> {
+            Ok(RegistrationRow {
+                id: row.try_get(0)?,
+                body: row.try_get(1)?,
+                created_at: row.try_get(2)?,
+                modified_at: row.try_get(3)?,
             })
         }
 
@@ -599,6 +620,17 @@ impl ContextRow {
             id: self.id,
             url: self.url,
             kind: self.kind,
+            body: self.body,
+        })
+    }
+}
+
+impl RegistrationRow {
+    pub(crate) fn into_record(self) -> Result<RegistrationRecord, Error> {
+        Ok(RegistrationRecord {
+            created_at: from_micros(self.created_at)?,
+            modified_at: from_micros(self.modified_at)?,
+            id: self.id,
             body: self.body,
         })
     }

@@ -4,7 +4,8 @@
 //! test function covers both backends; failures name the backend.
 
 use civitas_store::{
-    BBox, ContextRecord, EntityQuery, EntityRecord, Error, QueryPage, Store, Transaction,
+    BBox, ContextRecord, EntityQuery, EntityRecord, Error, QueryPage, RegistrationRecord, Store,
+    Transaction,
 };
 use civitas_testkit::{TestDatabase, fixed_time, test_databases};
 
@@ -763,6 +764,77 @@ async fn contexts_are_created_listed_and_deleted() -> TestResult {
         assert!(store.delete_context("b-first").await?, "{kind}");
         assert!(!store.delete_context("b-first").await?, "{kind}");
         assert_eq!(store.list_contexts().await?, [second], "{kind}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn registrations_are_created_replaced_listed_and_deleted_per_tenant() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let registration = |id: &str, body: &str, seconds: i64| RegistrationRecord {
+            id: id.to_owned(),
+            body: body.to_owned(),
+            created_at: fixed_time(seconds),
+            modified_at: fixed_time(seconds),
+        };
+        let (b, a) = (
+            registration("urn:ngsi-ld:R:b", r#"{"mode":"inclusive"}"#, 1),
+            registration("urn:ngsi-ld:R:a", r#"{"mode":"exclusive"}"#, 2),
+        );
+        store.put_registration(TENANT, &b).await?;
+        store.put_registration(TENANT, &a).await?;
+        store.put_registration("other", &a).await?;
+        let duplicate = store.put_registration(TENANT, &b).await;
+        assert!(
+            matches!(duplicate, Err(Error::AlreadyExists)),
+            "{kind}: {duplicate:?}"
+        );
+        assert_eq!(
+            store.list_registrations(TENANT).await?,
+            [a.clone(), b.clone()],
+            "{kind}: id order"
+        );
+        assert_eq!(
+            store.get_registration(TENANT, "urn:ngsi-ld:R:b").await?,
+            Some(b.clone()),
+            "{kind}"
+        );
+        assert_eq!(
+            store.get_registration("third", "urn:ngsi-ld:R:b").await?,
+            None
+        );
+
+        // A replacement applies only to the version it was computed from.
+        let mut changed = b.clone();
+        changed.body = r#"{"mode":"redirect"}"#.to_owned();
+        changed.modified_at = fixed_time(5);
+        assert!(
+            store
+                .replace_registration(TENANT, &changed, b.modified_at)
+                .await?,
+            "{kind}"
+        );
+        assert!(
+            !store
+                .replace_registration(TENANT, &changed, b.modified_at)
+                .await?,
+            "{kind}: a stale replacement is refused"
+        );
+        assert_eq!(
+            store.get_registration(TENANT, &b.id).await?,
+            Some(changed.clone()),
+            "{kind}"
+        );
+
+        assert!(store.delete_registration(TENANT, &a.id).await?, "{kind}");
+        assert!(!store.delete_registration(TENANT, &a.id).await?, "{kind}");
+        assert_eq!(store.list_registrations(TENANT).await?, [changed], "{kind}");
+        assert_eq!(
+            store.list_registrations("other").await?,
+            [a],
+            "{kind}: tenants are apart"
+        );
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod csource_registrations;
 mod entities;
 mod entity_operations;
 mod health;
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/ngsi-ld/v1")
             .configure(entities::configure)
             .configure(entity_operations::configure)
+            .configure(csource_registrations::configure)
             .configure(jsonld_contexts::configure)
             .configure(not_implemented),
     )
@@ -120,8 +122,6 @@ fn not_implemented(cfg: &mut web::ServiceConfig) {
         "/temporal/entityOperations/{tail:.*}",
         "/subscriptions{slash:/?}",
         "/subscriptions/{tail:.+}",
-        "/csourceRegistrations{slash:/?}",
-        "/csourceRegistrations/{tail:.+}",
         "/csourceSubscriptions{slash:/?}",
         "/csourceSubscriptions/{tail:.+}",
         "/entityOperations/query",

@@ -10,5 +10,6 @@ mod entities;
 mod errors;
 mod helpers;
 mod query;
+mod registrations;
 mod remote_contexts;
 mod witness;

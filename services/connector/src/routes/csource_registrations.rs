@@ -1,0 +1,274 @@
+//! `/csourceRegistrations` and `/csourceRegistrations/{registrationId}` (ETSI GS CIM 009
+//! clauses 6.8 and 6.9, operations of clauses 5.9 and 5.10).
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use civitas_http::negotiation;
+use civitas_http::{ErrorCode, Problem};
+use civitas_ngsild::ErrorType;
+use civitas_ngsild::names::{EntityId, is_valid_name};
+use civitas_ngsild::registration::{self, SystemMembers};
+use serde_json::Value;
+
+use civitas_auth::authorizer::Operation;
+
+use super::{Params, json_input, link_input, method_not_allowed, no_content, path_param};
+use crate::AppState;
+use crate::contexts::Resolved;
+use crate::registrations::{RegistrationQuery, Stored};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/csourceRegistrations{slash:/?}")
+            .route(web::post().to(create))
+            .route(web::get().to(query))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/csourceRegistrations/{registrationId:[^/]+}")
+            .route(web::get().to(retrieve))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+fn location(id: &str) -> String {
+    format!(
+        "/ngsi-ld/v1/csourceRegistrations/{}",
+        super::path_segment(id)
+    )
+}
+
+/// `POST /csourceRegistrations` (clause 6.8.3.1).
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    let input = json_input(&state, &req, payload, false).await?;
+    let id = state
+        .registrations
+        .create(&input.auth, &input.body, &input.context.active)
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location(&id)))
+        .finish())
+}
+
+const QUERY_PARAMS: &[&str] = &[
+    "id",
+    "type",
+    "idPattern",
+    "attrs",
+    "q",
+    "csf",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "timeproperty",
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "limit",
+    "offset",
+    "count",
+    "options",
+];
+
+/// Filters not evaluated yet: refused with 501 rather than ignored.
+const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
+    "q",
+    "csf",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "timeproperty",
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+];
+
+/// `GET /csourceRegistrations` (clause 6.8.3.2): by entity id, type, idPattern and attrs,
+/// paginated.
+async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, QUERY_PARAMS)?;
+    params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
+    let media = negotiation::response_type(&req, false)?;
+    let (auth, context) = link_input(&state, &req, Operation::Read).await?;
+    let query = registration_filter(&params, &context)?;
+    let system = system_members(&params)?;
+    let limits = &state.settings.limits;
+    let limit = match params.get("limit") {
+        None => limits.default_page_size,
+        Some(limit) => limit.parse::<u32>().map_err(|_| {
+            Problem::bad_request(format!(
+                "limit must be a non-negative integer, not {limit:?}"
+            ))
+        })?,
+    };
+    if limit > limits.max_page_size {
+        return Err(Problem::new(
+            ErrorType::TooManyResults,
+            format!(
+                "limit {limit} is larger than the maximum page size {}",
+                limits.max_page_size
+            ),
+        ));
+    }
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(offset) => offset.parse::<usize>().map_err(|_| {
+            Problem::bad_request(format!(
+                "offset must be a non-negative integer, not {offset:?}"
+            ))
+        })?,
+    };
+    let count = params.flag("count")?;
+    if limit == 0 && !count {
+        return Err(Problem::bad_request(
+            "limit=0 is only meaningful with count=true",
+        ));
+    }
+    let matches = state.registrations.query(&auth, &query).await?;
+    let total = matches.len();
+    auth.note_count(total.min(limit as usize) as u64);
+    let body = Value::Array(
+        matches
+            .iter()
+            .skip(offset)
+            .take(limit as usize)
+            .map(|stored| render(stored, &context, system))
+            .collect(),
+    );
+    let mut response = negotiation::respond(
+        StatusCode::OK,
+        body,
+        media,
+        &context.value,
+        &context.link_url,
+    );
+    if count && let Ok(value) = header::HeaderValue::from_str(&total.to_string()) {
+        response.headers_mut().insert(
+            header::HeaderName::from_static("ngsild-results-count"),
+            value,
+        );
+    }
+    Ok(response)
+}
+
+fn system_members(params: &Params) -> Result<bool, Problem> {
+    Ok(params.options(&["sysAttrs"])?.contains(&"sysAttrs"))
+}
+
+fn render(stored: &Stored, context: &Resolved, system: bool) -> Value {
+    Value::Object(registration::render(
+        &stored.canonical,
+        &context.active,
+        system.then_some(SystemMembers {
+            created_at: stored.created_at,
+            modified_at: stored.modified_at,
+        }),
+    ))
+}
+
+fn registration_filter(params: &Params, context: &Resolved) -> Result<RegistrationQuery, Problem> {
+    let mut query = RegistrationQuery::default();
+    for id in params.list("id") {
+        query.ids.push(EntityId::parse(id)?.as_str().to_owned());
+    }
+    if let Some(types) = params.get("type") {
+        if types.contains([';', '(', ')']) {
+            return Err(Problem::new(
+                ErrorCode::NotImplemented,
+                "type expressions with ';' or parentheses are not implemented yet; use ',' or '|'",
+            ));
+        }
+        for name in types
+            .split([',', '|'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            if !is_valid_name(name) {
+                return Err(Problem::bad_request(format!(
+                    "{name:?} is not a valid entity type"
+                )));
+            }
+            query.types.push(context.active.expand_name(name));
+        }
+        if query.types.is_empty() {
+            return Err(Problem::bad_request("type is empty"));
+        }
+    }
+    if let Some(pattern) = params.get("idPattern") {
+        regex::Regex::new(pattern).map_err(|e| {
+            Problem::bad_request(format!("idPattern is not a valid regular expression: {e}"))
+        })?;
+        query.id_pattern = Some(pattern.to_owned());
+    }
+    for name in params.list("attrs") {
+        if !is_valid_name(name) {
+            return Err(Problem::bad_request(format!(
+                "{name:?} is not a valid attribute name"
+            )));
+        }
+        query.attributes.push(context.active.expand_name(name));
+    }
+    Ok(query)
+}
+
+fn registration_id(req: &HttpRequest) -> Result<String, Problem> {
+    let id = path_param(req, "registrationId");
+    if !civitas_ngsild::names::is_absolute_uri(&id) {
+        return Err(Problem::bad_request(format!(
+            "{id:?} is not a valid registration id (an absolute URI)"
+        )));
+    }
+    Ok(id)
+}
+
+/// `GET /csourceRegistrations/{registrationId}` (clause 6.9.3.1).
+async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, &["options"])?;
+    let system = system_members(&params)?;
+    let media = negotiation::response_type(&req, false)?;
+    let id = registration_id(&req)?;
+    let (auth, context) = link_input(&state, &req, Operation::Read).await?;
+    let stored = state.registrations.get(&auth, &id).await?;
+    auth.note_count(1);
+    Ok(negotiation::respond(
+        StatusCode::OK,
+        render(&stored, &context, system),
+        media,
+        &context.value,
+        &context.link_url,
+    ))
+}
+
+/// `PATCH /csourceRegistrations/{registrationId}` (clause 6.9.3.2).
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    let id = registration_id(&req)?;
+    let input = json_input(&state, &req, payload, true).await?;
+    state
+        .registrations
+        .update(&input.auth, &id, &input.body, &input.context.active)
+        .await?;
+    Ok(no_content())
+}
+
+/// `DELETE /csourceRegistrations/{registrationId}` (clause 6.9.3.3).
+async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    let id = registration_id(&req)?;
+    let (auth, _) = link_input(&state, &req, Operation::Write).await?;
+    state.registrations.delete(&auth, &id).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,340 @@
+//! Context source registrations (`/csourceRegistrations`): create, retrieve, query, update and
+//! delete through the HTTP API, validation, tenants, and who may register what.
+
+use civitas_auth::token::{TokenSpec, issue};
+use civitas_testkit::fixed_time;
+use serde_json::{Value, json};
+
+use crate::helpers::{TEST_CONTEXT_URL, TestApp, apps, apps_with, link, root_key, write_policy};
+
+const PATH: &str = "/ngsi-ld/v1/csourceRegistrations";
+
+fn vehicles(id: &str, endpoint: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": "Vehicle"}], "propertyNames": ["speed", "brandName"]}],
+        "endpoint": endpoint,
+        "mode": "inclusive",
+        "operations": ["retrieveOps"]
+    })
+}
+
+fn encoded(id: &str) -> String {
+    id.replace(':', "%3A")
+}
+
+async fn create(app: &TestApp, body: &Value) -> String {
+    let reply = app
+        .send_json("POST", PATH, body, Some(TEST_CONTEXT_URL))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply
+        .header("location")
+        .expect("a Location header")
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn a_registration_is_created_retrieved_queried_updated_and_deleted() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let id = "urn:ngsi-ld:ContextSourceRegistration:fleet";
+        let location = create(&app, &vehicles(id, "http://127.0.0.1:9/fleet")).await;
+        assert_eq!(location, format!("{PATH}/{id}"));
+
+        // Rendered in the caller's context: terms come back as they were sent.
+        let got = app.get(&location, ctx).await;
+        assert_eq!(got.status, 200, "{}", got.text);
+        let body = got.json();
+        assert_eq!(body["id"], id);
+        assert_eq!(body["type"], "ContextSourceRegistration");
+        assert_eq!(body["information"][0]["entities"][0]["type"], "Vehicle");
+        assert_eq!(
+            body["information"][0]["propertyNames"],
+            json!(["speed", "brandName"])
+        );
+        assert_eq!(body["endpoint"], "http://127.0.0.1:9/fleet");
+        assert_eq!(body["mode"], "inclusive");
+        assert!(body.get("createdAt").is_none(), "{body}");
+        // Without the context, the same registration shows full IRIs.
+        let expanded = app.get(&location, None).await.json();
+        assert_eq!(
+            expanded["information"][0]["entities"][0]["type"],
+            "https://example.org/ns#Vehicle"
+        );
+        let system = app
+            .get(&format!("{location}?options=sysAttrs"), ctx)
+            .await
+            .json();
+        assert_eq!(
+            system["createdAt"], "2026-01-01T00:00:00.000000Z",
+            "{system}"
+        );
+
+        // Queried by type and by attribute; other types and attributes do not match.
+        create(
+            &app,
+            &json!({"type": "ContextSourceRegistration", "endpoint": "http://127.0.0.1:9/estate",
+                    "information": [{"entities": [{"type": "Building"}]}]}),
+        )
+        .await;
+        let by_type = app.get(&format!("{PATH}?type=Vehicle"), ctx).await;
+        assert_eq!(by_type.status, 200, "{}", by_type.text);
+        let found = by_type.json();
+        assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+        assert_eq!(found[0]["id"], id);
+        // A registration that lists no attributes covers them all.
+        let by_attribute = app.get(&format!("{PATH}?attrs=speed"), ctx).await.json();
+        assert_eq!(by_attribute.as_array().map(Vec::len), Some(2));
+        let none = app
+            .get(&format!("{PATH}?type=Vehicle&attrs=name"), ctx)
+            .await;
+        assert_eq!(none.json(), json!([]));
+        let counted = app.get(&format!("{PATH}?count=true&limit=1"), ctx).await;
+        assert_eq!(counted.header("ngsild-results-count"), Some("2"));
+        assert_eq!(counted.json().as_array().map(Vec::len), Some(1));
+
+        // Patched: the members sent replace the stored ones, the rest stays.
+        let patched = app
+            .send_json(
+                "PATCH",
+                &location,
+                &json!({"endpoint": "http://127.0.0.1:9/fleet-v2"}),
+                ctx,
+            )
+            .await;
+        assert_eq!(patched.status, 204, "{}", patched.text);
+        let after = app.get(&location, ctx).await.json();
+        assert_eq!(after["endpoint"], "http://127.0.0.1:9/fleet-v2");
+        assert_eq!(after["mode"], "inclusive");
+
+        let deleted = app.request("DELETE", &location, &[], None).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        app.get(&location, ctx)
+            .await
+            .assert_problem(404, "ResourceNotFound");
+        app.request("DELETE", &location, &[], None)
+            .await
+            .assert_problem(404, "ResourceNotFound");
+    }
+}
+
+#[actix_web::test]
+async fn malformed_registrations_are_refused_and_nothing_is_stored() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let valid = vehicles(
+            "urn:ngsi-ld:ContextSourceRegistration:1",
+            "http://127.0.0.1:9",
+        );
+        let mut cases = Vec::new();
+        for (member, value) in [
+            ("information", Value::Null),
+            ("information", json!([])),
+            ("information", json!([{"entities": [{"id": "urn:x:1"}]}])),
+            ("endpoint", json!("not a url")),
+            ("type", json!("Registration")),
+            ("mode", json!("sometimes")),
+            ("id", json!("no uri")),
+            ("expiresAt", json!("2020-01-01T00:00:00Z")),
+            ("expiresAt", json!("tomorrow")),
+        ] {
+            let mut body = valid.clone();
+            if value.is_null() {
+                body.as_object_mut().expect("object").remove(member);
+            } else {
+                body[member] = value;
+            }
+            cases.push(body);
+        }
+        // Exclusive registrations name entities by id and list their attributes.
+        let mut exclusive = valid.clone();
+        exclusive["mode"] = json!("exclusive");
+        cases.push(exclusive);
+        for body in &cases {
+            app.send_json("POST", PATH, body, ctx)
+                .await
+                .assert_problem(400, "BadRequestData");
+        }
+        app.send_json("POST", PATH, &json!([valid]), ctx)
+            .await
+            .assert_problem(400, "InvalidRequest");
+        app.request(
+            "POST",
+            PATH,
+            &[("content-type", "application/json")],
+            Some("{"),
+        )
+        .await
+        .assert_problem(400, "InvalidRequest");
+        assert_eq!(app.get(PATH, ctx).await.json(), json!([]));
+
+        create(&app, &valid).await;
+        app.send_json("POST", PATH, &valid, ctx)
+            .await
+            .assert_problem(409, "AlreadyExists");
+        let location = format!(
+            "{PATH}/{}",
+            encoded("urn:ngsi-ld:ContextSourceRegistration:1")
+        );
+        app.send_json("PATCH", &location, &json!({"mode": "sometimes"}), ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+        assert_eq!(app.get(&location, ctx).await.json()["mode"], "inclusive");
+        app.send_json(
+            "PATCH",
+            &format!("{PATH}/{}", encoded("urn:x:absent")),
+            &json!({"endpoint": "http://127.0.0.1:9"}),
+            ctx,
+        )
+        .await
+        .assert_problem(404, "ResourceNotFound");
+        app.get(&format!("{PATH}/not-a-uri"), ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+        // Filters not evaluated yet are refused, never ignored.
+        app.get(&format!("{PATH}?q=speed>3"), ctx)
+            .await
+            .assert_problem(501, "OperationNotSupported");
+    }
+}
+
+#[actix_web::test]
+async fn registrations_belong_to_their_tenant() {
+    for app in apps().await {
+        let link_value = link(TEST_CONTEXT_URL);
+        let body = vehicles(
+            "urn:ngsi-ld:ContextSourceRegistration:a",
+            "http://127.0.0.1:9",
+        );
+        let created = app
+            .request(
+                "POST",
+                PATH,
+                &[
+                    ("content-type", "application/json"),
+                    ("link", &link_value),
+                    ("ngsild-tenant", "city-a"),
+                ],
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let list = |tenant: &'static str| {
+            let headers = [
+                ("link", link_value.clone()),
+                ("ngsild-tenant", tenant.to_owned()),
+            ];
+            let app = &app;
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                app.request("GET", PATH, &headers, None).await.json()
+            }
+        };
+        assert_eq!(list("city-a").await.as_array().map(Vec::len), Some(1));
+        assert_eq!(list("city-b").await, json!([]));
+        assert_eq!(
+            app.get(PATH, Some(TEST_CONTEXT_URL)).await.json(),
+            json!([])
+        );
+    }
+}
+
+#[actix_web::test]
+async fn only_a_writer_of_every_registered_type_may_register_a_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = write_policy(dir.path(), "", None);
+    for app in apps_with(move |settings| settings.auth.policies = Some(folder.clone())).await {
+        let token = |read: &[&str], write: &[&str]| {
+            let spec = TokenSpec {
+                holder: "fleet".into(),
+                read: read.iter().map(|t| (*t).to_owned()).collect(),
+                write: write.iter().map(|t| (*t).to_owned()).collect(),
+                ..TokenSpec::default()
+            };
+            issue(&root_key(), &spec, fixed_time(0)).expect("a token")
+        };
+        let vehicle = "https://example.org/ns#Vehicle";
+        let building = "https://example.org/ns#Building";
+        let link_value = link(TEST_CONTEXT_URL);
+        let send =
+            |token: Option<String>, method: &'static str, path: String, body: Option<Value>| {
+                let link_value = link_value.clone();
+                let app = &app;
+                async move {
+                    let bearer = token.map(|t| format!("Bearer {t}"));
+                    let mut headers = vec![("link", link_value.as_str())];
+                    if let Some(bearer) = &bearer {
+                        headers.push(("authorization", bearer));
+                    }
+                    if body.is_some() {
+                        headers.push(("content-type", "application/json"));
+                    }
+                    let body = body.map(|b| b.to_string());
+                    app.request(method, &path, &headers, body.as_deref()).await
+                }
+            };
+        let fleet = vehicles(
+            "urn:ngsi-ld:ContextSourceRegistration:fleet",
+            "http://127.0.0.1:9",
+        );
+        let anonymous = send(None, "POST", PATH.into(), Some(fleet.clone())).await;
+        assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+        let reader = token(&[vehicle], &[]);
+        let forbidden = send(
+            Some(reader.clone()),
+            "POST",
+            PATH.into(),
+            Some(fleet.clone()),
+        )
+        .await;
+        assert_eq!(forbidden.status, 403, "{}", forbidden.text);
+        let writer = token(&[vehicle], &[vehicle]);
+        let created = send(
+            Some(writer.clone()),
+            "POST",
+            PATH.into(),
+            Some(fleet.clone()),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        // A vehicle writer may not widen its registration to buildings.
+        let location = format!(
+            "{PATH}/{}",
+            encoded("urn:ngsi-ld:ContextSourceRegistration:fleet")
+        );
+        let widened =
+            json!({"information": [{"entities": [{"type": "Vehicle"}, {"type": "Building"}]}]});
+        let refused = send(
+            Some(writer.clone()),
+            "PATCH",
+            location.clone(),
+            Some(widened),
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{}", refused.text);
+        // Readers of vehicles see it; readers of buildings do not.
+        let seen = send(Some(reader), "GET", PATH.into(), None).await;
+        assert_eq!(
+            seen.json().as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            seen.text
+        );
+        let other = token(&[building], &[building]);
+        let unseen = send(Some(other.clone()), "GET", PATH.into(), None).await;
+        assert_eq!(unseen.json(), json!([]));
+        let hidden = send(Some(other.clone()), "GET", location.clone(), None).await;
+        assert!(matches!(hidden.status, 403 | 404), "{}", hidden.text);
+        let not_deleted = send(Some(other), "DELETE", location.clone(), None).await;
+        assert!(
+            matches!(not_deleted.status, 403 | 404),
+            "{}",
+            not_deleted.text
+        );
+        let deleted = send(Some(writer), "DELETE", location, None).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+    }
+}
