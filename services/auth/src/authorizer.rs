@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::builder;
-use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, PublicKey};
+use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, PublicKey, UnverifiedBiscuit};
 use chrono::{DateTime, Utc};
 
 use crate::Error;
@@ -58,6 +58,9 @@ pub struct Request<'a> {
     pub tenant: Option<&'a str>,
     /// The purpose the caller declares for this request, if any.
     pub purpose: Option<&'a str>,
+    /// The request's id: a token a broker bound to one request (`check if request_id(…)`)
+    /// is checked against it.
+    pub request_id: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
 
@@ -79,6 +82,7 @@ impl Request<'static> {
             tenant: None,
             purpose: None,
             now,
+            request_id: None,
         }
     }
 }
@@ -269,6 +273,7 @@ struct PerRequest {
     shared: Arc<Shared>,
     token: Arc<str>,
     now: DateTime<Utc>,
+    request_id: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PerRequest {
@@ -385,6 +390,7 @@ impl Authorized {
             tenant: Some(&self.tenant),
             purpose: self.purpose.as_deref(),
             now: per_request.now,
+            request_id: per_request.request_id.as_deref(),
         };
         per_request
             .shared
@@ -396,6 +402,18 @@ impl Authorized {
 /// The predicates whose facts come from what a request names. A token or policy that uses none of
 /// them decides the same for every request with the same operation, tenant, purpose and second.
 const REQUEST_PREDICATES: [&str; 3] = ["entity_type", "entity_id", "attribute"];
+
+/// Whether a token has a block that binds it to one request (`request_id`, as a broker's relay
+/// block has). Such a decision is cached for that request only.
+fn binds_request(token: &str) -> bool {
+    UnverifiedBiscuit::from_base64(token).is_ok_and(|biscuit| {
+        (1..biscuit.block_count()).any(|index| {
+            biscuit
+                .print_block_source(index)
+                .map_or(true, |source| source.contains("request_id("))
+        })
+    })
+}
 
 /// Whether datalog source uses one of [`REQUEST_PREDICATES`].
 fn uses_request_facts(source: &str) -> bool {
@@ -415,6 +433,9 @@ struct CachedGrant {
     second: i64,
     per_request: bool,
     grant: Arc<Grant>,
+    /// For a token bound to one request (a block checks `request_id`): the request it was
+    /// decided for. Another request with the same token is decided afresh.
+    bound_to: Option<String>,
 }
 
 type CacheKey = (String, Operation, String, Option<String>);
@@ -504,6 +525,11 @@ impl Authorizer {
     /// by the anonymous policy.
     pub fn authorize(&self, tokens: &[&str], request: &Request<'_>) -> Result<Authorized, Error> {
         Shared::authorize(&self.0, tokens, request)
+    }
+
+    /// Whether this department's key signed `token`.
+    pub fn verifies(&self, token: &str) -> bool {
+        Biscuit::from_base64(token.trim(), self.0.root).is_ok()
     }
 
     /// The revocation ids (hex, authority first) of a token this department's key verifies.
@@ -600,6 +626,7 @@ impl Shared {
                 shared: this.clone(),
                 token,
                 now: request.now,
+                request_id: request.request_id.map(Arc::from),
             }),
             journal: Arc::default(),
         })
@@ -624,13 +651,21 @@ impl Shared {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             cache
                 .get(&key)
-                .filter(|entry| entry.second == second)
+                .filter(|entry| {
+                    entry.second == second
+                        && entry
+                            .bound_to
+                            .as_deref()
+                            .is_none_or(|id| Some(id) == request.request_id)
+                })
                 .map(|entry| (entry.grant.clone(), entry.per_request))
         };
         let (grant, per_request) = match cached {
             Some(hit) => hit,
             None => {
                 let (grant, per_request) = self.decide(token, request, None)?;
+                let bound_to =
+                    binds_request(token).then(|| request.request_id.unwrap_or_default().to_owned());
                 let grant = Arc::new(grant);
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CACHE_CAPACITY {
@@ -642,6 +677,7 @@ impl Shared {
                         second,
                         per_request,
                         grant: grant.clone(),
+                        bound_to,
                     },
                 );
                 (grant, per_request)
@@ -690,6 +726,9 @@ impl Shared {
         ];
         if let Some(purpose) = request.purpose {
             facts.push(builder::fact("request_purpose", &[string(purpose)]));
+        }
+        if let Some(id) = request.request_id {
+            facts.push(builder::fact("request_id", &[string(id)]));
         }
         for (index, id) in revocation_ids.iter().enumerate() {
             facts.push(builder::fact(
@@ -998,6 +1037,7 @@ mod tests {
         // Expired.
         let late = Request {
             now: at(7200),
+            request_id: None,
             ..request(Operation::Read)
         };
         assert!(matches!(

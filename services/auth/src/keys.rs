@@ -3,8 +3,9 @@
 
 use std::str::FromStr;
 
+pub use biscuit_auth::PublicKey;
 use biscuit_auth::builder::Algorithm;
-use biscuit_auth::{KeyPair, PrivateKey, PublicKey};
+use biscuit_auth::{KeyPair, PrivateKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::Error;

@@ -241,6 +241,46 @@ pub fn attenuate(
     narrowed.to_base64().map_err(invalid)
 }
 
+/// Binds a token to one request, as a broker does before forwarding it to a department: a block
+/// with `relayed_by(<broker>)`, a check that the request carries `request_id`, and an expiry `ttl`
+/// from `now`. The department's connector supplies the `request_id` fact of the request it serves,
+/// so the bound token opens that request and nothing else.
+pub fn bind_to_request(
+    token: &str,
+    relayed_by: &str,
+    request_id: &str,
+    ttl: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<String, Error> {
+    let plain = |text: &str| {
+        !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    };
+    if !plain(relayed_by) || !plain(request_id) {
+        return Err(Error::Invalid(
+            "a relay's name and request id are plain names".to_owned(),
+        ));
+    }
+    attenuate(
+        token,
+        &Restrictions {
+            ttl: Some(ttl),
+            datalog: Some(format!(
+                "relayed_by(\"{relayed_by}\");\ncheck if request_id(\"{request_id}\");\n"
+            )),
+            ..Restrictions::default()
+        },
+        now,
+    )
+}
+
+/// Whether `token` is signed by the holder of `root` (a department's root key).
+pub fn issued_by(token: &str, root: &PublicKey) -> bool {
+    Biscuit::from_base64(token.trim(), *root).is_ok()
+}
+
 /// What a token says, block by block (`civitas token inspect`).
 #[derive(Debug, Clone)]
 pub struct Inspection {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod clock;
 pub mod contexts;
 pub mod entities;
+pub mod federation;
 pub mod registrations;
 pub mod revocations;
 mod routes;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub authorizer: Authorizer,
     pub revocations: Revocations,
     pub audit: AuditLog,
+    /// The broker's forwarding; `None` on a department's connector.
+    pub federation: Option<federation::Federation>,
     pub clock: Arc<dyn Clock>,
     pub public_url: String,
 }
@@ -66,6 +69,8 @@ pub enum StartError {
     Auth(#[from] civitas_auth::Error),
     #[error("cannot open the audit log: {0}")]
     Audit(#[from] audit::SetupError),
+    #[error("cannot set up federation: {0}")]
+    Federation(String),
 }
 
 /// The department's authorizer: its public key, its policies, and the tokens revoked so far.
@@ -157,6 +162,13 @@ impl Application {
         )
         .await?;
         let authorizer = authorizer(&settings, &store).await?;
+        let federation = match &settings.federation {
+            None => None,
+            Some(federation) => Some(
+                federation::Federation::new(federation.clone(), &settings.department, &public_url)
+                    .map_err(StartError::Federation)?,
+            ),
+        };
         let audit_settings = AuditSettings {
             spool_dir: settings.audit.spool_dir_for(&database_url),
             ..settings.audit.clone()
@@ -174,6 +186,7 @@ impl Application {
             entities: Entities::new(store, clock.clone()),
             authorizer,
             audit,
+            federation,
             clock,
             contexts,
             public_url,

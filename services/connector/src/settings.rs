@@ -36,6 +36,74 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Present on a broker: forwarding to registered context sources (issue 5).
+    #[serde(default)]
+    pub federation: Option<FederationSettings>,
+}
+
+/// The broker's forwarding: which departments it knows, and how it treats their sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSettings {
+    /// The departments whose connectors the broker forwards to. A caller's token goes only to the
+    /// department whose root key signed it, at the address configured here.
+    #[serde(default)]
+    pub departments: Vec<DepartmentSettings>,
+    /// How long one source may take to answer one request.
+    #[serde(default = "default_source_timeout_ms")]
+    pub source_timeout_ms: u64,
+    /// Most requests to sources in flight at once, over all federated requests.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// How long a forwarded token stays valid (it is also bound to one request id).
+    #[serde(default = "default_relay_ttl_s")]
+    pub relay_ttl_s: u64,
+    /// How long an entity map (the merged id order of a federated query) can be paged through.
+    #[serde(default = "default_entity_map_ttl_s")]
+    pub entity_map_ttl_s: u64,
+    /// Most entity ids one federated query may span.
+    #[serde(default = "default_entity_map_max")]
+    pub entity_map_max: usize,
+}
+
+/// A department the broker federates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentSettings {
+    pub name: String,
+    /// Its root public key, `ed25519/<hex>`.
+    pub public_key: String,
+    /// Its connector's base URL; registrations whose endpoint has this origin belong to it.
+    pub url: String,
+}
+
+impl Default for FederationSettings {
+    fn default() -> FederationSettings {
+        FederationSettings {
+            departments: Vec::new(),
+            source_timeout_ms: default_source_timeout_ms(),
+            max_concurrency: default_max_concurrency(),
+            relay_ttl_s: default_relay_ttl_s(),
+            entity_map_ttl_s: default_entity_map_ttl_s(),
+            entity_map_max: default_entity_map_max(),
+        }
+    }
+}
+
+fn default_source_timeout_ms() -> u64 {
+    3_000
+}
+fn default_max_concurrency() -> usize {
+    32
+}
+fn default_relay_ttl_s() -> u64 {
+    60
+}
+fn default_entity_map_ttl_s() -> u64 {
+    600
+}
+fn default_entity_map_max() -> usize {
+    1_000_000
 }
 
 /// The department's audit log (issue 4).
@@ -249,6 +317,7 @@ impl Settings {
             limits: Limits::default(),
             auth: AuthSettings::default(),
             audit: AuditSettings::default(),
+            federation: None,
         }
     }
 
@@ -335,6 +404,28 @@ impl Settings {
                     "preloaded context {url}: {} is not a file",
                     file.display()
                 )));
+            }
+        }
+        if let Some(federation) = &self.federation {
+            if federation.source_timeout_ms == 0 || federation.max_concurrency == 0 {
+                return Err(SettingsError::Invalid(
+                    "federation.source_timeout_ms and federation.max_concurrency must be positive"
+                        .to_owned(),
+                ));
+            }
+            for department in &federation.departments {
+                civitas_auth::keys::parse_public(&department.public_key).map_err(|e| {
+                    SettingsError::Invalid(format!(
+                        "federation department {}: {e}",
+                        department.name
+                    ))
+                })?;
+                url::Url::parse(&department.url).map_err(|e| {
+                    SettingsError::Invalid(format!(
+                        "federation department {}: url {:?}: {e}",
+                        department.name, department.url
+                    ))
+                })?;
             }
         }
         if self.allow_any_tenant {

@@ -30,11 +30,14 @@ pub enum ErrorCode {
     Unauthenticated,
     /// 403: a valid token that does not allow the request.
     Forbidden,
+    /// 502: a broker's source failed and the caller asked for all or nothing.
+    SourceFailed,
 }
 
 /// Problem types of errors NGSI-LD (v1.8) does not define: authorization.
 pub const UNAUTHENTICATED_TYPE: &str = "urn:civitas:errors:Unauthenticated";
 pub const FORBIDDEN_TYPE: &str = "urn:civitas:errors:Forbidden";
+pub const SOURCE_FAILED_TYPE: &str = "urn:civitas:errors:SourceFailed";
 
 impl ErrorCode {
     /// The HTTP status of the code (clause 5.5.2, table 5.5.2-1, for the NGSI-LD types).
@@ -49,6 +52,7 @@ impl ErrorCode {
                 ErrorType::TooComplexQuery | ErrorType::TooManyResults => StatusCode::FORBIDDEN,
                 ErrorType::LdContextNotAvailable => StatusCode::SERVICE_UNAVAILABLE,
                 ErrorType::NoMultiTenantSupport => StatusCode::NOT_IMPLEMENTED,
+                ErrorType::LoopDetected => StatusCode::LOOP_DETECTED,
             },
             ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,6 +61,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::SourceFailed => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -74,6 +79,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => ErrorType::OperationNotSupported.uri(),
             ErrorCode::Unauthenticated => UNAUTHENTICATED_TYPE.to_owned(),
             ErrorCode::Forbidden => FORBIDDEN_TYPE.to_owned(),
+            ErrorCode::SourceFailed => SOURCE_FAILED_TYPE.to_owned(),
         }
     }
 
@@ -92,6 +98,7 @@ impl ErrorCode {
                 ErrorType::LdContextNotAvailable => "A JSON-LD @context is not available",
                 ErrorType::NoMultiTenantSupport => "Multi-tenancy is not supported",
                 ErrorType::NonexistentTenant => "The tenant does not exist",
+                ErrorType::LoopDetected => "The request came back to a broker it passed",
             },
             ErrorCode::NotAcceptable => "None of the accepted media types can be produced",
             ErrorCode::UnsupportedMediaType => "The request's media type is not supported",
@@ -100,6 +107,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "This operation is not implemented by this service",
             ErrorCode::Unauthenticated => "A valid token is needed",
             ErrorCode::Forbidden => "The token does not allow this request",
+            ErrorCode::SourceFailed => "A context source failed",
         }
     }
 }
@@ -224,6 +232,7 @@ mod tests {
             ErrorType::LdContextNotAvailable,
             ErrorType::NoMultiTenantSupport,
             ErrorType::NonexistentTenant,
+            ErrorType::LoopDetected,
         ];
         for kind in all {
             let code = ErrorCode::from(kind);

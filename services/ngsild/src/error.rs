@@ -18,6 +18,8 @@ pub enum ErrorType {
     LdContextNotAvailable,
     NoMultiTenantSupport,
     NonexistentTenant,
+    /// A distributed operation came back to a broker it already passed (clause 6.3.18, `Via`).
+    LoopDetected,
 }
 
 impl ErrorType {
@@ -35,6 +37,7 @@ impl ErrorType {
             ErrorType::LdContextNotAvailable => "LdContextNotAvailable",
             ErrorType::NoMultiTenantSupport => "NoMultiTenantSupport",
             ErrorType::NonexistentTenant => "NonexistentTenant",
+            ErrorType::LoopDetected => "LoopDetected",
         }
     }
 

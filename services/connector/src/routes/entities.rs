@@ -20,6 +20,8 @@ use super::{
 use crate::AppState;
 use crate::contexts::Resolved;
 use crate::entities::Trim;
+use crate::federation;
+use civitas_ngsild::registration::Selector;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -138,7 +140,10 @@ const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
 /// `GET /entities` (clause 6.4.3.2): by id, type, idPattern and attrs, paginated.
 async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, QUERY_PARAMS)?;
-    params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
+    let federated = state.federation.is_some() && !params.flag("local")?;
+    if !federated {
+        params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
+    }
     let media = negotiation::response_type(&req, true)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
     let mut query = entity_filter(&params, &context)?;
@@ -146,6 +151,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         && query.types.is_empty()
         && query.id_pattern.is_none()
         && query.attributes.is_empty()
+        && !(federated && ["q", "georel"].iter().any(|p| params.get(p).is_some()))
     {
         return Err(Problem::bad_request(
             "a query needs at least one of id, idPattern, type, attrs, q or a geo-query",
@@ -185,7 +191,16 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     }
     let options = render_options(&params, &context)?;
     let geometry_property = geometry_property(&params, &context)?;
-    let (entities, total) = state.entities.query(&auth, &query).await?;
+    let mut warnings = Vec::new();
+    let mut map_id = None;
+    let (entities, total) = if federated {
+        let page = federated_query(&state, &req, &params, &auth, &context, &query).await?;
+        warnings = page.warnings;
+        map_id = Some(page.map_id);
+        (page.entities, query.count.then_some(page.total))
+    } else {
+        state.entities.query(&auth, &query).await?
+    };
     let body = match media {
         ResponseType::GeoJson => {
             let features: Vec<Value> = entities
@@ -216,7 +231,160 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             value,
         );
     }
+    federation_headers(&mut response, map_id.as_deref(), &warnings);
     Ok(response)
+}
+
+/// Parameters a broker renders by itself: never forwarded to its sources, which always answer
+/// it in the normalized form.
+const RENDERING_PARAMS: &[&str] = &[
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "pick",
+    "omit",
+    "local",
+    "entityMap",
+    "geometryProperty",
+];
+
+/// The caller's query parameters a broker forwards to its sources, as they were given.
+fn forwarded(params: &Params) -> Vec<(String, String)> {
+    params
+        .pairs()
+        .filter(|(name, _)| !RENDERING_PARAMS.contains(&name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// What a broker forwards a request with.
+fn forward<'a>(
+    state: &AppState,
+    req: &'a HttpRequest,
+    auth: &'a civitas_auth::authorizer::Authorized,
+    context: &'a Resolved,
+    request_id: &'a str,
+    link: Option<&'a str>,
+) -> federation::Forward<'a> {
+    federation::Forward {
+        req,
+        request_id,
+        tokens: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(civitas_auth::authorizer::bearer_tokens)
+            .unwrap_or_default(),
+        tenant: auth.tenant(),
+        context: &context.active,
+        link,
+        now: state.clock.now(),
+    }
+}
+
+/// `NGSILD-EntityMap` and one `NGSILD-Warning` per source that was skipped or failed.
+fn federation_headers(
+    response: &mut HttpResponse,
+    map_id: Option<&str>,
+    warnings: &[federation::SourceWarning],
+) {
+    if let Some(id) = map_id
+        && let Ok(value) = header::HeaderValue::from_str(id)
+    {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(federation::ENTITY_MAP_HEADER),
+            value,
+        );
+    }
+    for warning in warnings {
+        if let Ok(value) = header::HeaderValue::from_str(&warning.header_value()) {
+            response.headers_mut().append(
+                header::HeaderName::from_static(federation::WARNING_HEADER),
+                value,
+            );
+        }
+    }
+}
+
+/// A broker's query: its own store (when it can evaluate the query) and every registered source
+/// that may hold matches, merged into one page of a stable, id-ordered entity map.
+async fn federated_query(
+    state: &AppState,
+    req: &HttpRequest,
+    params: &Params,
+    auth: &civitas_auth::authorizer::Authorized,
+    context: &Resolved,
+    query: &EntityQuery,
+) -> Result<federation::Page, Problem> {
+    let federation = state
+        .federation
+        .as_ref()
+        .ok_or_else(|| Problem::new(ErrorType::InternalError, "federation is off"))?;
+    federation.check_loop(req)?;
+    let selector = Selector {
+        types: &query.types,
+        ids: &query.ids,
+        id_pattern: query.id_pattern.as_deref(),
+        attributes: &query.attributes,
+    };
+    let registrations = state
+        .registrations
+        .matching(auth.tenant(), &selector, "queryEntity")
+        .await?;
+    let sources = federation.sources(&registrations);
+    let filters = forwarded(params);
+    let link = negotiation::link_context(req)?;
+    let request_id = super::current_request_id(req);
+    let forward = forward(state, req, auth, context, &request_id, link.as_deref());
+    // The broker's own store cannot evaluate everything its sources may: then only they answer.
+    let local_possible = !UNIMPLEMENTED_QUERY_PARAMS
+        .iter()
+        .any(|name| *name != "entityMap" && params.get(name).is_some());
+    let page_size = state.settings.limits.max_page_size;
+    let local = |ids: Option<Vec<String>>| async move {
+        if !local_possible {
+            return Ok(None);
+        }
+        let mut local = EntityQuery {
+            count: false,
+            offset: 0,
+            ..query.clone()
+        };
+        match ids {
+            Some(ids) => {
+                local.limit = ids.len() as u32;
+                local.ids = ids;
+                Ok(Some(state.entities.query(auth, &local).await?.0))
+            }
+            None => {
+                let mut all = Vec::new();
+                local.limit = page_size;
+                loop {
+                    let (entities, _) = state.entities.query(auth, &local).await?;
+                    let done = entities.len() < page_size as usize;
+                    all.extend(entities);
+                    if done {
+                        return Ok(Some(all));
+                    }
+                    local.offset += page_size;
+                }
+            }
+        }
+    };
+    let offset = query.offset as usize;
+    federation
+        .query(
+            &forward,
+            sources,
+            &filters,
+            params.get("entityMap").filter(|m| *m != "true"),
+            offset,
+            query.limit as usize,
+            local,
+        )
+        .await
 }
 
 /// The id / type / idPattern / attrs filter shared by query and purge.
@@ -354,23 +522,34 @@ async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
             "entityMap",
         ],
     )?;
-    params.refuse_unimplemented(&[
-        "lang",
-        "datasetId",
-        "join",
-        "joinLevel",
-        "containedBy",
-        "entityMap",
-    ])?;
+    let federated = state.federation.is_some() && !params.flag("local")?;
+    if !federated {
+        params.refuse_unimplemented(&[
+            "lang",
+            "datasetId",
+            "join",
+            "joinLevel",
+            "containedBy",
+            "entityMap",
+        ])?;
+    }
     let media = negotiation::response_type(&req, true)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
     let options = render_options(&params, &context)?;
     let geometry_property = geometry_property(&params, &context)?;
     let asked: Vec<String> = options.projection.keep.iter().flatten().cloned().collect();
-    let entity = state
-        .entities
-        .retrieve(&auth, &path_param(&req, "entityId"), &asked)
-        .await?;
+    let mut warnings = Vec::new();
+    let entity = if federated {
+        let (entity, found_warnings) =
+            federated_retrieve(&state, &req, &params, &auth, &context, &asked).await?;
+        warnings = found_warnings;
+        entity
+    } else {
+        state
+            .entities
+            .retrieve(&auth, &path_param(&req, "entityId"), &asked)
+            .await?
+    };
     if let Some(types) = params.get("type") {
         let wanted: Vec<String> = types
             .split([',', '|'])
@@ -389,13 +568,82 @@ async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         }
         _ => Value::Object(render::entity(&entity, &context.active, &options)),
     };
-    Ok(negotiation::respond(
+    let mut response = negotiation::respond(
         StatusCode::OK,
         body,
         media,
         &context.value,
         &context.link_url,
-    ))
+    );
+    federation_headers(&mut response, None, &warnings);
+    Ok(response)
+}
+
+/// A broker's retrieval: the entity from its own store and from every registered source that may
+/// hold it, merged.
+async fn federated_retrieve(
+    state: &AppState,
+    req: &HttpRequest,
+    params: &Params,
+    auth: &civitas_auth::authorizer::Authorized,
+    context: &Resolved,
+    asked: &[String],
+) -> Result<
+    (
+        civitas_ngsild::entity::Entity,
+        Vec<federation::SourceWarning>,
+    ),
+    Problem,
+> {
+    let federation = state
+        .federation
+        .as_ref()
+        .ok_or_else(|| Problem::new(ErrorType::InternalError, "federation is off"))?;
+    federation.check_loop(req)?;
+    let id = EntityId::parse(&path_param(req, "entityId"))?;
+    let ids = [id.as_str().to_owned()];
+    let selector = Selector {
+        types: &[],
+        ids: &ids,
+        id_pattern: None,
+        attributes: asked,
+    };
+    let registrations = state
+        .registrations
+        .matching(auth.tenant(), &selector, "retrieveEntity")
+        .await?;
+    let sources = federation.sources(&registrations);
+    let local = match state.entities.retrieve(auth, id.as_str(), asked).await {
+        Ok(entity) => Some(entity),
+        Err(problem) if problem.code == ErrorType::ResourceNotFound.into() => None,
+        Err(problem) => return Err(problem),
+    };
+    let link = negotiation::link_context(req)?;
+    let request_id = super::current_request_id(req);
+    let forward = forward(state, req, auth, context, &request_id, link.as_deref());
+    let filters = forwarded(params);
+    let (entity, warnings) = federation
+        .retrieve(&forward, sources, id.as_str(), &filters, local)
+        .await?;
+    match entity {
+        Some(entity) => Ok((entity, warnings)),
+        None => Err(Problem::not_found(format!(
+            "no entity {id} exists here or at any source that answered{}",
+            if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} sources did not: {})",
+                    warnings.len(),
+                    warnings
+                        .iter()
+                        .map(|w| format!("{} {}", w.source, w.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+        ))),
+    }
 }
 
 /// `PUT /entities/{entityId}` (replace entity, clause 6.5.3.3).

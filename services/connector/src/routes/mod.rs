@@ -165,6 +165,11 @@ impl Params {
         Ok(Params(pairs))
     }
 
+    /// Every parameter, in the order given.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = &(String, String)> {
+        self.0.iter()
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -288,7 +293,7 @@ fn decide(
     operation: Operation,
 ) -> Result<Authorized, Problem> {
     let tenant = negotiation::tenant(req)?;
-    let tokens = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+    let mut tokens = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
         None => Vec::new(),
         Some(value) => value.to_str().ok().and_then(bearer_tokens).ok_or_else(|| {
             Problem::new(
@@ -297,16 +302,26 @@ fn decide(
             )
         })?,
     };
+    if state.federation.is_some() {
+        // A broker's callers bring the departments' tokens, which are for the departments: the
+        // broker decides about its own data by the tokens its own key signed, else anonymously.
+        tokens.retain(|token| state.authorizer.verifies(token));
+    }
     let purpose = match req.headers().get(PURPOSE_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
             Problem::bad_request("the Civitas-Purpose header must be visible ASCII")
         })?),
     };
+    let request_id = {
+        use actix_web::HttpMessage;
+        req.extensions().get::<RequestId>().map(|id| id.0.clone())
+    };
     let request = Request {
         operation,
         tenant: tenant.as_ref().map(|t| t.as_str()),
         purpose,
+        request_id: request_id.as_deref(),
         now: state.clock.now(),
     };
     let authorized = state
@@ -330,17 +345,28 @@ fn decide(
 /// The header carrying a request's id, which its audit record carries too.
 pub(crate) const REQUEST_ID_HEADER: &str = "civitas-request-id";
 
-/// The id of the request being served (a UUID v4), set by [`request_id`].
+/// The id of the request being served (a UUID), set by [`request_id`].
 #[derive(Clone, Debug)]
-struct RequestId(String);
+pub(crate) struct RequestId(pub(crate) String);
 
-/// Gives every request an id, and every response the `Civitas-Request-Id` header.
+/// Gives every request an id, and every response the `Civitas-Request-Id` header. A request that
+/// arrives with a `Civitas-Request-Id` holding a UUID keeps it: a broker forwarding a federated
+/// request sends its own id, so the broker's record and every connector's share it (and a token
+/// the broker bound to that id is checked against it). Anything else gets a fresh UUID v4.
 pub(crate) async fn request_id(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use actix_web::HttpMessage;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| uuid::Uuid::parse_str(value.trim()).ok())
+        .map_or_else(
+            || uuid::Uuid::new_v4().to_string(),
+            |id| id.hyphenated().to_string(),
+        );
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.call(req).await?;
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
@@ -350,6 +376,15 @@ pub(crate) async fn request_id(
         );
     }
     Ok(response)
+}
+
+/// The id of the request being served (a fresh one outside the middleware, in tests).
+pub(crate) fn current_request_id(req: &HttpRequest) -> String {
+    use actix_web::HttpMessage;
+    req.extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// The audit record of a request being served: the decision, and the journal the service notes

@@ -8,6 +8,7 @@ mod batch;
 mod contexts;
 mod entities;
 mod errors;
+mod federation;
 mod helpers;
 mod query;
 mod registrations;

@@ -1,0 +1,881 @@
+//! Federation: how a broker answers a query or a retrieval from the context sources registered
+//! with it (ETSI GS CIM 009 clause 4.3.6, distributed operations), beside its own store.
+//!
+//! The broker never holds a department's rights. A caller brings one token per department in one
+//! `Authorization` header; each token goes only to sources at the address of the department whose
+//! root key signed it, and only after a block is appended that binds it to this request (its
+//! request id, a short expiry, `relayed_by`). Sources of a department the caller has no token for
+//! are not asked, and the answer says so. Sources that belong to no configured department are asked
+//! without any token.
+//!
+//! A federated query first lists the matching entity ids of every source (an *entity map*, kept
+//! for a while under an id the response names in `NGSILD-EntityMap`), then fetches the page's
+//! entities by id from the sources that hold them. Pages of one map never skip or repeat an
+//! entity, whatever order the sources answer in. Entities held by several sources are merged:
+//! types and attributes are united, and of two instances with the same `datasetId` the one
+//! observed last wins.
+//!
+//! A source that is slow (beyond `source_timeout_ms`), down, refuses, or answers with something
+//! that is not NGSI-LD leaves an `NGSILD-Warning` on the answer instead of failing it, unless the
+//! caller asked for all or nothing (`Civitas-Completeness: all`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::HttpRequest;
+use civitas_http::{ErrorCode, Problem};
+use civitas_ngsild::ErrorType;
+use civitas_ngsild::canonical::{self, Trust};
+use civitas_ngsild::context::ActiveContext;
+use civitas_ngsild::entity::{Attribute, Entity};
+use civitas_ngsild::expand::{self, Payload};
+use civitas_ngsild::registration::Registration;
+use serde_json::Value;
+
+use crate::settings::FederationSettings;
+
+/// The header a caller asks for all or nothing with (`Civitas-Completeness: all`).
+pub const COMPLETENESS_HEADER: &str = "civitas-completeness";
+/// The header naming the entity map of a federated query's answer.
+pub const ENTITY_MAP_HEADER: &str = "ngsild-entitymap";
+/// The header warnings about sources travel in (one value per source).
+pub const WARNING_HEADER: &str = "ngsild-warning";
+
+/// How many ids one forwarded request names.
+const IDS_PER_REQUEST: usize = 100;
+/// How many entities one listing request asks a source for.
+const LISTING_PAGE: usize = 1_000;
+
+/// A department the broker routes tokens to.
+#[derive(Debug)]
+struct Department {
+    name: String,
+    key: civitas_auth::keys::PublicKey,
+    origin: String,
+}
+
+/// Where a federated request goes: one endpoint (and tenant there), and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The endpoint's base URL, without a trailing slash.
+    pub endpoint: String,
+    /// The tenant to address there (`None`: the caller's).
+    pub tenant: Option<String>,
+    /// The configured department the endpoint belongs to, by index.
+    department: Option<usize>,
+    /// Extra headers from the registrations' `contextSourceInfo`.
+    headers: Vec<(String, String)>,
+}
+
+/// Something the caller should know about one source: it was skipped or failed.
+#[derive(Debug, Clone)]
+pub struct SourceWarning {
+    pub source: String,
+    pub message: String,
+    /// Failed (slow, down, garbage) rather than skipped by design (no token for it).
+    pub failed: bool,
+}
+
+impl SourceWarning {
+    /// The `NGSILD-Warning` header value (RFC 7234 warning syntax: `199 <agent> "<text>"`).
+    pub fn header_value(&self) -> String {
+        let text: String = self
+            .message
+            .chars()
+            .map(|c| if c == '"' || c.is_control() { '\'' } else { c })
+            .collect();
+        format!(
+            "199 {} \"{text}\"",
+            self.source.replace(char::is_whitespace, "")
+        )
+    }
+}
+
+/// The merged ids of one federated query and which sources hold each.
+#[derive(Debug)]
+struct EntityMap {
+    created: Instant,
+    /// Binds the map to the caller and the query it was made for.
+    fingerprint: String,
+    sources: Vec<Source>,
+    /// Entity id → indexes into `sources` (`LOCAL` for the broker's own store), in id order.
+    ids: Vec<(String, Vec<usize>)>,
+    warnings: Vec<SourceWarning>,
+}
+
+/// The index that stands for the broker's own store in an entity map.
+const LOCAL: usize = usize::MAX;
+
+/// One page of a federated query.
+#[derive(Debug)]
+pub struct Page {
+    pub entities: Vec<Entity>,
+    pub total: u64,
+    pub map_id: String,
+    pub warnings: Vec<SourceWarning>,
+}
+
+/// What the broker forwards a request with.
+pub struct Forward<'a> {
+    pub req: &'a HttpRequest,
+    pub request_id: &'a str,
+    /// The caller's tokens.
+    pub tokens: Vec<&'a str>,
+    /// The caller's tenant (`""`: the default one).
+    pub tenant: &'a str,
+    /// The caller's @context, to read the sources' answers with.
+    pub context: &'a ActiveContext,
+    /// The caller's Link context URL, forwarded as is (`None`: the core context).
+    pub link: Option<&'a str>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// The broker's forwarding engine.
+pub struct Federation {
+    settings: FederationSettings,
+    /// This broker's name in `Via` headers and `relayed_by` facts.
+    name: String,
+    /// Its own base URL: registrations that point here are its own store, not a source.
+    own_url: String,
+    departments: Vec<Department>,
+    client: reqwest::Client,
+    gate: Arc<tokio::sync::Semaphore>,
+    maps: Mutex<HashMap<String, Arc<EntityMap>>>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn origin(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
+fn source_failed(source: &Source, message: impl Into<String>) -> SourceWarning {
+    SourceWarning {
+        source: source.endpoint.clone(),
+        message: message.into(),
+        failed: true,
+    }
+}
+
+impl Federation {
+    pub fn new(
+        settings: FederationSettings,
+        name: &str,
+        own_url: &str,
+    ) -> Result<Federation, String> {
+        let mut departments = Vec::new();
+        for department in &settings.departments {
+            departments.push(Department {
+                name: department.name.clone(),
+                key: civitas_auth::keys::parse_public(&department.public_key)
+                    .map_err(|e| format!("department {}: {e}", department.name))?,
+                origin: origin(&department.url)
+                    .ok_or_else(|| format!("department {}: invalid url", department.name))?,
+            });
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.source_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Federation {
+            gate: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
+            settings,
+            name: name.to_owned(),
+            own_url: own_url.trim_end_matches('/').to_owned(),
+            departments,
+            client,
+            maps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The pseudonym this broker adds to `Via` (RFC 9110 clause 7.6.3).
+    fn via_name(&self) -> String {
+        format!("civitas-{}", self.name)
+    }
+
+    /// Refuses a request that already passed through this broker (clause 6.3.18: `Via`).
+    pub fn check_loop(&self, req: &HttpRequest) -> Result<(), Problem> {
+        let me = self.via_name();
+        let looped = req
+            .headers()
+            .get_all("via")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.split_whitespace().nth(1))
+            .any(|pseudonym| pseudonym == me);
+        if looped {
+            return Err(Problem::new(
+                ErrorType::LoopDetected,
+                format!("the request has already passed through {me} (Via header)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sources of `registrations`, one per endpoint and tenant, in a stable order; a
+    /// registration of this broker itself is left out (its store is asked directly).
+    pub fn sources(&self, registrations: &[Registration]) -> Vec<Source> {
+        let mut sources: Vec<Source> = Vec::new();
+        for registration in registrations {
+            let endpoint = registration.endpoint.trim_end_matches('/').to_owned();
+            if endpoint == self.own_url {
+                continue;
+            }
+            let department =
+                origin(&endpoint).and_then(|o| self.departments.iter().position(|d| d.origin == o));
+            let source = Source {
+                endpoint,
+                tenant: registration.tenant.clone(),
+                department,
+                headers: registration.context_source_info.clone(),
+            };
+            if !sources
+                .iter()
+                .any(|s| s.endpoint == source.endpoint && s.tenant == source.tenant)
+            {
+                sources.push(source);
+            }
+        }
+        sources.sort_by(|a, b| (&a.endpoint, &a.tenant).cmp(&(&b.endpoint, &b.tenant)));
+        sources
+    }
+
+    /// The caller's tokens for `source`, bound to this request; `Err` with a warning when the
+    /// source belongs to a department the caller brought no token for.
+    fn credentials(
+        &self,
+        source: &Source,
+        forward: &Forward<'_>,
+    ) -> Result<Option<String>, SourceWarning> {
+        let Some(index) = source.department else {
+            return Ok(None);
+        };
+        let department = &self.departments[index];
+        let mut bound = Vec::new();
+        for token in &forward.tokens {
+            if !civitas_auth::token::issued_by(token, &department.key) {
+                continue;
+            }
+            let token = civitas_auth::token::bind_to_request(
+                token,
+                &self.name,
+                forward.request_id,
+                chrono::Duration::seconds(self.settings.relay_ttl_s as i64),
+                forward.now,
+            )
+            .map_err(|e| source_failed(source, format!("cannot bind the token: {e}")))?;
+            bound.push(token);
+        }
+        if bound.is_empty() {
+            return Err(SourceWarning {
+                source: source.endpoint.clone(),
+                message: format!(
+                    "skipped: the request carries no token of department {}",
+                    department.name
+                ),
+                failed: false,
+            });
+        }
+        Ok(Some(format!("Bearer {}", bound.join(", "))))
+    }
+
+    /// Sends one GET to a source; the JSON body of a 200, `None` for a 404.
+    async fn get(
+        &self,
+        source: &Source,
+        forward: &Forward<'_>,
+        authorization: Option<&str>,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Option<Value>, SourceWarning> {
+        let timeout = Duration::from_millis(self.settings.source_timeout_ms);
+        let work = async {
+            let _permit = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|_| source_failed(source, "the broker is shutting down"))?;
+            let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
+                .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
+            if !query.is_empty() {
+                url.query_pairs_mut().extend_pairs(query);
+            }
+            let mut request = self
+                .client
+                .get(url)
+                .header("accept", "application/json")
+                .header(crate::routes::REQUEST_ID_HEADER, forward.request_id);
+            let mut via: Vec<String> = forward
+                .req
+                .headers()
+                .get_all("via")
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .collect();
+            via.push(format!("1.1 {}", self.via_name()));
+            request = request.header("via", via.join(", "));
+            if let Some(link) = forward.link {
+                request = request.header("link", civitas_http::negotiation::context_link(link));
+            }
+            let tenant = source.tenant.as_deref().unwrap_or(forward.tenant);
+            if !tenant.is_empty() {
+                request = request.header("ngsild-tenant", tenant);
+            }
+            if let Some(authorization) = authorization {
+                request = request.header("authorization", authorization);
+            }
+            for name in ["traceparent", "tracestate", crate::routes::PURPOSE_HEADER] {
+                if let Some(value) = forward.req.headers().get(name) {
+                    request = request.header(name, value.as_bytes());
+                }
+            }
+            for (name, value) in &source.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let response = request.send().await.map_err(|e| {
+                if e.is_timeout() {
+                    source_failed(
+                        source,
+                        format!("did not answer within {} ms", timeout.as_millis()),
+                    )
+                } else {
+                    source_failed(source, format!("unreachable: {e}"))
+                }
+            })?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| source_failed(source, format!("broken answer: {e}")))?;
+            match status {
+                200 => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
+                404 => Ok(None),
+                401 | 403 => Err(SourceWarning {
+                    source: source.endpoint.clone(),
+                    message: format!("refused the caller's token ({status})"),
+                    failed: false,
+                }),
+                other => Err(source_failed(source, format!("answered {other}"))),
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(source_failed(
+                source,
+                format!("did not answer within {} ms", timeout.as_millis()),
+            )),
+        }
+    }
+
+    /// Reads a source's entities (normalized, compacted with the caller's @context); an entity
+    /// that is not valid NGSI-LD makes the whole answer of that source suspect.
+    fn entities_of(
+        &self,
+        source: &Source,
+        body: Value,
+        context: &ActiveContext,
+    ) -> Result<Vec<Entity>, SourceWarning> {
+        let items = match body {
+            Value::Array(items) => items,
+            Value::Object(_) => vec![body],
+            _ => {
+                return Err(source_failed(
+                    source,
+                    "answered with something not an entity list",
+                ));
+            }
+        };
+        items
+            .iter()
+            .map(|item| {
+                expand::entity(item, context, Payload::Entity)
+                    .and_then(|canonical| canonical::decode_entity(&canonical, Trust::Caller))
+                    .map_err(|e| {
+                        source_failed(source, format!("answered with an invalid entity: {e}"))
+                    })
+            })
+            .collect()
+    }
+
+    /// One page of a federated query. `local` lists the broker's own matching entities (`None`
+    /// when they cannot be asked); `filters` are the caller's query parameters to forward.
+    #[expect(clippy::too_many_arguments, reason = "one page of a query names all of these")]
+    pub async fn query<F, Fut>(
+        &self,
+        forward: &Forward<'_>,
+        sources: Vec<Source>,
+        filters: &[(String, String)],
+        entity_map: Option<&str>,
+        offset: usize,
+        limit: usize,
+        local: F,
+    ) -> Result<Page, Problem>
+    where
+        F: Fn(Option<Vec<String>>) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Vec<Entity>>, Problem>>,
+    {
+        let fingerprint = fingerprint(forward, filters);
+        let (map_id, map) = match entity_map {
+            Some(id) => (id.to_owned(), self.map(id, &fingerprint)?),
+            None => {
+                let map = self
+                    .build_map(forward, sources, filters, fingerprint, &local)
+                    .await?;
+                let id = format!("urn:ngsi-ld:EntityMap:{}", uuid::Uuid::new_v4());
+                self.keep_map(&id, map.clone());
+                (id, map)
+            }
+        };
+        let mut warnings = map.warnings.clone();
+        let page: Vec<&(String, Vec<usize>)> = map.ids.iter().skip(offset).take(limit).collect();
+        // Which ids to fetch from which source.
+        let mut wanted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (id, holders) in &page {
+            for holder in holders {
+                wanted.entry(*holder).or_default().push(id.clone());
+            }
+        }
+        let mut fetched: HashMap<String, Entity> = HashMap::new();
+        let mut tasks = Vec::new();
+        for (holder, ids) in wanted {
+            if holder == LOCAL {
+                if let Some(entities) = local(Some(ids)).await? {
+                    for entity in entities {
+                        merge_into(&mut fetched, entity);
+                    }
+                }
+                continue;
+            }
+            let source = &map.sources[holder];
+            tasks.push(async move { self.fetch_by_ids(forward, source, filters, &ids).await });
+        }
+        for outcome in futures_util::future::join_all(tasks).await {
+            match outcome {
+                Ok(entities) => {
+                    for entity in entities {
+                        merge_into(&mut fetched, entity);
+                    }
+                }
+                Err(warning) => warnings.push(warning),
+            }
+        }
+        self.check_complete(forward, &warnings)?;
+        let entities = page
+            .iter()
+            .filter_map(|(id, _)| fetched.remove(id))
+            .collect();
+        Ok(Page {
+            entities,
+            total: map.ids.len() as u64,
+            map_id,
+            warnings,
+        })
+    }
+
+    /// Refuses a partial answer when the caller asked for all or nothing.
+    pub fn check_complete(
+        &self,
+        forward: &Forward<'_>,
+        warnings: &[SourceWarning],
+    ) -> Result<(), Problem> {
+        let all = forward
+            .req
+            .headers()
+            .get(COMPLETENESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("all"));
+        if let Some(failed) = warnings.iter().find(|w| w.failed)
+            && all
+        {
+            return Err(Problem::new(
+                ErrorCode::SourceFailed,
+                format!(
+                    "the source {} failed ({}) and the request asked for all or nothing",
+                    failed.source, failed.message
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn map(&self, id: &str, fingerprint: &str) -> Result<Arc<EntityMap>, Problem> {
+        let ttl = Duration::from_secs(self.settings.entity_map_ttl_s);
+        let maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        match maps.get(id) {
+            Some(map) if map.created.elapsed() <= ttl && map.fingerprint == fingerprint => {
+                Ok(map.clone())
+            }
+            Some(map) if map.created.elapsed() <= ttl => Err(Problem::bad_request(format!(
+                "the entity map {id} was made for another query or caller"
+            ))),
+            _ => Err(Problem::not_found(format!(
+                "no entity map {id} exists (maps expire after {} s)",
+                self.settings.entity_map_ttl_s
+            ))),
+        }
+    }
+
+    fn keep_map(&self, id: &str, map: Arc<EntityMap>) {
+        let ttl = Duration::from_secs(self.settings.entity_map_ttl_s);
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        maps.retain(|_, map| map.created.elapsed() <= ttl);
+        maps.insert(id.to_owned(), map);
+    }
+
+    async fn build_map<F, Fut>(
+        &self,
+        forward: &Forward<'_>,
+        sources: Vec<Source>,
+        filters: &[(String, String)],
+        fingerprint: String,
+        local: &F,
+    ) -> Result<Arc<EntityMap>, Problem>
+    where
+        F: Fn(Option<Vec<String>>) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Vec<Entity>>, Problem>>,
+    {
+        let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut warnings = Vec::new();
+        if let Some(entities) = local(None).await? {
+            for entity in entities {
+                holders
+                    .entry(entity.id.as_str().to_owned())
+                    .or_default()
+                    .push(LOCAL);
+            }
+        }
+        let listings = sources
+            .iter()
+            .map(|source| self.list_ids(forward, source, filters));
+        for (index, outcome) in futures_util::future::join_all(listings)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match outcome {
+                Ok(ids) => {
+                    for id in ids {
+                        holders.entry(id).or_default().push(index);
+                    }
+                }
+                Err(warning) => warnings.push(warning),
+            }
+            if holders.len() > self.settings.entity_map_max {
+                return Err(Problem::new(
+                    ErrorType::TooManyResults,
+                    format!(
+                        "the query matches more than {} entities across the sources; narrow it",
+                        self.settings.entity_map_max
+                    ),
+                ));
+            }
+        }
+        self.check_complete(forward, &warnings)?;
+        Ok(Arc::new(EntityMap {
+            created: Instant::now(),
+            fingerprint,
+            sources,
+            ids: holders.into_iter().collect(),
+            warnings,
+        }))
+    }
+
+    /// Every id a source has for the query, page by page.
+    async fn list_ids(
+        &self,
+        forward: &Forward<'_>,
+        source: &Source,
+        filters: &[(String, String)],
+    ) -> Result<Vec<String>, SourceWarning> {
+        let authorization = self.credentials(source, forward)?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let mut query = filters.to_vec();
+            query.push(("limit".to_owned(), LISTING_PAGE.to_string()));
+            query.push(("offset".to_owned(), ids.len().to_string()));
+            query.push(("options".to_owned(), "keyValues".to_owned()));
+            query.push(("pick".to_owned(), "id".to_owned()));
+            let body = self
+                .get(
+                    source,
+                    forward,
+                    authorization.as_deref(),
+                    "entities",
+                    &query,
+                )
+                .await?
+                .unwrap_or(Value::Array(Vec::new()));
+            let Value::Array(items) = body else {
+                return Err(source_failed(
+                    source,
+                    "answered with something not an entity list",
+                ));
+            };
+            let returned = items.len();
+            let mut new = 0;
+            for item in &items {
+                let id = item
+                    .get("id")
+                    .or_else(|| item.get("@id"))
+                    .and_then(Value::as_str)
+                    .filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok())
+                    .ok_or_else(|| {
+                        source_failed(source, "answered with an entity without a valid id")
+                    })?;
+                if seen.insert(id.to_owned()) {
+                    ids.push(id.to_owned());
+                    new += 1;
+                }
+            }
+            // A source that ignores offset would repeat itself: stop when nothing new comes.
+            if returned < LISTING_PAGE || new == 0 || ids.len() > self.settings.entity_map_max {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// The entities `ids` from a source, normalized.
+    async fn fetch_by_ids(
+        &self,
+        forward: &Forward<'_>,
+        source: &Source,
+        filters: &[(String, String)],
+        ids: &[String],
+    ) -> Result<Vec<Entity>, SourceWarning> {
+        let authorization = self.credentials(source, forward)?;
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IDS_PER_REQUEST) {
+            let mut query: Vec<(String, String)> = filters
+                .iter()
+                .filter(|(name, _)| name != "id")
+                .cloned()
+                .collect();
+            query.push(("id".to_owned(), chunk.join(",")));
+            query.push(("limit".to_owned(), chunk.len().to_string()));
+            if let Some(body) = self
+                .get(
+                    source,
+                    forward,
+                    authorization.as_deref(),
+                    "entities",
+                    &query,
+                )
+                .await?
+            {
+                out.extend(self.entities_of(source, body, forward.context)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A federated retrieval: the entity from every source that has it, merged. `Ok(None)` when
+    /// no source has it.
+    pub async fn retrieve(
+        &self,
+        forward: &Forward<'_>,
+        sources: Vec<Source>,
+        id: &str,
+        filters: &[(String, String)],
+        local: Option<Entity>,
+    ) -> Result<(Option<Entity>, Vec<SourceWarning>), Problem> {
+        let path = format!(
+            "entities/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let tasks = sources.iter().map(|source| {
+            let path = path.clone();
+            async move {
+                let authorization = self.credentials(source, forward)?;
+                match self
+                    .get(source, forward, authorization.as_deref(), &path, filters)
+                    .await?
+                {
+                    None => Ok(Vec::new()),
+                    Some(body) => self.entities_of(source, body, forward.context),
+                }
+            }
+        });
+        let mut merged: HashMap<String, Entity> = HashMap::new();
+        if let Some(entity) = local {
+            merge_into(&mut merged, entity);
+        }
+        let mut warnings = Vec::new();
+        for outcome in futures_util::future::join_all(tasks).await {
+            match outcome {
+                Ok(entities) => {
+                    for entity in entities.into_iter().filter(|e| e.id.as_str() == id) {
+                        merge_into(&mut merged, entity);
+                    }
+                }
+                Err(warning) => warnings.push(warning),
+            }
+        }
+        self.check_complete(forward, &warnings)?;
+        Ok((merged.remove(id), warnings))
+    }
+}
+
+/// A digest binding an entity map to the caller (its credentials and tenant) and the query.
+fn fingerprint(forward: &Forward<'_>, filters: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for token in &forward.tokens {
+        text.push_str(token);
+        text.push('\n');
+    }
+    text.push_str(forward.tenant);
+    text.push('\n');
+    text.push_str(forward.link.unwrap_or(""));
+    for (name, value) in filters {
+        text.push('\n');
+        text.push_str(name);
+        text.push('=');
+        text.push_str(value);
+    }
+    civitas_audit::record::sha256_hex(text.as_bytes())
+}
+
+/// Adds `entity` to `merged`, uniting it with what another source said about the same entity.
+fn merge_into(merged: &mut HashMap<String, Entity>, entity: Entity) {
+    match merged.get_mut(entity.id.as_str()) {
+        None => {
+            merged.insert(entity.id.as_str().to_owned(), entity);
+        }
+        Some(existing) => merge_entity(existing, entity),
+    }
+}
+
+/// Unites two views of one entity (clause 4.3.6.4): all types and scopes; per attribute and
+/// `datasetId`, the instance observed last (an instance without `observedAt` loses to one with;
+/// between equals the first source's stays).
+pub fn merge_entity(target: &mut Entity, other: Entity) {
+    for entity_type in other.types {
+        if !target.types.contains(&entity_type) {
+            target.types.push(entity_type);
+        }
+    }
+    for scope in other.scopes {
+        if !target.scopes.contains(&scope) {
+            target.scopes.push(scope);
+        }
+    }
+    for (name, instances) in other.attributes {
+        let slot = target.attributes.entry(name).or_default();
+        for instance in instances {
+            match slot
+                .iter_mut()
+                .find(|existing| existing.dataset_id == instance.dataset_id)
+            {
+                None => slot.push(instance),
+                Some(existing) => {
+                    if observed(&instance) > observed(existing) {
+                        *existing = instance;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn observed(attribute: &Attribute) -> Option<chrono::DateTime<chrono::Utc>> {
+    attribute
+        .observed_at
+        .as_deref()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&chrono::Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use civitas_ngsild::entity::AttributeValue;
+    use civitas_ngsild::names::EntityId;
+
+    fn entity(types: &[&str], attributes: &[(&str, Option<&str>, Option<&str>, i64)]) -> Entity {
+        let mut entity = Entity {
+            id: EntityId::parse("urn:ngsi-ld:V:1").expect("id"),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            scopes: Vec::new(),
+            attributes: Default::default(),
+            created_at: None,
+            modified_at: None,
+        };
+        for (name, dataset, observed, value) in attributes {
+            let mut attribute = Attribute::new(AttributeValue::Property(Value::from(*value)));
+            attribute.dataset_id = dataset.map(str::to_owned);
+            attribute.observed_at = observed.map(str::to_owned);
+            entity
+                .attributes
+                .entry((*name).to_owned())
+                .or_default()
+                .push(attribute);
+        }
+        entity
+    }
+
+    fn value(entity: &Entity, name: &str, dataset: Option<&str>) -> Value {
+        match &entity.instance(name, dataset).expect("instance").value {
+            AttributeValue::Property(v) => v.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn merging_unites_types_and_keeps_the_latest_observation_per_dataset() {
+        let mut a = entity(
+            &["T"],
+            &[
+                ("speed", None, Some("2026-01-01T00:00:00Z"), 1),
+                ("speed", Some("urn:d:1"), None, 10),
+                ("name", None, None, 5),
+            ],
+        );
+        let b = entity(
+            &["U"],
+            &[
+                ("speed", None, Some("2026-01-01T00:00:01Z"), 2),
+                ("speed", Some("urn:d:2"), None, 20),
+                ("name", None, None, 6),
+                ("brand", None, None, 7),
+            ],
+        );
+        merge_entity(&mut a, b);
+        assert_eq!(a.types, ["T", "U"]);
+        assert_eq!(value(&a, "speed", None), 2, "the later observation wins");
+        assert_eq!(value(&a, "speed", Some("urn:d:1")), 10);
+        assert_eq!(value(&a, "speed", Some("urn:d:2")), 20);
+        assert_eq!(
+            value(&a, "name", None),
+            5,
+            "without observedAt the first stays"
+        );
+        assert_eq!(value(&a, "brand", None), 7);
+        // An older observation does not replace a newer one.
+        let older = entity(&["T"], &[("speed", None, Some("2025-01-01T00:00:00Z"), 0)]);
+        merge_entity(&mut a, older);
+        assert_eq!(value(&a, "speed", None), 2);
+    }
+
+    #[test]
+    fn warnings_are_valid_header_values() {
+        let warning = SourceWarning {
+            source: "http://127.0.0.1:1".to_owned(),
+            message: "said \"no\"\nand left".to_owned(),
+            failed: true,
+        };
+        let value = warning.header_value();
+        assert_eq!(value, "199 http://127.0.0.1:1 \"said 'no''and left\"");
+        assert!(actix_web::http::header::HeaderValue::from_str(&value).is_ok());
+    }
+}

@@ -1,0 +1,586 @@
+//! The broker: a connector with federation on, in front of three department connectors (SQLite
+//! and, when configured, PostgreSQL mixed). Each department has its own root key and no anonymous
+//! access; the caller brings department tokens in one `Authorization` header.
+
+use std::time::{Duration, Instant};
+
+use civitas_auth::keys::RootKey;
+use civitas_auth::token::{ANY, TokenSpec, bind_to_request, issue};
+use civitas_connector::settings::{DepartmentSettings, FederationSettings};
+use civitas_testkit::fixed_time;
+use serde_json::{Value, json};
+
+use crate::helpers::{TEST_CONTEXT_URL, TestApp, apps_with, link, write_policy};
+
+const ENTITIES: &str = "/ngsi-ld/v1/entities";
+
+fn key(department: u8) -> RootKey {
+    RootKey::from_seed([department; 32]).expect("a valid seed")
+}
+
+/// A token of `department` that may read and write everything there.
+fn token(department: u8) -> String {
+    let spec = TokenSpec {
+        holder: format!("agency-{department}"),
+        read: vec![ANY.to_owned()],
+        write: vec![ANY.to_owned()],
+        ..TokenSpec::default()
+    };
+    issue(&key(department), &spec, fixed_time(0)).expect("a token")
+}
+
+/// A department connector with its own key and no anonymous access. `last` picks PostgreSQL
+/// when it is configured.
+async fn department(number: u8, last: bool) -> (tempfile::TempDir, TestApp) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = write_policy(dir.path(), "", None);
+    let mut apps = apps_with(move |settings| {
+        settings.department = format!("dept{number}");
+        settings.auth.public_key = Some(key(number).public_string());
+        settings.auth.policies = Some(folder.clone());
+    })
+    .await;
+    let app = if last {
+        apps.pop()
+    } else {
+        apps.into_iter().next()
+    };
+    (dir, app.expect("a backend"))
+}
+
+/// A broker federating `departments` (number, connector), open to anonymous callers for its own
+/// data (it holds none of the departments').
+async fn broker(departments: &[(u8, &TestApp)], timeout_ms: u64) -> TestApp {
+    let federation = FederationSettings {
+        departments: departments
+            .iter()
+            .map(|(number, app)| DepartmentSettings {
+                name: format!("dept{number}"),
+                public_key: key(*number).public_string(),
+                url: app.url.clone(),
+            })
+            .collect(),
+        source_timeout_ms: timeout_ms,
+        ..FederationSettings::default()
+    };
+    apps_with(move |settings| {
+        settings.department = "broker".to_owned();
+        settings.federation = Some(federation.clone());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend")
+}
+
+async fn send(
+    app: &TestApp,
+    tokens: &[&str],
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> crate::helpers::Reply {
+    let link_value = link(TEST_CONTEXT_URL);
+    let bearer = format!("Bearer {}", tokens.join(", "));
+    let mut headers = vec![("link", link_value.as_str())];
+    if !tokens.is_empty() {
+        headers.push(("authorization", bearer.as_str()));
+    }
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    headers.extend_from_slice(extra);
+    let body = body.map(Value::to_string);
+    app.request(method, path, &headers, body.as_deref()).await
+}
+
+async fn load(app: &TestApp, department: u8, entities: Vec<Value>) {
+    let t = token(department);
+    for chunk in entities.chunks(1_000) {
+        let reply = send(
+            app,
+            &[&t],
+            "POST",
+            "/ngsi-ld/v1/entityOperations/upsert",
+            Some(&Value::Array(chunk.to_vec())),
+            &[],
+        )
+        .await;
+        assert!(matches!(reply.status, 201 | 204), "{}", reply.text);
+    }
+}
+
+async fn register(broker: &TestApp, endpoint: &str, types: &[&str]) {
+    let entities: Vec<Value> = types.iter().map(|t| json!({"type": t})).collect();
+    let reply = send(
+        broker,
+        &[],
+        "POST",
+        "/ngsi-ld/v1/csourceRegistrations",
+        Some(
+            &json!({"type": "ContextSourceRegistration", "endpoint": endpoint,
+                     "information": [{"entities": entities}]}),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+}
+
+fn vehicle(n: u32, attributes: Value) -> Value {
+    let mut entity = json!({"id": format!("urn:ngsi-ld:Vehicle:{n}"), "type": "Vehicle"});
+    for (name, value) in attributes.as_object().expect("object") {
+        entity[name] = value.clone();
+    }
+    entity
+}
+
+fn ids(reply: &crate::helpers::Reply) -> Vec<String> {
+    reply
+        .json()
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {}", reply.text))
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+fn warnings(reply: &crate::helpers::Reply) -> Vec<String> {
+    reply
+        .headers
+        .get_all("ngsild-warning")
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect()
+}
+
+/// A source that misbehaves: `/garbage` answers with something that is not NGSI-LD, `/slow`
+/// answers after five seconds.
+async fn bad_source() -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let server = HttpServer::new(|| {
+        App::new()
+            .route(
+                "/garbage/ngsi-ld/v1/entities",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(r#"[{"id": 7, "type": []}, "nonsense"#)
+                }),
+            )
+            .route(
+                "/slow/ngsi-ld/v1/entities",
+                web::get().to(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body("[]")
+                }),
+            )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("binds");
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (url, handle)
+}
+
+#[actix_web::test]
+async fn a_federated_query_returns_exactly_what_the_callers_tokens_allow() {
+    let (_d1, transport) = department(1, true).await;
+    let (_d2, environment) = department(2, false).await;
+    let (_d3, water) = department(3, true).await;
+    load(
+        &transport,
+        1,
+        vec![
+            vehicle(1, json!({"speed": {"type": "Property", "value": 50, "observedAt": "2026-01-01T00:00:00Z"}})),
+            vehicle(2, json!({"speed": {"type": "Property", "value": 60}})),
+        ],
+    )
+    .await;
+    load(
+        &environment,
+        2,
+        vec![
+            vehicle(1, json!({"brandName": {"type": "Property", "value": "Civic"},
+                             "speed": {"type": "Property", "value": 55, "observedAt": "2026-01-01T00:00:05Z"}})),
+            json!({"id": "urn:ngsi-ld:Building:1", "type": "Building", "name": {"type": "Property", "value": "Hall"}}),
+        ],
+    )
+    .await;
+    load(
+        &water,
+        3,
+        vec![vehicle(
+            9,
+            json!({"speed": {"type": "Property", "value": 5}}),
+        )],
+    )
+    .await;
+    let broker = broker(&[(1, &transport), (2, &environment), (3, &water)], 2_000).await;
+    register(&broker, &transport.url, &["Vehicle"]).await;
+    register(&broker, &environment.url, &["Vehicle", "Building"]).await;
+    register(&broker, &water.url, &["Vehicle"]).await;
+    let (t1, t2) = (token(1), token(2));
+
+    // Two departments' tokens: their vehicles, merged; the third department is not asked.
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&count=true"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        ids(&reply),
+        ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
+    );
+    assert_eq!(reply.header("ngsild-results-count"), Some("2"));
+    let skipped = warnings(&reply);
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].contains(&water.url) && skipped[0].contains("dept3"),
+        "{skipped:?}"
+    );
+    assert!(
+        reply
+            .header("ngsild-entitymap")
+            .is_some_and(|m| m.starts_with("urn:ngsi-ld:EntityMap:"))
+    );
+    let v1 = &reply.json()[0];
+    assert_eq!(v1["speed"]["value"], 55, "the later observation wins: {v1}");
+    assert_eq!(v1["brandName"]["value"], "Civic", "{v1}");
+
+    // keyValues and attrs are applied by the broker to the merged entity.
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&attrs=brandName&options=keyValues"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        json!([{"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle", "brandName": "Civic"}])
+    );
+
+    // One token: one department.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle,Building"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        ids(&reply),
+        ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
+    );
+    let v1 = &reply.json()[0];
+    assert_eq!(v1["speed"]["value"], 50);
+    assert!(v1.get("brandName").is_none());
+    // No token at all: every department is skipped, and said so.
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!((reply.status, reply.json()), (200, json!([])));
+    assert_eq!(warnings(&reply).len(), 3);
+
+    // Retrieval merges too; what no allowed source has is a 404.
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["brandName"]["value"], "Civic");
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:9"),
+        None,
+        &[],
+    )
+    .await;
+    reply.assert_problem(404, "ResourceNotFound");
+    let reply = send(
+        &broker,
+        &[&token(3)],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:9"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    // local=true: only the broker's own store (empty).
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&local=true"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!((reply.status, reply.json()), (200, json!([])));
+    // A request that already passed through the broker is a loop.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[("via", "1.1 civitas-broker")],
+    )
+    .await;
+    reply.assert_problem(508, "LoopDetected");
+
+    // The broker shares its request id with the connectors' records.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[],
+    )
+    .await;
+    let request_id = reply
+        .header("civitas-request-id")
+        .expect("a request id")
+        .to_owned();
+    let bound = bind_to_request(
+        &t1,
+        "broker",
+        &request_id,
+        chrono::Duration::seconds(60),
+        fixed_time(0),
+    )
+    .expect("binds");
+    assert_eq!(
+        send(
+            &transport,
+            &[&bound],
+            "GET",
+            &format!("{ENTITIES}?type=Vehicle"),
+            None,
+            &[("civitas-request-id", &request_id)]
+        )
+        .await
+        .status,
+        200
+    );
+    // A bound token is useless for any other request.
+    let other = uuid::Uuid::new_v4().to_string();
+    let refused = send(
+        &transport,
+        &[&bound],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[("civitas-request-id", &other)],
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let refused = send(
+        &transport,
+        &[&bound],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+}
+
+#[actix_web::test]
+async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
+    let (_d1, transport) = department(1, false).await;
+    let (_d2, environment) = department(2, true).await;
+    load(
+        &transport,
+        1,
+        vec![vehicle(
+            1,
+            json!({"speed": {"type": "Property", "value": 1}}),
+        )],
+    )
+    .await;
+    load(
+        &environment,
+        2,
+        vec![vehicle(
+            2,
+            json!({"speed": {"type": "Property", "value": 2}}),
+        )],
+    )
+    .await;
+    let broker = broker(&[(1, &transport), (2, &environment)], 500).await;
+    register(&broker, &transport.url, &["Vehicle"]).await;
+    register(&broker, &environment.url, &["Vehicle"]).await;
+    let (bad, _bad_handle) = bad_source().await;
+    register(&broker, &format!("{bad}/garbage"), &["Vehicle"]).await;
+    register(&broker, &format!("{bad}/slow"), &["Vehicle"]).await;
+    let (t1, t2) = (token(1), token(2));
+
+    let started = Instant::now();
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        ids(&reply),
+        ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
+    );
+    let failed = warnings(&reply);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|w| w.contains("/garbage") && w.contains("invalid JSON")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|w| w.contains("/slow") && w.contains("500 ms")),
+        "{failed:?}"
+    );
+
+    // All or nothing, on request.
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[("civitas-completeness", "all")],
+    )
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.text);
+    assert_eq!(reply.json()["type"], "urn:civitas:errors:SourceFailed");
+
+    // A department that goes down: the others still answer.
+    drop(environment);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(ids(&reply), ["urn:ngsi-ld:Vehicle:1"]);
+    assert_eq!(warnings(&reply).len(), 3, "{:?}", warnings(&reply));
+}
+
+#[actix_web::test]
+async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
+    let (_d1, transport) = department(1, false).await;
+    let (_d2, environment) = department(2, true).await;
+    // 6,000 at each, 2,000 of them at both: 10,000 distinct entities.
+    let entity = |n: u32| vehicle(n, json!({"speed": {"type": "Property", "value": n}}));
+    load(&transport, 1, (0..6_000).map(entity).collect()).await;
+    load(&environment, 2, (4_000..10_000).map(entity).collect()).await;
+    let broker = broker(&[(1, &transport), (2, &environment)], 10_000).await;
+    register(&broker, &transport.url, &["Vehicle"]).await;
+    register(&broker, &environment.url, &["Vehicle"]).await;
+    let (t1, t2) = (token(1), token(2));
+
+    let first = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&limit=1000&count=true"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(
+        first.header("ngsild-results-count"),
+        Some("10000"),
+        "{:?}",
+        warnings(&first)
+    );
+    let map = first
+        .header("ngsild-entitymap")
+        .expect("an entity map")
+        .to_owned();
+    let mut seen = ids(&first);
+    for page in 1..10 {
+        let reply = send(
+            &broker,
+            &[&t1, &t2],
+            "GET",
+            &format!(
+                "{ENTITIES}?type=Vehicle&limit=1000&offset={}&entityMap={map}",
+                page * 1_000
+            ),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        seen.extend(ids(&reply));
+    }
+    assert_eq!(seen.len(), 10_000);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted, seen,
+        "pages are in one stable id order, without repeats"
+    );
+    // A map belongs to the query and the caller it was made for.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&entityMap={map}"),
+        None,
+        &[],
+    )
+    .await;
+    reply.assert_problem(400, "BadRequestData");
+}
