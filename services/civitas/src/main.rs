@@ -28,6 +28,9 @@ enum Command {
     Up(up::UpArgs),
     /// Run one department's connector.
     Connector(ConnectorArgs),
+    /// Run the broker: a connector whose settings have a [federation] section, forwarding
+    /// queries and retrievals to the registered department connectors.
+    Broker(ConnectorArgs),
     /// Bulk-load NGSI-LD entities (JSON or JSON-LD files or folders) into a connector.
     Load(load::LoadArgs),
     /// Create a new Ed25519 root key pair for a department; prints the public key.
@@ -54,7 +57,7 @@ enum PolicyCommand {
 
 #[derive(Debug, clap::Args)]
 struct ConnectorArgs {
-    /// The connector's settings file (TOML).
+    /// The service's settings file (TOML); a broker's has a [federation] section.
     #[arg(long)]
     config: PathBuf,
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`; overrides the file.
@@ -72,7 +75,8 @@ fn main() -> ExitCode {
     let outcome = actix_web::rt::System::new().block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
-            Command::Connector(args) => run_connector(args).await,
+            Command::Connector(args) => run_connector(args, false).await,
+            Command::Broker(args) => run_connector(args, true).await,
             Command::Load(args) => load::run(args).await,
             Command::Keygen(args) => tokens::keygen(args),
             Command::Token(command) => tokens::run(command).await,
@@ -126,8 +130,19 @@ fn check_policies(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run_connector(args: ConnectorArgs) -> anyhow::Result<ExitCode> {
+async fn run_connector(args: ConnectorArgs, broker: bool) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&args.config)?;
+    if broker && settings.federation.is_none() {
+        anyhow::bail!(
+            "{}: a broker's settings need a [federation] section (its departments: name, public_key, url)",
+            args.config.display()
+        );
+    }
+    let service = if settings.federation.is_some() {
+        "broker"
+    } else {
+        "connector"
+    };
     if let Some(url) = args.database_url {
         settings.database_url = Some(url);
     }
@@ -137,8 +152,8 @@ async fn run_connector(args: ConnectorArgs) -> anyhow::Result<ExitCode> {
     let department = settings.department.clone();
     let application = Application::build(settings)
         .await
-        .context("starting the connector")?;
-    tracing::info!(%department, url = %application.public_url(), "connector ready");
+        .with_context(|| format!("starting the {service}"))?;
+    tracing::info!(%department, url = %application.public_url(), "{service} ready");
     application.run_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ use civitas_auth::token::{ANY, TokenSpec};
 use civitas_connector::{Application, Settings};
 use indicatif::ProgressBar;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::demo;
 use crate::load::{self, Target};
@@ -160,7 +160,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Every connector witnesses the others' audit logs: each log's key is known before any
     // connector starts (its seed is kept in DIR/keys/<department>.audit).
     let mut audit_keys = BTreeMap::new();
-    for department in &config.departments {
+    let broker_name = BROKER.to_owned();
+    for department in config
+        .departments
+        .iter()
+        .map(|d| &d.name)
+        .chain(std::iter::once(&broker_name))
+    {
+        let department = Department {
+            name: department.clone(),
+            tenants: Vec::new(),
+            database_url: None,
+        };
         let path = keys_dir.join(format!("{}.audit", department.name));
         let seed = ensure_audit_seed(&path)
             .with_context(|| format!("the audit key of {}", department.name))?;
@@ -170,6 +181,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut applications = Vec::new();
+    let mut department_keys = BTreeMap::new();
     for (index, department) in config.departments.iter().enumerate() {
         let key_path = keys_dir.join(format!("{}.key", department.name));
         let key = tokens::ensure_key(&key_path)
@@ -179,6 +191,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             tokens::ensure_token(&path, &key, &spec)?;
             tokens.insert(name, path);
         }
+        department_keys.insert(department.name.clone(), key.public_string());
         keys.insert(department.name.clone(), key_path);
         // Port 0 asks the system for free ports; endpoints.json then tells where everything is.
         let port = match args.base_port {
@@ -215,6 +228,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         })?;
         applications.push((department.name.clone(), application));
     }
+    let broker = start_broker(
+        &args,
+        &state_dir,
+        &preload,
+        &policies_dir,
+        &audit_keys,
+        &department_keys,
+        &applications,
+        &mut keys,
+        &mut tokens,
+    )
+    .await?;
+    applications.push((BROKER.to_owned(), broker));
     for (name, application) in &applications {
         for (other, other_application) in &applications {
             if other == name {
@@ -233,9 +259,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut connectors = BTreeMap::new();
+    let mut broker_url = String::new();
     let mut servers = Vec::new();
     for (name, application) in applications {
-        connectors.insert(name, application.public_url().to_owned());
+        if name == BROKER {
+            broker_url = application.public_url().to_owned();
+        } else {
+            connectors.insert(name, application.public_url().to_owned());
+        }
         servers.push(actix_web::rt::spawn(application.run_until_stopped()));
     }
 
@@ -272,10 +303,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let endpoints = json!({ "connectors": connectors, "keys": keys, "tokens": tokens });
+    let broker_admin = std::fs::read_to_string(
+        tokens
+            .get(&format!("admin.{BROKER}"))
+            .context("the broker's admin token")?,
+    )?;
+    for (name, url) in &connectors {
+        register_at_broker(&broker_url, broker_admin.trim(), name, url)
+            .await
+            .with_context(|| format!("registering {name} at the broker"))?;
+    }
+
+    let endpoints =
+        json!({ "broker": broker_url, "connectors": connectors, "keys": keys, "tokens": tokens });
     let endpoints_path = state_dir.join("endpoints.json");
     std::fs::write(&endpoints_path, serde_json::to_string_pretty(&endpoints)?)?;
-    print_tour(&state_dir, &endpoints_path, &connectors)?;
+    print_tour(&state_dir, &endpoints_path, &broker_url, &connectors)?;
 
     for server in servers {
         server.await.context("a connector stopped unexpectedly")??;
@@ -283,11 +326,167 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The broker's name among the services (its department name in settings and audit records).
+const BROKER: &str = "broker";
+
+/// Starts the broker (not yet serving): its own key, store, audit log and policy (anyone may read
+/// what it holds itself: registrations of the departments' connectors, never their data), and
+/// federation over the departments' connectors.
+#[expect(clippy::too_many_arguments, reason = "up's shared state, passed once")]
+async fn start_broker(
+    args: &UpArgs,
+    state_dir: &Path,
+    preload: &BTreeMap<String, PathBuf>,
+    policies_dir: &Path,
+    audit_keys: &BTreeMap<String, (PathBuf, String, String)>,
+    department_keys: &BTreeMap<String, String>,
+    connectors: &[(String, Application)],
+    keys: &mut BTreeMap<String, PathBuf>,
+    tokens: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Application> {
+    let key_path = state_dir.join("keys").join(format!("{BROKER}.key"));
+    let key = tokens::ensure_key(&key_path).context("the broker's root key")?;
+    for (name, spec) in demo_tokens(BROKER) {
+        let path = state_dir.join("tokens").join(format!("{name}.biscuit"));
+        tokens::ensure_token(&path, &key, &spec)?;
+        tokens.insert(name, path);
+    }
+    keys.insert(BROKER.to_owned(), key_path);
+    let policy = policies_dir.join(BROKER);
+    if !policy.exists() {
+        std::fs::create_dir_all(&policy)?;
+        std::fs::write(
+            policy.join("access.toml"),
+            "# The broker holds no department's data: anyone may read what it holds itself
+# (the departments' registrations); only its administrator changes it.
+[anonymous]
+read = [\"*\"]
+",
+        )?;
+    }
+    let mut settings = Settings::new(
+        BROKER,
+        &format!(
+            "sqlite://{}",
+            state_dir
+                .join("data")
+                .join(format!("{BROKER}.db"))
+                .display()
+        ),
+    );
+    settings.listen = format!("127.0.0.1:{}", args.base_port);
+    settings.contexts.preload = preload.clone();
+    settings.auth.public_key = Some(key.public_string());
+    settings.auth.policies = Some(policy);
+    if let Some((path, _, _)) = audit_keys.get(BROKER) {
+        settings.audit.key_file = Some(path.clone());
+    }
+    settings.audit.watch = audit_keys
+        .iter()
+        .filter(|(name, _)| *name != BROKER)
+        .map(|(_, (_, log_vkey, _))| log_vkey.clone())
+        .collect();
+    settings.federation = Some(civitas_connector::settings::FederationSettings {
+        departments: connectors
+            .iter()
+            .filter_map(|(name, application)| {
+                Some(civitas_connector::settings::DepartmentSettings {
+                    name: name.clone(),
+                    public_key: department_keys.get(name)?.clone(),
+                    url: application.public_url().to_owned(),
+                })
+            })
+            .collect(),
+        ..Default::default()
+    });
+    Application::build(settings)
+        .await
+        .with_context(|| format!("starting the broker on port {}", args.base_port))
+}
+
+/// Registers a department's connector at the broker as the source of the entity types it holds
+/// (one registration per @context its entities use), replacing what an earlier start registered.
+async fn register_at_broker(
+    broker: &str,
+    admin: &str,
+    department: &str,
+    connector: &str,
+) -> anyhow::Result<()> {
+    let mut by_context: Vec<(Value, Vec<String>)> = Vec::new();
+    for entity in demo::entities(department) {
+        let (Some(context), Some(kind)) = (entity.get("@context"), entity["type"].as_str()) else {
+            continue;
+        };
+        match by_context.iter_mut().find(|(c, _)| c == context) {
+            Some((_, kinds)) => {
+                if !kinds.iter().any(|k| k == kind) {
+                    kinds.push(kind.to_owned());
+                }
+            }
+            None => by_context.push((context.clone(), vec![kind.to_owned()])),
+        }
+    }
+    let client = reqwest::Client::new();
+    for (index, (context, kinds)) in by_context.into_iter().enumerate() {
+        let id = format!("urn:ngsi-ld:ContextSourceRegistration:civitas:{department}:{index}");
+        let entities: Vec<Value> = kinds.iter().map(|k| json!({ "type": k })).collect();
+        let body = json!({
+            "id": id,
+            "type": "ContextSourceRegistration",
+            "endpoint": connector,
+            "information": [{ "entities": entities }],
+            "mode": "inclusive",
+            "operations": ["retrieveOps"],
+            "@context": context,
+        });
+        let registrations = format!("{broker}/ngsi-ld/v1/csourceRegistrations");
+        // An earlier start's registration is replaced: the connector may have moved.
+        let existing = format!("{registrations}/{id}");
+        let deleted = client
+            .delete(&existing)
+            .bearer_auth(admin)
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(
+            deleted.is_success() || deleted.as_u16() == 404,
+            "removing {id} answered {deleted}"
+        );
+        let created = client
+            .post(&registrations)
+            .bearer_auth(admin)
+            .header("content-type", "application/ld+json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = created.status();
+        anyhow::ensure!(
+            status.as_u16() == 201,
+            "creating {id} answered {status}: {}",
+            created.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// The demo tokens of a department: its administrator and its auditor; at transport, also a partner
-/// agency that reads parking availability but no payment data.
+/// agency that reads parking availability but no payment data. Transport and environment also
+/// give the city's planning agency a read token each: the federated query of the tour uses both.
 fn demo_tokens(department: &str) -> Vec<(String, TokenSpec)> {
     let year = Some(chrono::Duration::days(365));
-    let mut specs = vec![
+    let mut specs = vec![];
+    if department == "transport" || department == "environment" {
+        specs.push((
+            format!("agency.{department}"),
+            TokenSpec {
+                holder: "planning-agency".to_owned(),
+                read: vec![ANY.to_owned()],
+                ttl: Some(chrono::Duration::days(90)),
+                ..TokenSpec::default()
+            },
+        ));
+    }
+    specs.extend([
         (
             format!("admin.{department}"),
             TokenSpec {
@@ -309,7 +508,7 @@ fn demo_tokens(department: &str) -> Vec<(String, TokenSpec)> {
                 ..TokenSpec::default()
             },
         ),
-    ];
+    ]);
     if department == "transport" {
         let parking = |name: &str| format!("https://smartdatamodels.org/dataModel.Parking/{name}");
         specs.push((
@@ -338,10 +537,12 @@ fn demo_tokens(department: &str) -> Vec<(String, TokenSpec)> {
 fn print_tour(
     state_dir: &Path,
     endpoints: &Path,
+    broker: &str,
     connectors: &BTreeMap<String, String>,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "Civitas is up. State: {}", state_dir.display())?;
+    writeln!(out, "  broker                 {broker}")?;
     for (name, url) in connectors {
         writeln!(out, "  connector {name:<12} {url}")?;
     }
@@ -372,6 +573,18 @@ fn print_tour(
             out,
             "  # The department's admin sees everything:\n  curl -s '{site}' {link} \\\n    -H \"Authorization: Bearer $(cat {})\"",
             tokens.join("admin.transport.biscuit").display()
+        )?;
+    }
+    if connectors.contains_key("transport") && connectors.contains_key("environment") {
+        let tokens = state_dir.join("tokens");
+        writeln!(
+            out,
+            "  # One question for the whole city, through the broker, with two departments' tokens
+  # (water is not asked: the agency has no token of it; NGSILD-Warning says so):
+  curl -si '{broker}/ngsi-ld/v1/entities?idPattern=urn:ngsi-ld:.*&limit=3&count=true&options=keyValues' \\
+    -H \"Authorization: Bearer $(cat {}), $(cat {})\"",
+            tokens.join("agency.transport.biscuit").display(),
+            tokens.join("agency.environment.biscuit").display()
         )?;
     }
     writeln!(out, "\nPress Ctrl-C to stop.")?;

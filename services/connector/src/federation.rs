@@ -410,7 +410,10 @@ impl Federation {
 
     /// One page of a federated query. `local` lists the broker's own matching entities (`None`
     /// when they cannot be asked); `filters` are the caller's query parameters to forward.
-    #[expect(clippy::too_many_arguments, reason = "one page of a query names all of these")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one page of a query names all of these"
+    )]
     pub async fn query<F, Fut>(
         &self,
         forward: &Forward<'_>,

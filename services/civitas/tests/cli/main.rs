@@ -129,6 +129,42 @@ async fn up_serves_the_demo_city_and_load_reports_per_entity() {
     assert!(endpoints["connectors"]["water"].is_string());
     assert_eq!(parking_spot_count(&transport).await, "2000");
 
+    // The broker: one federated question with two departments' tokens; water is not asked.
+    let broker = endpoints["broker"].as_str().expect("broker URL").to_owned();
+    let agency = |department: &str| {
+        let path = endpoints["tokens"][format!("agency.{department}")]
+            .as_str()
+            .expect("an agency token")
+            .to_owned();
+        std::fs::read_to_string(path)
+            .expect("token file")
+            .trim()
+            .to_owned()
+    };
+    let federated = reqwest::Client::new()
+        .get(format!(
+            "{broker}/ngsi-ld/v1/entities?type=ParkingSpot&limit=0&count=true"
+        ))
+        .header(
+            "Link",
+            format!("<{PARKING}>; rel=\"http://www.w3.org/ns/json-ld#context\""),
+        )
+        .header(
+            "Authorization",
+            format!("Bearer {}, {}", agency("transport"), agency("environment")),
+        )
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(federated.status().as_u16(), 200);
+    assert_eq!(
+        federated
+            .headers()
+            .get("ngsild-results-count")
+            .and_then(|v| v.to_str().ok()),
+        Some("2000")
+    );
+
     // Keys and demo tokens: each department's key verifies its tokens, and is the one published.
     let key = endpoints["keys"]["transport"]
         .as_str()
@@ -266,6 +302,7 @@ fn every_command_has_help() {
         vec!["--help"],
         vec!["up", "--help"],
         vec!["connector", "--help"],
+        vec!["broker", "--help"],
         vec!["load", "--help"],
         vec!["token", "revoke", "--help"],
         vec!["audit", "verify", "--help"],
