@@ -261,7 +261,15 @@ impl Registrations {
         let fragment = fragment
             .as_object()
             .ok_or_else(|| Problem::invalid_request("the payload must be a JSON object"))?;
-        let fragment = registration::expand(fragment, ctx, true)?;
+        let mut fragment = registration::expand(fragment, ctx, true)?;
+        if let Some(given) = fragment.shift_remove("id")
+            && given.as_str() != Some(id)
+        {
+            return Err(Problem::bad_request(format!(
+                "the payload's id {given} is not the registration's id {id}"
+            )));
+        }
+        fragment.shift_remove("type");
         if fragment.is_empty() {
             return Err(Problem::bad_request("the update names no member"));
         }

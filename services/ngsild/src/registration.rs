@@ -314,15 +314,25 @@ pub fn expand(
         if name == "@context" || READ_ONLY.contains(&name.as_str()) {
             continue;
         }
+        if fragment && value.is_null() {
+            // Null removes an optional member (clause 5.9.3: e.g. `expiresAt: null`, never expire).
+            if matches!(name.as_str(), "id" | "type" | "information" | "endpoint") {
+                return Err(Error::bad(format!("{name} cannot be removed")));
+            }
+            let key = match name.as_str() {
+                known if KNOWN.contains(&known) => known.to_owned(),
+                other => ctx.expand_name(other),
+            };
+            canonical.insert(key, Value::Null);
+            continue;
+        }
         let value = match name.as_str() {
             "id" => {
                 let id = value
                     .as_str()
                     .filter(|id| is_absolute_uri(id))
                     .ok_or_else(|| Error::bad("the registration id must be an absolute URI"))?;
-                if fragment {
-                    return Err(Error::bad("a registration's id cannot be changed"));
-                }
+                // In an update the id may be repeated; the caller checks it is the same.
                 Value::from(id)
             }
             "type" => {
@@ -420,13 +430,13 @@ fn check_mode_constraints(canonical: &Map<String, Value>) -> Result<(), Error> {
             !entities.is_empty()
                 && entities
                     .iter()
-                    .all(|entity| entity.get("id").is_some() && entity.get("idPattern").is_none())
+                    .all(|entity| entity.get("id").is_some() || entity.get("idPattern").is_some())
         });
         let attributes =
             info.get("propertyNames").is_some() || info.get("relationshipNames").is_some();
         if !named || !attributes {
             return Err(Error::bad(
-                "an exclusive registration names entities by id and the attributes it provides",
+                "an exclusive registration names entities by id or idPattern and the attributes it provides",
             ));
         }
     }
@@ -618,7 +628,11 @@ pub fn merge(
 ) -> Result<Map<String, Value>, Error> {
     let mut merged = stored.clone();
     for (name, value) in fragment {
-        merged.insert(name.clone(), value.clone());
+        if value.is_null() {
+            merged.shift_remove(name);
+        } else {
+            merged.insert(name.clone(), value.clone());
+        }
     }
     check_mode_constraints(&merged)?;
     Ok(merged)
@@ -931,10 +945,27 @@ mod tests {
     fn exclusive_registrations_name_entities_and_attributes() {
         let mut body = payload();
         body.insert("mode".to_owned(), json!("exclusive"));
+        body.insert(
+            "information".to_owned(),
+            json!([{"entities": [{"type": "Car"}], "propertyNames": ["speed"]}]),
+        );
         assert!(
             expand(&body, &ctx(), false).is_err(),
-            "idPattern is not enough"
+            "a type is not enough"
         );
+        body.insert(
+            "information".to_owned(),
+            json!([{"entities": [{"type": "Car", "idPattern": "^urn:ngsi-ld:Car:A"}]}]),
+        );
+        assert!(
+            expand(&body, &ctx(), false).is_err(),
+            "attributes are needed"
+        );
+        body.insert(
+            "information".to_owned(),
+            json!([{"entities": [{"type": "Car", "idPattern": "^urn:ngsi-ld:Car:A"}], "propertyNames": ["speed"]}]),
+        );
+        assert!(expand(&body, &ctx(), false).is_ok());
         body.insert(
             "information".to_owned(),
             json!([{"entities": [{"type": "Car", "id": "urn:ngsi-ld:Car:A1"}], "propertyNames": ["speed"]}]),

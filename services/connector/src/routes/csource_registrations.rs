@@ -99,6 +99,23 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
     let media = negotiation::response_type(&req, false)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
+    if ![
+        "id",
+        "type",
+        "idPattern",
+        "attrs",
+        "q",
+        "csf",
+        "georel",
+        "timerel",
+    ]
+    .iter()
+    .any(|name| params.get(name).is_some())
+    {
+        return Err(Problem::bad_request(
+            "a registration query needs at least one of id, type, idPattern, attrs, q, csf, georel or timerel",
+        ));
+    }
     let query = registration_filter(&params, &context)?;
     let system = system_members(&params)?;
     let limits = &state.settings.limits;

@@ -91,7 +91,9 @@ async fn a_registration_is_created_retrieved_queried_updated_and_deleted() {
             .get(&format!("{PATH}?type=Vehicle&attrs=name"), ctx)
             .await;
         assert_eq!(none.json(), json!([]));
-        let counted = app.get(&format!("{PATH}?count=true&limit=1"), ctx).await;
+        let counted = app
+            .get(&format!("{PATH}?idPattern=.*&count=true&limit=1"), ctx)
+            .await;
         assert_eq!(counted.header("ngsild-results-count"), Some("2"));
         assert_eq!(counted.json().as_array().map(Vec::len), Some(1));
 
@@ -108,6 +110,21 @@ async fn a_registration_is_created_retrieved_queried_updated_and_deleted() {
         let after = app.get(&location, ctx).await.json();
         assert_eq!(after["endpoint"], "http://127.0.0.1:9/fleet-v2");
         assert_eq!(after["mode"], "inclusive");
+        // An expiry is set, then removed with null (never expire); the id may be repeated, not changed.
+        for (fragment, status) in [
+            (json!({"id": id, "expiresAt": "2030-01-01T00:00:00Z"}), 204),
+            (json!({"expiresAt": null}), 204),
+            (
+                json!({"id": "urn:ngsi-ld:ContextSourceRegistration:other"}),
+                400,
+            ),
+            (json!({"endpoint": null}), 400),
+        ] {
+            let reply = app.send_json("PATCH", &location, &fragment, ctx).await;
+            assert_eq!(reply.status, status, "{fragment}: {}", reply.text);
+        }
+        let after = app.get(&location, ctx).await.json();
+        assert!(after.get("expiresAt").is_none(), "{after}");
 
         let deleted = app.request("DELETE", &location, &[], None).await;
         assert_eq!(deleted.status, 204, "{}", deleted.text);
@@ -168,7 +185,14 @@ async fn malformed_registrations_are_refused_and_nothing_is_stored() {
         )
         .await
         .assert_problem(400, "InvalidRequest");
-        assert_eq!(app.get(PATH, ctx).await.json(), json!([]));
+        assert_eq!(
+            app.get(&format!("{PATH}?idPattern=.*"), ctx).await.json(),
+            json!([])
+        );
+        // A query names what it looks for.
+        app.get(PATH, ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
 
         create(&app, &valid).await;
         app.send_json("POST", PATH, &valid, ctx)
@@ -230,13 +254,17 @@ async fn registrations_belong_to_their_tenant() {
             async move {
                 let headers: Vec<(&str, &str)> =
                     headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                app.request("GET", PATH, &headers, None).await.json()
+                app.request("GET", &format!("{PATH}?idPattern=.*"), &headers, None)
+                    .await
+                    .json()
             }
         };
         assert_eq!(list("city-a").await.as_array().map(Vec::len), Some(1));
         assert_eq!(list("city-b").await, json!([]));
         assert_eq!(
-            app.get(PATH, Some(TEST_CONTEXT_URL)).await.json(),
+            app.get(&format!("{PATH}?idPattern=.*"), Some(TEST_CONTEXT_URL))
+                .await
+                .json(),
             json!([])
         );
     }
@@ -316,7 +344,7 @@ async fn only_a_writer_of_every_registered_type_may_register_a_source() {
         .await;
         assert_eq!(refused.status, 403, "{}", refused.text);
         // Readers of vehicles see it; readers of buildings do not.
-        let seen = send(Some(reader), "GET", PATH.into(), None).await;
+        let seen = send(Some(reader), "GET", format!("{PATH}?type=Vehicle"), None).await;
         assert_eq!(
             seen.json().as_array().map(Vec::len),
             Some(1),
@@ -324,7 +352,13 @@ async fn only_a_writer_of_every_registered_type_may_register_a_source() {
             seen.text
         );
         let other = token(&[building], &[building]);
-        let unseen = send(Some(other.clone()), "GET", PATH.into(), None).await;
+        let unseen = send(
+            Some(other.clone()),
+            "GET",
+            format!("{PATH}?idPattern=.*"),
+            None,
+        )
+        .await;
         assert_eq!(unseen.json(), json!([]));
         let hidden = send(Some(other.clone()), "GET", location.clone(), None).await;
         assert!(matches!(hidden.status, 403 | 404), "{}", hidden.text);
