@@ -1146,8 +1146,6 @@ def g_errors(run: Run) -> None:
 
     # resources of the spec not implemented yet: 501 with a ProblemDetails, never silently ignored
     for cid, method, path, kw in [
-        ("types", "GET", "/types", {}),
-        ("attributes", "GET", "/attributes", {}),
         ("subscriptions", "POST", "/subscriptions", {"body": {"id": f"urn:ngsi-ld:Subscription:{run.rid}",
                                                               "type": "Subscription", "entities": [{"type": "T"}],
                                                               "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}}),

@@ -97,6 +97,24 @@ pub struct Access {
     pub count: Option<u64>,
     /// The HTTP status the request was answered with.
     pub status: Option<u16>,
+    /// For a broker's federated request: which sources it asked, skipped and lost. Absent from
+    /// every other record (and so from the bytes of records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<Federated>,
+}
+
+/// What a broker did with one federated request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Federated {
+    /// The caller's tokens, each by its authority block's revocation id.
+    pub tokens: Vec<String>,
+    /// Sources asked (their endpoints), in order.
+    pub asked: Vec<String>,
+    /// Sources not asked: the caller has no token of their department.
+    pub skipped: Vec<String>,
+    /// Sources asked that did not answer usefully (slow, down, refused, invalid).
+    pub failed: Vec<String>,
 }
 
 /// What happened.
@@ -169,6 +187,7 @@ impl Access {
             attributes: Vec::new(),
             count: None,
             status: None,
+            federation: None,
         }
     }
 
@@ -217,6 +236,7 @@ mod tests {
             attributes: vec!["https://example.org/status".to_owned()],
             count: Some(1),
             status: Some(200),
+            federation: None,
         }
     }
 

@@ -56,7 +56,7 @@ pub enum UpsertMode {
 
 /// The entity service of one connector.
 pub struct Entities {
-    store: Store,
+    pub(crate) store: Store,
     clock: Arc<dyn Clock>,
 }
 
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Entities {
     }
 }
 
-fn store_problem(error: civitas_store::Error) -> Problem {
+pub(crate) fn store_problem(error: civitas_store::Error) -> Problem {
     match error {
         civitas_store::Error::AlreadyExists => {
             Problem::new(ErrorType::AlreadyExists, "the entity already exists")
@@ -427,7 +427,7 @@ impl Entities {
     }
 
     /// The page of matches the caller may see, projected.
-    async fn query_visible(
+    pub(crate) async fn query_visible(
         &self,
         auth: &Authorized,
         query: &EntityQuery,

@@ -111,9 +111,35 @@ const LOCAL: usize = usize::MAX;
 #[derive(Debug)]
 pub struct Page {
     pub entities: Vec<Entity>,
-    pub total: u64,
-    pub map_id: String,
+    /// The number of distinct entities over all sources, when an entity map was made.
+    pub total: Option<u64>,
+    pub map_id: Option<String>,
     pub warnings: Vec<SourceWarning>,
+    /// The endpoints of every source the query concerned (asked or skipped).
+    pub sources: Vec<String>,
+}
+
+/// What a federated query asks of the broker's own store.
+#[derive(Debug, Clone)]
+pub enum LocalFetch {
+    /// Every match (to list its ids).
+    All,
+    /// These entities.
+    Ids(Vec<String>),
+    /// The first matches in id order.
+    First(usize),
+}
+
+/// How a federated query pages.
+#[derive(Debug, Clone, Copy)]
+pub enum Paging<'a> {
+    /// Through an entity map made earlier.
+    Map(&'a str),
+    /// Make an entity map (asked for, or needed for an exact count).
+    NewMap,
+    /// Whatever is cheapest: the first entities of every source when they are all departments'
+    /// connectors (which answer in id order) and the page is within one listing, else a new map.
+    Cheapest,
 }
 
 /// What the broker forwards a request with.
@@ -419,19 +445,25 @@ impl Federation {
         forward: &Forward<'_>,
         sources: Vec<Source>,
         filters: &[(String, String)],
-        entity_map: Option<&str>,
+        paging: Paging<'_>,
         offset: usize,
         limit: usize,
         local: F,
     ) -> Result<Page, Problem>
     where
-        F: Fn(Option<Vec<String>>) -> Fut,
+        F: Fn(LocalFetch) -> Fut,
         Fut: std::future::Future<Output = Result<Option<Vec<Entity>>, Problem>>,
     {
         let fingerprint = fingerprint(forward, filters);
-        let (map_id, map) = match entity_map {
-            Some(id) => (id.to_owned(), self.map(id, &fingerprint)?),
-            None => {
+        let ordered = sources.iter().all(|source| source.department.is_some());
+        if matches!(paging, Paging::Cheapest) && ordered && offset + limit <= LISTING_PAGE {
+            return self
+                .first_entities(forward, &sources, filters, offset, limit, &local)
+                .await;
+        }
+        let (map_id, map) = match paging {
+            Paging::Map(id) => (id.to_owned(), self.map(id, &fingerprint)?),
+            Paging::NewMap | Paging::Cheapest => {
                 let map = self
                     .build_map(forward, sources, filters, fingerprint, &local)
                     .await?;
@@ -453,7 +485,7 @@ impl Federation {
         let mut tasks = Vec::new();
         for (holder, ids) in wanted {
             if holder == LOCAL {
-                if let Some(entities) = local(Some(ids)).await? {
+                if let Some(entities) = local(LocalFetch::Ids(ids)).await? {
                     for entity in entities {
                         merge_into(&mut fetched, entity);
                     }
@@ -480,9 +512,76 @@ impl Federation {
             .collect();
         Ok(Page {
             entities,
-            total: map.ids.len() as u64,
-            map_id,
+            total: Some(map.ids.len() as u64),
+            map_id: Some(map_id),
             warnings,
+            sources: map.sources.iter().map(|s| s.endpoint.clone()).collect(),
+        })
+    }
+
+    /// One page from the first `offset + limit` entities of every source, merged in id order:
+    /// one round trip. Exact because every source answers in id order: an entity within the
+    /// first `offset + limit` of the union is within the first `offset + limit` of every source
+    /// that holds it, so it arrives whole.
+    async fn first_entities<F, Fut>(
+        &self,
+        forward: &Forward<'_>,
+        sources: &[Source],
+        filters: &[(String, String)],
+        offset: usize,
+        limit: usize,
+        local: &F,
+    ) -> Result<Page, Problem>
+    where
+        F: Fn(LocalFetch) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Vec<Entity>>, Problem>>,
+    {
+        let want = offset + limit;
+        let mut merged: HashMap<String, Entity> = HashMap::new();
+        if let Some(entities) = local(LocalFetch::First(want)).await? {
+            for entity in entities {
+                merge_into(&mut merged, entity);
+            }
+        }
+        let tasks = sources.iter().map(|source| async move {
+            let authorization = self.credentials(source, forward)?;
+            let mut query = filters.to_vec();
+            query.push(("limit".to_owned(), want.to_string()));
+            match self
+                .get(
+                    source,
+                    forward,
+                    authorization.as_deref(),
+                    "entities",
+                    &query,
+                )
+                .await?
+            {
+                None => Ok(Vec::new()),
+                Some(body) => self.entities_of(source, body, forward.context),
+            }
+        });
+        let mut warnings = Vec::new();
+        for outcome in futures_util::future::join_all(tasks).await {
+            match outcome {
+                Ok(entities) => {
+                    for entity in entities {
+                        merge_into(&mut merged, entity);
+                    }
+                }
+                Err(warning) => warnings.push(warning),
+            }
+        }
+        self.check_complete(forward, &warnings)?;
+        let mut entities: Vec<Entity> = merged.into_values().collect();
+        entities.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let entities = entities.into_iter().skip(offset).take(limit).collect();
+        Ok(Page {
+            entities,
+            total: None,
+            map_id: None,
+            warnings,
+            sources: sources.iter().map(|s| s.endpoint.clone()).collect(),
         })
     }
 
@@ -545,12 +644,12 @@ impl Federation {
         local: &F,
     ) -> Result<Arc<EntityMap>, Problem>
     where
-        F: Fn(Option<Vec<String>>) -> Fut,
+        F: Fn(LocalFetch) -> Fut,
         Fut: std::future::Future<Output = Result<Option<Vec<Entity>>, Problem>>,
     {
         let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut warnings = Vec::new();
-        if let Some(entities) = local(None).await? {
+        if let Some(entities) = local(LocalFetch::All).await? {
             for entity in entities {
                 holders
                     .entry(entity.id.as_str().to_owned())
@@ -727,6 +826,70 @@ impl Federation {
         }
         self.check_complete(forward, &warnings)?;
         Ok((merged.remove(id), warnings))
+    }
+}
+
+impl Federation {
+    /// Sends one GET (`path` under `/ngsi-ld/v1/`, with `query`) to every source in parallel;
+    /// the JSON bodies of those that answered 200, and a warning for each that did not answer
+    /// usefully. A 404 is an answer: the source has nothing.
+    pub async fn gather(
+        &self,
+        forward: &Forward<'_>,
+        sources: &[Source],
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<(Vec<Value>, Vec<SourceWarning>), Problem> {
+        let tasks = sources.iter().map(|source| async move {
+            let authorization = self.credentials(source, forward)?;
+            self.get(source, forward, authorization.as_deref(), path, query)
+                .await
+        });
+        let mut bodies = Vec::new();
+        let mut warnings = Vec::new();
+        for outcome in futures_util::future::join_all(tasks).await {
+            match outcome {
+                Ok(Some(body)) => bodies.push(body),
+                Ok(None) => {}
+                Err(warning) => warnings.push(warning),
+            }
+        }
+        self.check_complete(forward, &warnings)?;
+        Ok((bodies, warnings))
+    }
+}
+
+/// The audit summary of a federated request: the caller's tokens (by revocation id), and which of
+/// `sources` were asked, skipped for want of a token, or failed.
+pub fn summary(
+    forward: &Forward<'_>,
+    sources: &[String],
+    warnings: &[SourceWarning],
+) -> civitas_audit::record::Federated {
+    let skipped: Vec<String> = warnings
+        .iter()
+        .filter(|w| !w.failed && w.message.starts_with("skipped"))
+        .map(|w| w.source.clone())
+        .collect();
+    let failed: Vec<String> = warnings
+        .iter()
+        .filter(|w| !skipped.contains(&w.source))
+        .map(|w| w.source.clone())
+        .collect();
+    civitas_audit::record::Federated {
+        tokens: forward
+            .tokens
+            .iter()
+            .filter_map(|token| civitas_auth::token::inspect(token, None).ok())
+            .filter_map(|inspection| inspection.revocation_ids.into_iter().next())
+            .collect(),
+        asked: sources
+            .iter()
+            .filter(|s| !skipped.contains(s))
+            .cloned()
+            .collect(),
+        skipped,
+        failed,
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod clock;
 pub mod contexts;
+pub mod discovery;
 pub mod entities;
 pub mod federation;
 pub mod registrations;

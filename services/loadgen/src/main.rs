@@ -4,6 +4,8 @@
 //! * `retrieve` — single-entity retrieve (`GET /ngsi-ld/v1/entities/{id}`) of entities already stored
 //!   (`--populate` loads them first, untimed);
 //! * `batch` — batch upsert (`POST /ngsi-ld/v1/entityOperations/upsert`) of many entities;
+//! * `query` — the same query (`GET /ngsi-ld/v1/entities?…`) again and again, against a connector
+//!   or a broker (several tokens: `--auth "T1, T2"`);
 //! * `append` — no HTTP: appends audit records to a connector's audit log in this process, and
 //!   reports records per second and how long until a signed checkpoint covers them.
 //!
@@ -57,6 +59,8 @@ enum Command {
     Retrieve(RetrieveArgs),
     /// Upsert entities in batches (POST /ngsi-ld/v1/entityOperations/upsert).
     Batch(BatchArgs),
+    /// Send one query again and again (GET /ngsi-ld/v1/entities?QUERY).
+    Query(QueryArgs),
     /// Append audit records to an audit log in this process (no HTTP): records per second and
     /// merge delay.
     Append(append::AppendArgs),
@@ -121,6 +125,24 @@ struct RetrieveArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The query string, e.g. `type=ParkingSpot&limit=20`.
+    #[arg(long)]
+    query: String,
+    /// Queries to send (timed).
+    #[arg(long, default_value_t = 5_000)]
+    requests: u64,
+    /// Untimed queries sent before the timed run.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Fail the run unless every answer has exactly this many entities.
+    #[arg(long)]
+    expect: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
 struct BatchArgs {
     #[command(flatten)]
     common: Common,
@@ -145,6 +167,7 @@ fn main() -> ExitCode {
         Command::Create(args) => args.common.threads,
         Command::Retrieve(args) => args.common.threads,
         Command::Batch(args) => args.common.threads,
+        Command::Query(args) => args.common.threads,
         Command::Append(args) => args.threads(),
     };
     let runtime = if threads <= 1 {
@@ -164,6 +187,7 @@ fn main() -> ExitCode {
                 Command::Create(args) => create(args, auth).await,
                 Command::Retrieve(args) => retrieve(args, auth).await,
                 Command::Batch(args) => batch(args, auth).await,
+                Command::Query(args) => query(args, auth).await,
                 Command::Append(args) => append::run(args).await,
             }
         }),
@@ -337,6 +361,61 @@ async fn retrieve(args: RetrieveArgs, auth: Option<String>) -> anyhow::Result<Ex
     }
     let outcome = drive::run(target.concurrency, args.requests, target.budget, op).await;
     report("retrieve", &outcome, 1, target.concurrency)
+}
+
+async fn query(args: QueryArgs, auth: Option<String>) -> anyhow::Result<ExitCode> {
+    check_count(args.requests, "--requests")?;
+    let target = Target::new(&args.common, auth.as_deref())?;
+    let url = target.endpoint(&format!("/entities?{}", args.query));
+    let expect = args.expect;
+    let op = {
+        let client = target.client.clone();
+        move |_: u64| {
+            let request = client.get(&url);
+            async move { listed(request, expect).await }
+        }
+    };
+    if args.warmup > 0 {
+        let warm = drive::run(target.concurrency, args.warmup, target.budget, op.clone()).await;
+        if warm.failed > 0 {
+            bail!(
+                "the warm-up failed ({} of {} requests); first error: {}",
+                warm.failed,
+                warm.requests,
+                warm.errors.first().map(String::as_str).unwrap_or("-")
+            );
+        }
+    }
+    let outcome = drive::run(target.concurrency, args.requests, target.budget, op).await;
+    report("query", &outcome, 1, target.concurrency)
+}
+
+/// Sends a query and checks its answer is a list (of `expect` entities, when given).
+async fn listed(request: reqwest::RequestBuilder, expect: Option<usize>) -> Done {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            match response.bytes().await {
+                Ok(body) if status == StatusCode::OK => {
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(Value::Array(items))
+                            if expect.is_none_or(|expected| items.len() == expected) =>
+                        {
+                            Done::ok(1)
+                        }
+                        Ok(Value::Array(items)) => Done::failed(
+                            1,
+                            format!("{} entities, not {}", items.len(), expect.unwrap_or(0)),
+                        ),
+                        _ => Done::failed(1, format!("not a list: {}", excerpt(&body))),
+                    }
+                }
+                Ok(body) => Done::failed(1, format!("{status}: {}", excerpt(&body))),
+                Err(error) => Done::failed(1, format!("reading the response: {error}")),
+            }
+        }
+        Err(error) => Done::failed(1, format!("sending: {error}")),
+    }
 }
 
 async fn batch(args: BatchArgs, auth: Option<String>) -> anyhow::Result<ExitCode> {

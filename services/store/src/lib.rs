@@ -324,6 +324,20 @@ impl Store {
         Ok(records.into_iter().next())
     }
 
+    /// Every entity type of `tenant` with its number of entities, in type order.
+    pub async fn type_counts(&self, tenant: &str) -> Result<Vec<(String, i64)>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::type_counts::<Db>(&mut connection, tenant).await
+        })
+    }
+
+    /// Every (entity type, attribute name) pair some entity of `tenant` has, in that order.
+    pub async fn type_attribute_pairs(&self, tenant: &str) -> Result<Vec<(String, String)>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::type_attribute_pairs::<Db>(&mut connection, tenant).await
+        })
+    }
+
     /// All registrations of `tenant`, in id order.
     pub async fn list_registrations(&self, tenant: &str) -> Result<Vec<RegistrationRecord>, Error> {
         on_pool!(self.readers(), |connection, Db| {

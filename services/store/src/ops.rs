@@ -1350,6 +1350,48 @@ where
     Ok(DB::rows_affected(&result) > 0)
 }
 
+/// Every entity type of `tenant` and how many entities have it, in type order (discovery,
+/// clause 5.7.1).
+pub(crate) async fn type_counts<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+) -> Result<Vec<(String, i64)>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("SELECT COUNT(*), type FROM entity_types WHERE tenant = ");
+    DB::push_text(&mut query, tenant);
+    query.push(" GROUP BY type ORDER BY type");
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| {
+            let (count, name) = DB::integer_and_text(row)?;
+            Ok((name, count))
+        })
+        .collect()
+}
+
+/// Every (entity type, attribute name) pair some entity of `tenant` has, in that order
+/// (discovery, clauses 5.7.1 and 5.7.3).
+pub(crate) async fn type_attribute_pairs<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+) -> Result<Vec<(String, String)>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(
+        "SELECT DISTINCT t.type, a.attribute FROM entity_types t JOIN entity_attributes a \
+         ON a.tenant = t.tenant AND a.entity_id = t.entity_id WHERE t.tenant = ",
+    );
+    DB::push_text(&mut query, tenant);
+    query.push(" ORDER BY t.type, a.attribute");
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| DB::two_texts(row).map_err(Error::from))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     //! The statements use the indexes on SQLite, which has no statistics to plan with.

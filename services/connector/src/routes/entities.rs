@@ -196,8 +196,8 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     let (entities, total) = if federated {
         let page = federated_query(&state, &req, &params, &auth, &context, &query).await?;
         warnings = page.warnings;
-        map_id = Some(page.map_id);
-        (page.entities, query.count.then_some(page.total))
+        map_id = page.map_id;
+        (page.entities, page.total.filter(|_| query.count))
     } else {
         state.entities.query(&auth, &query).await?
     };
@@ -343,7 +343,7 @@ async fn federated_query(
         .iter()
         .any(|name| *name != "entityMap" && params.get(name).is_some());
     let page_size = state.settings.limits.max_page_size;
-    let local = |ids: Option<Vec<String>>| async move {
+    let local = |fetch: federation::LocalFetch| async move {
         if !local_possible {
             return Ok(None);
         }
@@ -352,13 +352,17 @@ async fn federated_query(
             offset: 0,
             ..query.clone()
         };
-        match ids {
-            Some(ids) => {
+        match fetch {
+            federation::LocalFetch::Ids(ids) => {
                 local.limit = ids.len() as u32;
                 local.ids = ids;
                 Ok(Some(state.entities.query(auth, &local).await?.0))
             }
-            None => {
+            federation::LocalFetch::First(count) => {
+                local.limit = count.min(page_size as usize) as u32;
+                Ok(Some(state.entities.query(auth, &local).await?.0))
+            }
+            federation::LocalFetch::All => {
                 let mut all = Vec::new();
                 local.limit = page_size;
                 loop {
@@ -374,17 +378,27 @@ async fn federated_query(
         }
     };
     let offset = query.offset as usize;
-    federation
+    let page = federation
         .query(
             &forward,
             sources,
             &filters,
-            params.get("entityMap").filter(|m| *m != "true"),
+            match params.get("entityMap") {
+                Some("true") => federation::Paging::NewMap,
+                Some(id) => federation::Paging::Map(id),
+                None if query.count => federation::Paging::NewMap,
+                None => federation::Paging::Cheapest,
+            },
             offset,
             query.limit as usize,
             local,
         )
-        .await
+        .await?;
+    super::note_federation(
+        req,
+        federation::summary(&forward, &page.sources, &page.warnings),
+    );
+    Ok(page)
 }
 
 /// The id / type / idPattern / attrs filter shared by query and purge.
@@ -613,6 +627,7 @@ async fn federated_retrieve(
         .matching(auth.tenant(), &selector, "retrieveEntity")
         .await?;
     let sources = federation.sources(&registrations);
+    let endpoints: Vec<String> = sources.iter().map(|s| s.endpoint.clone()).collect();
     let local = match state.entities.retrieve(auth, id.as_str(), asked).await {
         Ok(entity) => Some(entity),
         Err(problem) if problem.code == ErrorType::ResourceNotFound.into() => None,
@@ -625,6 +640,7 @@ async fn federated_retrieve(
     let (entity, warnings) = federation
         .retrieve(&forward, sources, id.as_str(), &filters, local)
         .await?;
+    super::note_federation(req, federation::summary(&forward, &endpoints, &warnings));
     match entity {
         Some(entity) => Ok((entity, warnings)),
         None => Err(Problem::not_found(format!(

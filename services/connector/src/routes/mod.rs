@@ -8,6 +8,7 @@ mod entities;
 mod entity_operations;
 mod health;
 mod jsonld_contexts;
+mod types;
 mod witness;
 
 use actix_web::web::{self, Bytes};
@@ -31,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(entities::configure)
             .configure(entity_operations::configure)
             .configure(csource_registrations::configure)
+            .configure(types::configure)
             .configure(jsonld_contexts::configure)
             .configure(not_implemented),
     )
@@ -113,10 +115,6 @@ const NGSI_LD_PARAMETERS: &[&str] = &[
 /// NGSI-LD resources this connector does not serve yet: an honest 501 rather than a 404.
 fn not_implemented(cfg: &mut web::ServiceConfig) {
     for path in [
-        "/types{slash:/?}",
-        "/types/{type}",
-        "/attributes{slash:/?}",
-        "/attributes/{attr}",
         "/temporal/entities{slash:/?}",
         "/temporal/entities/{tail:.+}",
         "/temporal/entityOperations/{tail:.*}",
@@ -444,6 +442,15 @@ fn note_decision(
         },
     };
     req.extensions_mut().insert(pending);
+}
+
+/// Adds what a broker did with a federated request (sources asked, skipped, failed) to its
+/// audit record.
+pub(crate) fn note_federation(req: &HttpRequest, federated: civitas_audit::record::Federated) {
+    use actix_web::HttpMessage;
+    if let Some(pending) = req.extensions_mut().get_mut::<PendingRecord>() {
+        pending.access.federation = Some(federated);
+    }
 }
 
 /// Stores the audit record of every request that reached a decision, after it was served and

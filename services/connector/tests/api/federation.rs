@@ -136,6 +136,35 @@ fn vehicle(n: u32, attributes: Value) -> Value {
     entity
 }
 
+/// The audit record of `request_id` at `app` (read with an audit token of `key`), once merged.
+async fn audit_record(app: &TestApp, key: &RootKey, request_id: &str) -> Value {
+    let spec = TokenSpec {
+        holder: "auditor".into(),
+        audit: true,
+        ..TokenSpec::default()
+    };
+    let auditor = format!(
+        "Bearer {}",
+        issue(key, &spec, fixed_time(0)).expect("a token")
+    );
+    for _ in 0..100 {
+        let reply = app
+            .request(
+                "GET",
+                &format!("/audit/v1/records?requestId={request_id}"),
+                &[("authorization", &auditor)],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if let Some(item) = reply.json()["records"].as_array().and_then(|r| r.first()) {
+            return item["record"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no record of {request_id} at {}", app.url);
+}
+
 fn ids(reply: &crate::helpers::Reply) -> Vec<String> {
     reply
         .json()
@@ -337,6 +366,74 @@ async fn a_federated_query_returns_exactly_what_the_callers_tokens_allow() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 
+    // Types and attributes: the union of what the tokens open.
+    let reply = send(&broker, &[&t1, &t2], "GET", "/ngsi-ld/v1/types", None, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["typeList"], json!(["Building", "Vehicle"]));
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        "/ngsi-ld/v1/types?details=true",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        json!([{"id": "https://example.org/ns#Vehicle", "type": "EntityType", "typeName": "Vehicle",
+                "attributeNames": ["speed"]}])
+    );
+    assert_eq!(warnings(&reply).len(), 2, "{:?}", warnings(&reply));
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        "/ngsi-ld/v1/attributes",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        reply.json()["attributeList"],
+        json!(["brandName", "name", "speed"])
+    );
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        "/ngsi-ld/v1/types/Vehicle",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        reply.json()["entityCount"],
+        3,
+        "V1 at two departments counts twice: {}",
+        reply.text
+    );
+    let reply = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        "/ngsi-ld/v1/attributes/brandName",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.json()["attributeCount"], 1, "{}", reply.text);
+    let reply = send(
+        &broker,
+        &[&t1],
+        "GET",
+        "/ngsi-ld/v1/attributes/brandName",
+        None,
+        &[],
+    )
+    .await;
+    reply.assert_problem(404, "ResourceNotFound");
+
     // local=true: only the broker's own store (empty).
     let reply = send(
         &broker,
@@ -374,6 +471,31 @@ async fn a_federated_query_returns_exactly_what_the_callers_tokens_allow() {
         .header("civitas-request-id")
         .expect("a request id")
         .to_owned();
+    // The broker's record says which sources it asked and which it skipped; the connector's
+    // record of the same request carries the same id.
+    let broker_record = audit_record(&broker, &crate::helpers::root_key(), &request_id).await;
+    let federated = &broker_record["event"]["federation"];
+    assert_eq!(
+        federated["asked"],
+        json!([transport.url]),
+        "{broker_record}"
+    );
+    assert_eq!(
+        federated["skipped"].as_array().map(Vec::len),
+        Some(2),
+        "{broker_record}"
+    );
+    assert_eq!(
+        federated["tokens"].as_array().map(Vec::len),
+        Some(1),
+        "{broker_record}"
+    );
+    let transport_record = audit_record(&transport, &key(1), &request_id).await;
+    assert!(
+        transport_record["event"].get("federation").is_none(),
+        "{transport_record}"
+    );
+
     let bound = bind_to_request(
         &t1,
         "broker",
@@ -572,6 +694,19 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
         sorted, seen,
         "pages are in one stable id order, without repeats"
     );
+    // Without a map, a page within the first thousand comes from every source's first entities,
+    // in the same order.
+    let cheap = send(
+        &broker,
+        &[&t1, &t2],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&limit=100&offset=850"),
+        None,
+        &[],
+    )
+    .await;
+    assert!(cheap.header("ngsild-entitymap").is_none());
+    assert_eq!(ids(&cheap), seen[850..950]);
     // A map belongs to the query and the caller it was made for.
     let reply = send(
         &broker,

@@ -13,4 +13,5 @@ mod helpers;
 mod query;
 mod registrations;
 mod remote_contexts;
+mod types;
 mod witness;

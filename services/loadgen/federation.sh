@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The broker's benchmarks of BENCHMARKS.md: three department connectors (release build, SQLite,
+# each with its own root key and no anonymous access) and a broker federating them, all on
+# 127.0.0.1. Each connector holds ENTITIES ParkingSpots of its own. The same query
+# (`type=ParkingSpot&limit=LIMIT`) is sent
+#   (1) to one connector directly, with its department's token;
+#   (2) to the broker, with the three departments' tokens: a three-way fan-out, merged;
+#   (3) to the broker, with a fourth registered source that never answers in time (a listener
+#       that accepts and stays silent), so every query waits for the source timeout.
+# Every run is bounded in requests and in time.
+#
+#   services/loadgen/federation.sh
+#
+# Environment: CARGO_TARGET_DIR (default: target), NO_BUILD=1 to use the binaries already built,
+# PORT (default 9290: broker; connectors PORT+1..PORT+3, the silent source PORT+9), ENTITIES
+# (default 2000 per connector), LIMIT (default 20), REQUESTS (default 3000), CONCURRENCY
+# (default 8), TIMEOUT_MS (the broker's source timeout, default 300), SLOW_REQUESTS (default 100).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TARGET=${CARGO_TARGET_DIR:-target}
+PORT=${PORT:-9290}
+ENTITIES=${ENTITIES:-2000}
+LIMIT=${LIMIT:-20}
+REQUESTS=${REQUESTS:-3000}
+CONCURRENCY=${CONCURRENCY:-8}
+TIMEOUT_MS=${TIMEOUT_MS:-300}
+SLOW_REQUESTS=${SLOW_REQUESTS:-100}
+PARKING_CONTEXT_URL=https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld
+PARKING_CONTEXT_FILE="$PWD/schemas/contexts/smart-data-models/Parking/context.jsonld"
+
+if [[ -z ${NO_BUILD:-} ]]; then
+  cargo build --release -p civitas -p civitas-loadgen
+fi
+CIVITAS=$TARGET/release/civitas
+LOADGEN=$TARGET/release/civitas-loadgen
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() {
+  for _ in $(seq 100); do
+    curl -fs "$1/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start" >&2
+  exit 1
+}
+
+# A source that accepts connections and never answers: the broker's timeout decides.
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1024)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+' $((PORT + 9)) &
+pids+=($!)
+
+departments=""
+for n in 1 2 3; do
+  name=dept$n
+  mkdir -p "$work/policies/$name"
+  printf '[anonymous]\nread = []\n' >"$work/policies/$name/access.toml"
+  public=$("$CIVITAS" keygen --out "$work/$name.key")
+  "$CIVITAS" token issue --key "$work/$name.key" --ttl 1d --holder bench --read '*' --write '*' \
+    >"$work/$name.token"
+  cat >"$work/$name.toml" <<CONFIG
+department = "$name"
+[contexts]
+fetch_remote = false
+[contexts.preload]
+"$PARKING_CONTEXT_URL" = "$PARKING_CONTEXT_FILE"
+[auth]
+public_key = "$public"
+policies = "policies/$name"
+CONFIG
+  CIVITAS_LOG=warn "$CIVITAS" connector --config "$work/$name.toml" \
+    --database-url "sqlite://$work/$name.db" --listen "127.0.0.1:$((PORT + n))" 2>>"$work/$name.log" &
+  pids+=($!)
+  departments+="
+[[federation.departments]]
+name = \"$name\"
+public_key = \"$public\"
+url = \"http://127.0.0.1:$((PORT + n))\"
+"
+done
+
+mkdir -p "$work/policies/broker"
+printf '[anonymous]\nread = ["*"]\nwrite = ["*"]\n' >"$work/policies/broker/access.toml"
+broker_public=$("$CIVITAS" keygen --out "$work/broker.key")
+cat >"$work/broker.toml" <<CONFIG
+department = "broker"
+[contexts]
+fetch_remote = false
+[contexts.preload]
+"$PARKING_CONTEXT_URL" = "$PARKING_CONTEXT_FILE"
+[auth]
+public_key = "$broker_public"
+policies = "policies/broker"
+[federation]
+source_timeout_ms = $TIMEOUT_MS
+$departments
+CONFIG
+CIVITAS_LOG=warn "$CIVITAS" broker --config "$work/broker.toml" \
+  --database-url "sqlite://$work/broker.db" --listen "127.0.0.1:$PORT" 2>>"$work/broker.log" &
+pids+=($!)
+
+BROKER=http://127.0.0.1:$PORT
+wait_for "$BROKER"
+register() {
+  curl -fs -o /dev/null -X POST "$BROKER/ngsi-ld/v1/csourceRegistrations" \
+    -H 'Content-Type: application/json' \
+    -H "Link: <$PARKING_CONTEXT_URL>; rel=\"http://www.w3.org/ns/json-ld#context\"" \
+    -d "{\"type\": \"ContextSourceRegistration\", \"endpoint\": \"$1\", \"information\": [{\"entities\": [{\"type\": \"ParkingSpot\"}]}]}"
+}
+for n in 1 2 3; do
+  url=http://127.0.0.1:$((PORT + n))
+  wait_for "$url"
+  CIVITAS_TOKEN=$(<"$work/dept$n.token") "$LOADGEN" batch --url "$url" \
+    --entities "$ENTITIES" --first $(((n - 1) * ENTITIES)) --batch-size 1000 --duration 300 >/dev/null
+  register "$url"
+done
+
+query="type=ParkingSpot&limit=$LIMIT"
+run() {
+  local label=$1 url=$2 tokens=$3 requests=$4
+  printf '%-32s ' "$label"
+  CIVITAS_TOKEN=$tokens "$LOADGEN" query --url "$url" --query "$query" --expect "$LIMIT" \
+    --requests "$requests" --concurrency "$CONCURRENCY" --warmup 50 --duration 300
+}
+all_tokens="$(<"$work/dept1.token"), $(<"$work/dept2.token"), $(<"$work/dept3.token")"
+echo "3 connectors x $ENTITIES ParkingSpots, query $query, concurrency $CONCURRENCY"
+run "direct (one connector)" "http://127.0.0.1:$((PORT + 1))" "$(<"$work/dept1.token")" "$REQUESTS"
+run "broker (3-way fan-out)" "$BROKER" "$all_tokens" "$REQUESTS"
+run "direct (one connector), again" "http://127.0.0.1:$((PORT + 1))" "$(<"$work/dept1.token")" "$REQUESTS"
+run "broker (3-way fan-out), again" "$BROKER" "$all_tokens" "$REQUESTS"
+register "http://127.0.0.1:$((PORT + 9))"
+run "broker, one source silent (${TIMEOUT_MS} ms)" "$BROKER" "$all_tokens" "$SLOW_REQUESTS"
