@@ -5,8 +5,10 @@
 # (`type=ParkingSpot&limit=LIMIT`) is sent
 #   (1) to one connector directly, with its department's token;
 #   (2) to the broker, with the three departments' tokens: a three-way fan-out, merged;
-#   (3) to the broker, with a fourth registered source that never answers in time (a listener
-#       that accepts and stays silent), so every query waits for the source timeout.
+#   (3) to the broker, with a fourth department whose registered connector never answers (a
+#       listener that accepts and stays silent) and the caller holding its token too, so every
+#       query waits for the source timeout and answers without it.
+# (1) and (2) run at each concurrency of CONCURRENCY, alternating, twice.
 # Every run is bounded in requests and in time.
 #
 #   services/loadgen/federation.sh
@@ -14,7 +16,8 @@
 # Environment: CARGO_TARGET_DIR (default: target), NO_BUILD=1 to use the binaries already built,
 # PORT (default 9290: broker; connectors PORT+1..PORT+3, the silent source PORT+9), ENTITIES
 # (default 2000 per connector), LIMIT (default 20), REQUESTS (default 3000), CONCURRENCY
-# (default 8), TIMEOUT_MS (the broker's source timeout, default 300), SLOW_REQUESTS (default 100).
+# (default "1 8"), TIMEOUT_MS (the broker's source timeout, default 300), SLOW_REQUESTS (default
+# 100).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,7 +26,7 @@ PORT=${PORT:-9290}
 ENTITIES=${ENTITIES:-2000}
 LIMIT=${LIMIT:-20}
 REQUESTS=${REQUESTS:-3000}
-CONCURRENCY=${CONCURRENCY:-8}
+CONCURRENCY=${CONCURRENCY:-1 8}
 TIMEOUT_MS=${TIMEOUT_MS:-300}
 SLOW_REQUESTS=${SLOW_REQUESTS:-100}
 PARKING_CONTEXT_URL=https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld
@@ -93,6 +96,16 @@ url = \"http://127.0.0.1:$((PORT + n))\"
 "
 done
 
+# The fourth department: a key and a token, and its "connector" is the silent listener.
+public4=$("$CIVITAS" keygen --out "$work/dept4.key")
+"$CIVITAS" token issue --key "$work/dept4.key" --ttl 1d --holder bench --read '*' >"$work/dept4.token"
+departments+="
+[[federation.departments]]
+name = \"dept4\"
+public_key = \"$public4\"
+url = \"http://127.0.0.1:$((PORT + 9))\"
+"
+
 mkdir -p "$work/policies/broker"
 printf '[anonymous]\nread = ["*"]\nwrite = ["*"]\n' >"$work/policies/broker/access.toml"
 broker_public=$("$CIVITAS" keygen --out "$work/broker.key")
@@ -131,16 +144,22 @@ done
 
 query="type=ParkingSpot&limit=$LIMIT"
 run() {
-  local label=$1 url=$2 tokens=$3 requests=$4
-  printf '%-32s ' "$label"
+  local label=$1 url=$2 tokens=$3 requests=$4 concurrency=$5
+  printf '%-36s ' "$label"
   CIVITAS_TOKEN=$tokens "$LOADGEN" query --url "$url" --query "$query" --expect "$LIMIT" \
-    --requests "$requests" --concurrency "$CONCURRENCY" --warmup 50 --duration 300
+    --requests "$requests" --concurrency "$concurrency" --warmup 50 --duration 300
 }
 all_tokens="$(<"$work/dept1.token"), $(<"$work/dept2.token"), $(<"$work/dept3.token")"
-echo "3 connectors x $ENTITIES ParkingSpots, query $query, concurrency $CONCURRENCY"
-run "direct (one connector)" "http://127.0.0.1:$((PORT + 1))" "$(<"$work/dept1.token")" "$REQUESTS"
-run "broker (3-way fan-out)" "$BROKER" "$all_tokens" "$REQUESTS"
-run "direct (one connector), again" "http://127.0.0.1:$((PORT + 1))" "$(<"$work/dept1.token")" "$REQUESTS"
-run "broker (3-way fan-out), again" "$BROKER" "$all_tokens" "$REQUESTS"
+echo "3 connectors x $ENTITIES ParkingSpots, query $query"
+for concurrency in $CONCURRENCY; do
+  for round in 1 2; do
+    run "direct (one connector), c=$concurrency" "http://127.0.0.1:$((PORT + 1))" \
+      "$(<"$work/dept1.token")" "$REQUESTS" "$concurrency"
+    run "broker (3-way fan-out), c=$concurrency" "$BROKER" "$all_tokens" "$REQUESTS" "$concurrency"
+  done
+done
 register "http://127.0.0.1:$((PORT + 9))"
-run "broker, one source silent (${TIMEOUT_MS} ms)" "$BROKER" "$all_tokens" "$SLOW_REQUESTS"
+for concurrency in $CONCURRENCY; do
+  run "broker, dept4 silent (${TIMEOUT_MS} ms), c=$concurrency" "$BROKER" \
+    "$all_tokens, $(<"$work/dept4.token")" "$SLOW_REQUESTS" "$concurrency"
+done

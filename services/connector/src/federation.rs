@@ -155,6 +155,8 @@ pub struct Forward<'a> {
     /// The caller's Link context URL, forwarded as is (`None`: the core context).
     pub link: Option<&'a str>,
     pub now: chrono::DateTime<chrono::Utc>,
+    /// The `Authorization` value for each department, once bound to this request.
+    pub relayed: Mutex<HashMap<usize, String>>,
 }
 
 /// The broker's forwarding engine.
@@ -168,7 +170,13 @@ pub struct Federation {
     client: reqwest::Client,
     gate: Arc<tokio::sync::Semaphore>,
     maps: Mutex<HashMap<String, Arc<EntityMap>>>,
+    /// Which department's key signed a token (`None`: none of them), so that a caller's tokens
+    /// are verified once, not on every request.
+    signers: Mutex<HashMap<String, Option<usize>>>,
 }
+
+/// How many tokens [`Federation::signers`] remembers before it starts over.
+const SIGNERS_CAPACITY: usize = 10_000;
 
 impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +228,7 @@ impl Federation {
             departments,
             client,
             maps: Mutex::new(HashMap::new()),
+            signers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -286,9 +295,17 @@ impl Federation {
             return Ok(None);
         };
         let department = &self.departments[index];
+        if let Some(authorization) = forward
+            .relayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&index)
+        {
+            return Ok(Some(authorization.clone()));
+        }
         let mut bound = Vec::new();
         for token in &forward.tokens {
-            if !civitas_auth::token::issued_by(token, &department.key) {
+            if self.signer(token) != Some(index) {
                 continue;
             }
             let token = civitas_auth::token::bind_to_request(
@@ -311,7 +328,35 @@ impl Federation {
                 failed: false,
             });
         }
-        Ok(Some(format!("Bearer {}", bound.join(", "))))
+        let authorization = format!("Bearer {}", bound.join(", "));
+        forward
+            .relayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, authorization.clone());
+        Ok(Some(authorization))
+    }
+
+    /// The department whose root key signed `token`, if any (remembered per token).
+    fn signer(&self, token: &str) -> Option<usize> {
+        if let Some(known) = self
+            .signers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+        {
+            return *known;
+        }
+        let signer = self
+            .departments
+            .iter()
+            .position(|department| civitas_auth::token::issued_by(token, &department.key));
+        let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+        if signers.len() >= SIGNERS_CAPACITY {
+            signers.clear();
+        }
+        signers.insert(token.to_owned(), signer);
+        signer
     }
 
     /// Sends one GET to a source; the JSON body of a 200, `None` for a 404.

@@ -281,6 +281,7 @@ fn forward<'a>(
         context: &context.active,
         link,
         now: state.clock.now(),
+        relayed: Default::default(),
     }
 }
 

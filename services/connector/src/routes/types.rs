@@ -120,6 +120,7 @@ async fn ask_sources(
         context: &context.active,
         link: link.as_deref(),
         now: state.clock.now(),
+        relayed: Default::default(),
     };
     let (bodies, warnings) = federation.gather(&forward, &sources, path, query).await?;
     super::note_federation(req, federation::summary(&forward, &endpoints, &warnings));
