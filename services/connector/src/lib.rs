@@ -11,6 +11,7 @@ pub mod contexts;
 pub mod discovery;
 pub mod entities;
 pub mod federation;
+pub mod registration_subscriptions;
 pub mod registrations;
 pub mod revocations;
 mod routes;
@@ -29,6 +30,7 @@ use crate::audit::AuditLog;
 use crate::clock::{Clock, SystemClock};
 use crate::contexts::ContextResolver;
 use crate::entities::Entities;
+use crate::registration_subscriptions::RegistrationSubscriptions;
 use crate::registrations::Registrations;
 use crate::revocations::Revocations;
 use crate::settings::AuditSettings;
@@ -40,6 +42,7 @@ pub struct AppState {
     pub settings: Settings,
     pub entities: Entities,
     pub registrations: Registrations,
+    pub registration_subscriptions: RegistrationSubscriptions,
     pub contexts: ContextResolver,
     pub authorizer: Authorizer,
     pub revocations: Revocations,
@@ -181,9 +184,13 @@ impl Application {
             clock.clone(),
         )
         .await?;
+        let registration_subscriptions =
+            RegistrationSubscriptions::new(store.clone(), clock.clone());
+        registration_subscriptions.load_periodic().await?;
         let state = web::Data::new(AppState {
             revocations: Revocations::new(store.clone(), authorizer.clone(), clock.clone()),
             registrations: Registrations::new(store.clone(), clock.clone()),
+            registration_subscriptions,
             entities: Entities::new(store, clock.clone()),
             authorizer,
             audit,
@@ -193,6 +200,7 @@ impl Application {
             public_url,
             settings,
         });
+        registration_subscriptions::start_ticker(state.clone());
         let server_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()

@@ -107,13 +107,13 @@ impl Registrations {
         })
     }
 
-    /// Creates a registration from a payload (clause 5.9.2); returns its id.
+    /// Creates a registration from a payload (clause 5.9.2); returns it as stored.
     pub async fn create(
         &self,
         auth: &Authorized,
         payload: &Value,
         ctx: &ActiveContext,
-    ) -> Result<String, Problem> {
+    ) -> Result<Stored, Problem> {
         let payload = payload.as_object().ok_or_else(|| {
             Problem::invalid_request("the payload must be a JSON object (one registration)")
         })?;
@@ -150,7 +150,7 @@ impl Registrations {
             .put_registration(auth.tenant(), &record)
             .await
             .map_err(store_problem)?;
-        Ok(id)
+        Self::decode(record)
     }
 
     /// The registration `id`, if the caller may see it (clause 5.10.1).
@@ -240,6 +240,11 @@ impl Registrations {
             .collect())
     }
 
+    /// Every registration of `tenant`, expired or not, in id order.
+    pub async fn all_stored(&self, tenant: &str) -> Result<Vec<Stored>, Problem> {
+        self.all(tenant).await
+    }
+
     async fn all(&self, tenant: &str) -> Result<Vec<Stored>, Problem> {
         self.store
             .list_registrations(tenant)
@@ -250,14 +255,14 @@ impl Registrations {
             .collect()
     }
 
-    /// Applies an update fragment (clause 5.9.3).
+    /// Applies an update fragment (clause 5.9.3); returns the registration before and after.
     pub async fn update(
         &self,
         auth: &Authorized,
         id: &str,
         fragment: &Value,
         ctx: &ActiveContext,
-    ) -> Result<(), Problem> {
+    ) -> Result<(Stored, Stored), Problem> {
         let fragment = fragment
             .as_object()
             .ok_or_else(|| Problem::invalid_request("the payload must be a JSON object"))?;
@@ -304,7 +309,8 @@ impl Registrations {
                 .await
                 .map_err(store_problem)?
             {
-                return Ok(());
+                let updated = Self::decode(record)?;
+                return Ok((stored, updated));
             }
         }
         Err(Problem::new(
@@ -313,8 +319,8 @@ impl Registrations {
         ))
     }
 
-    /// Deletes a registration (clause 5.9.4).
-    pub async fn delete(&self, auth: &Authorized, id: &str) -> Result<(), Problem> {
+    /// Deletes a registration (clause 5.9.4); returns it as it was.
+    pub async fn delete(&self, auth: &Authorized, id: &str) -> Result<Stored, Problem> {
         let stored = self.get(auth, id).await?;
         let types = types_of(&stored.canonical);
         if !covers(auth, &types, true) {
@@ -326,7 +332,7 @@ impl Registrations {
             .await
             .map_err(store_problem)?
         {
-            Ok(())
+            Ok(stored)
         } else {
             Err(not_found(id))
         }

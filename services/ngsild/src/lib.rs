@@ -33,6 +33,7 @@ pub mod geo;
 pub mod names;
 pub mod registration;
 pub mod render;
+pub mod subscription;
 pub mod update;
 
 pub use error::{Error, ErrorType};

@@ -501,7 +501,7 @@ fn expand_information(value: &Value, ctx: &ActiveContext) -> Result<Value, Error
     Ok(Value::Array(out))
 }
 
-fn expand_entity_info(value: &Value, ctx: &ActiveContext) -> Result<Value, Error> {
+pub(crate) fn expand_entity_info(value: &Value, ctx: &ActiveContext) -> Result<Value, Error> {
     let entity = value
         .as_object()
         .ok_or_else(|| Error::bad("each element of entities must be an object"))?;
@@ -561,7 +561,11 @@ fn expand_entity_info(value: &Value, ctx: &ActiveContext) -> Result<Value, Error
     Ok(Value::Object(out))
 }
 
-fn strings(value: &Value, what: &str, valid: impl Fn(&str) -> bool) -> Result<Value, Error> {
+pub(crate) fn strings(
+    value: &Value,
+    what: &str,
+    valid: impl Fn(&str) -> bool,
+) -> Result<Value, Error> {
     let ok = value.as_array().is_some_and(|items| {
         !items.is_empty() && items.iter().all(|item| item.as_str().is_some_and(&valid))
     });
@@ -574,7 +578,7 @@ fn strings(value: &Value, what: &str, valid: impl Fn(&str) -> bool) -> Result<Va
     }
 }
 
-fn timestamp(value: &Value, what: &str) -> Result<DateTime<Utc>, Error> {
+pub(crate) fn timestamp(value: &Value, what: &str) -> Result<DateTime<Utc>, Error> {
     value
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -638,6 +642,28 @@ pub fn merge(
     Ok(merged)
 }
 
+/// Decodes one canonical `EntityInfo` (clause 5.2.8).
+pub(crate) fn decode_entity_info(entity: &Value) -> Result<EntityInfo, Error> {
+    let corrupt = |what: &str| Error::CorruptRecord(format!("EntityInfo: {what}"));
+    let types = match entity.get("type") {
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(Value::Array(many)) => many
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => return Err(corrupt("type")),
+    };
+    let id_pattern = match entity.get("idPattern").and_then(Value::as_str) {
+        Some(pattern) => Some(Regex::new(pattern).map_err(|_| corrupt("idPattern"))?),
+        None => None,
+    };
+    Ok(EntityInfo {
+        types,
+        id: entity.get("id").and_then(Value::as_str).map(str::to_owned),
+        id_pattern,
+    })
+}
+
 /// Decodes a canonical registration (as stored, or just expanded) for matching.
 pub fn decode(canonical: &Map<String, Value>) -> Result<Registration, Error> {
     let corrupt = |what: &str| Error::CorruptRecord(format!("registration: {what}"));
@@ -674,23 +700,7 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Registration, Error> {
             .into_iter()
             .flatten()
         {
-            let types = match entity.get("type") {
-                Some(Value::String(one)) => vec![one.clone()],
-                Some(Value::Array(many)) => many
-                    .iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
-                    .collect(),
-                _ => return Err(corrupt("EntityInfo type")),
-            };
-            let id_pattern = match entity.get("idPattern").and_then(Value::as_str) {
-                Some(pattern) => Some(Regex::new(pattern).map_err(|_| corrupt("idPattern"))?),
-                None => None,
-            };
-            entities.push(EntityInfo {
-                types,
-                id: entity.get("id").and_then(Value::as_str).map(str::to_owned),
-                id_pattern,
-            });
+            entities.push(decode_entity_info(entity).map_err(|_| corrupt("EntityInfo"))?);
         }
         information.push(RegistrationInfo {
             entities,

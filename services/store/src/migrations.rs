@@ -47,6 +47,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "csource registrations",
         include_str!("../migrations/sqlite/0007_csource_registrations.sql"),
     ),
+    (
+        8,
+        "csource subscriptions",
+        include_str!("../migrations/sqlite/0008_csource_subscriptions.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -84,6 +89,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         7,
         "csource registrations",
         include_str!("../migrations/postgres/0007_csource_registrations.sql"),
+    ),
+    (
+        8,
+        "csource subscriptions",
+        include_str!("../migrations/postgres/0008_csource_subscriptions.sql"),
     ),
 ];
 

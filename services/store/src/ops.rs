@@ -1253,9 +1253,11 @@ where
         .map_err(|_| Error::Corrupt(format!("the key seed of audit log {log} is not 32 bytes")))
 }
 
-/// Stores a new context source registration; `Error::AlreadyExists` if its id is taken.
-pub(crate) async fn put_registration<DB: Sql>(
+/// Stores a new document (registration or subscription) in `table`; `Error::AlreadyExists` if
+/// its id is taken.
+pub(crate) async fn put_document<DB: Sql>(
     connection: &mut DB::Connection,
+    table: Documents,
     tenant: &str,
     record: &RegistrationRecord,
 ) -> Result<(), Error>
@@ -1263,7 +1265,8 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let mut query = QueryBuilder::new(format!(
-        "INSERT INTO csource_registrations (tenant, {REGISTRATION_COLUMNS}) VALUES ("
+        "INSERT INTO {} (tenant, {REGISTRATION_COLUMNS}) VALUES (",
+        table.name()
     ));
     DB::push_text(&mut query, tenant);
     query.push(", ");
@@ -1282,11 +1285,12 @@ where
     Ok(())
 }
 
-/// Replaces the body and modification time of a stored registration if its modification time
+/// Replaces the body and modification time of a stored document if its modification time
 /// is still `expected` (so that two concurrent updates cannot both apply to the same state);
-/// `false` if there is no such registration or it changed.
-pub(crate) async fn replace_registration<DB: Sql>(
+/// `false` if there is no such document or it changed.
+pub(crate) async fn replace_document<DB: Sql>(
     connection: &mut DB::Connection,
+    table: Documents,
     tenant: &str,
     record: &RegistrationRecord,
     expected: chrono::DateTime<chrono::Utc>,
@@ -1294,7 +1298,7 @@ pub(crate) async fn replace_registration<DB: Sql>(
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    let mut query = QueryBuilder::new("UPDATE csource_registrations SET body = ");
+    let mut query = QueryBuilder::new(format!("UPDATE {} SET body = ", table.name()));
     DB::push_text(&mut query, &record.body);
     query.push(", modified_at = ");
     DB::push_integer(&mut query, to_micros(record.modified_at));
@@ -1308,10 +1312,11 @@ where
     Ok(DB::rows_affected(&result) > 0)
 }
 
-/// The registrations of `tenant` with this id (none or one), or all of them when `id` is
+/// The documents of `tenant` in `table` with this id (none or one), or all of them when `id` is
 /// `None`, in id order.
-pub(crate) async fn get_registrations<DB: Sql>(
+pub(crate) async fn get_documents<DB: Sql>(
     connection: &mut DB::Connection,
+    table: Documents,
     tenant: &str,
     id: Option<&str>,
 ) -> Result<Vec<RegistrationRecord>, Error>
@@ -1319,7 +1324,8 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let mut query = QueryBuilder::new(format!(
-        "SELECT {REGISTRATION_COLUMNS} FROM csource_registrations WHERE tenant = "
+        "SELECT {REGISTRATION_COLUMNS} FROM {} WHERE tenant = ",
+        table.name()
     ));
     DB::push_text(&mut query, tenant);
     if let Some(id) = id {
@@ -1333,21 +1339,56 @@ where
         .collect()
 }
 
-/// Deletes a registration; `false` if there was none with this id.
-pub(crate) async fn delete_registration<DB: Sql>(
+/// Every tenant with at least one document in `table`, in order.
+pub(crate) async fn document_tenants<DB: Sql>(
     connection: &mut DB::Connection,
+    table: Documents,
+) -> Result<Vec<String>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "SELECT DISTINCT tenant FROM {} ORDER BY tenant",
+        table.name()
+    ));
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    rows.iter()
+        .map(|row| DB::first_text(row).map_err(Error::from))
+        .collect()
+}
+
+/// Deletes a document; `false` if there was none with this id.
+pub(crate) async fn delete_document<DB: Sql>(
+    connection: &mut DB::Connection,
+    table: Documents,
     tenant: &str,
     id: &str,
 ) -> Result<bool, Error>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    let mut query = QueryBuilder::new("DELETE FROM csource_registrations WHERE tenant = ");
+    let mut query = QueryBuilder::new(format!("DELETE FROM {} WHERE tenant = ", table.name()));
     DB::push_text(&mut query, tenant);
     query.push(" AND id = ");
     DB::push_text(&mut query, id);
     let result = query.build().execute(&mut *connection).await?;
     Ok(DB::rows_affected(&result) > 0)
+}
+
+/// The tables that hold JSON documents by tenant and id, with the same columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Documents {
+    Registrations,
+    RegistrationSubscriptions,
+}
+
+impl Documents {
+    fn name(self) -> &'static str {
+        match self {
+            Documents::Registrations => "csource_registrations",
+            Documents::RegistrationSubscriptions => "csource_subscriptions",
+        }
+    }
 }
 
 /// Every entity type of `tenant` and how many entities have it, in type order (discovery,

@@ -839,6 +839,71 @@ async fn registrations_are_created_replaced_listed_and_deleted_per_tenant() -> T
     Ok(())
 }
 
+#[tokio::test]
+async fn registration_subscriptions_are_kept_apart_from_registrations() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let record = |id: &str, body: &str, seconds: i64| RegistrationRecord {
+            id: id.to_owned(),
+            body: body.to_owned(),
+            created_at: fixed_time(seconds),
+            modified_at: fixed_time(seconds),
+        };
+        let subscription = record("urn:ngsi-ld:Subscription:1", r#"{"isActive":true}"#, 1);
+        store
+            .put_registration_subscription(TENANT, &subscription)
+            .await?;
+        let duplicate = store
+            .put_registration_subscription(TENANT, &subscription)
+            .await;
+        assert!(
+            matches!(duplicate, Err(Error::AlreadyExists)),
+            "{kind}: {duplicate:?}"
+        );
+        assert_eq!(store.list_registrations(TENANT).await?, [], "{kind}");
+        assert!(
+            store
+                .registration_subscription_tenants()
+                .await?
+                .contains(&TENANT.to_owned()),
+            "{kind}"
+        );
+        let mut paused = subscription.clone();
+        paused.body = r#"{"isActive":false}"#.to_owned();
+        paused.modified_at = fixed_time(2);
+        assert!(
+            store
+                .replace_registration_subscription(TENANT, &paused, subscription.modified_at)
+                .await?,
+            "{kind}"
+        );
+        assert_eq!(
+            store
+                .get_registration_subscription(TENANT, &paused.id)
+                .await?,
+            Some(paused.clone()),
+            "{kind}"
+        );
+        assert_eq!(
+            store.list_registration_subscriptions("other").await?,
+            [],
+            "{kind}: tenants are apart"
+        );
+        assert!(
+            store
+                .delete_registration_subscription(TENANT, &paused.id)
+                .await?,
+            "{kind}"
+        );
+        assert_eq!(
+            store.list_registration_subscriptions(TENANT).await?,
+            [],
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
 /// Batch writes take the multi-row path; this checks their results, not their speed.
 #[tokio::test]
 async fn ten_thousand_records_upserted_in_batches() -> TestResult {

@@ -15,6 +15,7 @@ use civitas_auth::authorizer::Operation;
 use super::{Params, json_input, link_input, method_not_allowed, no_content, path_param};
 use crate::AppState;
 use crate::contexts::Resolved;
+use crate::registration_subscriptions;
 use crate::registrations::{RegistrationQuery, Stored};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -48,12 +49,19 @@ async fn create(
 ) -> Result<HttpResponse, Problem> {
     Params::parse(&req, &[])?;
     let input = json_input(&state, &req, payload, false).await?;
-    let id = state
+    let created = state
         .registrations
         .create(&input.auth, &input.body, &input.context.active)
         .await?;
+    let location = location(&created.registration.id);
+    registration_subscriptions::registration_changed(
+        state.clone(),
+        input.auth.tenant().to_owned(),
+        None,
+        Some(created),
+    );
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location(&id)))
+        .insert_header((header::LOCATION, location))
         .finish())
 }
 
@@ -274,10 +282,16 @@ async fn update(
     Params::parse(&req, &[])?;
     let id = registration_id(&req)?;
     let input = json_input(&state, &req, payload, true).await?;
-    state
+    let (before, after) = state
         .registrations
         .update(&input.auth, &id, &input.body, &input.context.active)
         .await?;
+    registration_subscriptions::registration_changed(
+        state.clone(),
+        input.auth.tenant().to_owned(),
+        Some(before),
+        Some(after),
+    );
     Ok(no_content())
 }
 
@@ -286,6 +300,12 @@ async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     Params::parse(&req, &[])?;
     let id = registration_id(&req)?;
     let (auth, _) = link_input(&state, &req, Operation::Write).await?;
-    state.registrations.delete(&auth, &id).await?;
+    let deleted = state.registrations.delete(&auth, &id).await?;
+    registration_subscriptions::registration_changed(
+        state.clone(),
+        auth.tenant().to_owned(),
+        Some(deleted),
+        None,
+    );
     Ok(no_content())
 }

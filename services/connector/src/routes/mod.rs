@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod csource_registrations;
+mod csource_subscriptions;
 mod entities;
 mod entity_operations;
 mod health;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(entities::configure)
             .configure(entity_operations::configure)
             .configure(csource_registrations::configure)
+            .configure(csource_subscriptions::configure)
             .configure(types::configure)
             .configure(jsonld_contexts::configure)
             .configure(not_implemented),
@@ -120,8 +122,6 @@ fn not_implemented(cfg: &mut web::ServiceConfig) {
         "/temporal/entityOperations/{tail:.*}",
         "/subscriptions{slash:/?}",
         "/subscriptions/{tail:.+}",
-        "/csourceSubscriptions{slash:/?}",
-        "/csourceSubscriptions/{tail:.+}",
         "/entityOperations/query",
     ] {
         cfg.route(
@@ -587,10 +587,22 @@ pub(crate) async fn json_input(
     payload: web::Payload,
     allow_merge_patch: bool,
 ) -> Result<JsonInput, Problem> {
+    json_input_for(state, req, payload, allow_merge_patch, Operation::Write).await
+}
+
+/// Like [`json_input`], authorized for `operation`: a subscription, say, carries a body but asks
+/// only to read.
+pub(crate) async fn json_input_for(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    allow_merge_patch: bool,
+    operation: Operation,
+) -> Result<JsonInput, Problem> {
     // Writes answer in JSON at most (ids, UpdateResult, BatchOperationResult): an Accept header
     // that rules JSON out is a 406 before anything is written (clause 6.3.6).
     negotiation::response_type(req, false)?;
-    let auth = authorize(state, req, Operation::Write).await?;
+    let auth = authorize(state, req, operation).await?;
     let body_type = negotiation::body_type(req, allow_merge_patch)?;
     let bytes = read_body(state, payload).await?;
     let body = negotiation::parse_json(&bytes)?;

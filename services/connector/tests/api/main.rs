@@ -6,6 +6,7 @@ mod audit_api;
 mod auth;
 mod batch;
 mod contexts;
+mod csource_subscriptions;
 mod entities;
 mod errors;
 mod federation;

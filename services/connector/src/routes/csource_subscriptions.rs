@@ -1,0 +1,199 @@
+//! `/csourceSubscriptions` and `/csourceSubscriptions/{subscriptionId}` (ETSI GS CIM 009
+//! clauses 6.10 and 6.11, operations of clause 5.11).
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use civitas_auth::authorizer::Operation;
+use civitas_http::Problem;
+use civitas_http::negotiation;
+use civitas_ngsild::ErrorType;
+use civitas_ngsild::subscription;
+use serde_json::Value;
+
+use super::{Params, json_input_for, link_input, method_not_allowed, no_content, path_param};
+use crate::AppState;
+use crate::contexts::Resolved;
+use crate::registration_subscriptions::{self, Stored};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/csourceSubscriptions{slash:/?}")
+            .route(web::post().to(create))
+            .route(web::get().to(query))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/csourceSubscriptions/{subscriptionId:[^/]+}")
+            .route(web::get().to(retrieve))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+fn location(id: &str) -> String {
+    format!(
+        "/ngsi-ld/v1/csourceSubscriptions/{}",
+        super::path_segment(id)
+    )
+}
+
+fn subscription_id(req: &HttpRequest) -> Result<String, Problem> {
+    let id = path_param(req, "subscriptionId");
+    if !civitas_ngsild::names::is_absolute_uri(&id) {
+        return Err(Problem::bad_request(format!(
+            "{id:?} is not a valid subscription id (an absolute URI)"
+        )));
+    }
+    Ok(id)
+}
+
+fn system_members(params: &Params) -> Result<bool, Problem> {
+    Ok(params.options(&["sysAttrs"])?.contains(&"sysAttrs"))
+}
+
+fn render(
+    state: &AppState,
+    tenant: &str,
+    stored: &Stored,
+    context: &Resolved,
+    system: bool,
+) -> Value {
+    Value::Object(subscription::render(
+        &stored.canonical,
+        &context.active,
+        state
+            .registration_subscriptions
+            .maintained(tenant, stored, system),
+    ))
+}
+
+/// `POST /csourceSubscriptions` (clause 6.10.3.1). Subscribing asks to read, so it needs the read
+/// right, not the write right.
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    let input = json_input_for(&state, &req, payload, false, Operation::Read).await?;
+    let stored = state
+        .registration_subscriptions
+        .create(&input.auth, &input.body, &input.context)
+        .await?;
+    let location = location(&stored.subscription.id);
+    registration_subscriptions::subscribed(state.clone(), input.auth.tenant().to_owned(), stored);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .finish())
+}
+
+/// `GET /csourceSubscriptions` (clause 6.10.3.2): every subscription the caller may see,
+/// paginated.
+async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, &["limit", "offset", "count", "options"])?;
+    let system = system_members(&params)?;
+    let media = negotiation::response_type(&req, false)?;
+    let (auth, context) = link_input(&state, &req, Operation::Read).await?;
+    let limits = &state.settings.limits;
+    let limit = match params.get("limit") {
+        None => limits.default_page_size,
+        Some(limit) => limit.parse::<u32>().map_err(|_| {
+            Problem::bad_request(format!(
+                "limit must be a non-negative integer, not {limit:?}"
+            ))
+        })?,
+    };
+    if limit > limits.max_page_size {
+        return Err(Problem::new(
+            ErrorType::TooManyResults,
+            format!(
+                "limit {limit} is larger than the maximum page size {}",
+                limits.max_page_size
+            ),
+        ));
+    }
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(offset) => offset.parse::<usize>().map_err(|_| {
+            Problem::bad_request(format!(
+                "offset must be a non-negative integer, not {offset:?}"
+            ))
+        })?,
+    };
+    let count = params.flag("count")?;
+    if limit == 0 && !count {
+        return Err(Problem::bad_request(
+            "limit=0 is only meaningful with count=true",
+        ));
+    }
+    let all = state.registration_subscriptions.list(&auth).await?;
+    let total = all.len();
+    auth.note_count(total.saturating_sub(offset).min(limit as usize) as u64);
+    let body = Value::Array(
+        all.iter()
+            .skip(offset)
+            .take(limit as usize)
+            .map(|stored| render(&state, auth.tenant(), stored, &context, system))
+            .collect(),
+    );
+    let mut response = negotiation::respond(
+        StatusCode::OK,
+        body,
+        media,
+        &context.value,
+        &context.link_url,
+    );
+    if count && let Ok(value) = header::HeaderValue::from_str(&total.to_string()) {
+        response.headers_mut().insert(
+            header::HeaderName::from_static("ngsild-results-count"),
+            value,
+        );
+    }
+    Ok(response)
+}
+
+/// `GET /csourceSubscriptions/{subscriptionId}` (clause 6.11.3.1).
+async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let params = Params::parse(&req, &["options"])?;
+    let system = system_members(&params)?;
+    let media = negotiation::response_type(&req, false)?;
+    let id = subscription_id(&req)?;
+    let (auth, context) = link_input(&state, &req, Operation::Read).await?;
+    let stored = state.registration_subscriptions.get(&auth, &id).await?;
+    auth.note_count(1);
+    Ok(negotiation::respond(
+        StatusCode::OK,
+        render(&state, auth.tenant(), &stored, &context, system),
+        media,
+        &context.value,
+        &context.link_url,
+    ))
+}
+
+/// `PATCH /csourceSubscriptions/{subscriptionId}` (clause 6.11.3.2). A changed subscription is
+/// told of the registrations it matches now.
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    let id = subscription_id(&req)?;
+    let input = json_input_for(&state, &req, payload, true, Operation::Read).await?;
+    let updated = state
+        .registration_subscriptions
+        .update(&input.auth, &id, &input.body, &input.context.active)
+        .await?;
+    registration_subscriptions::subscribed(state.clone(), input.auth.tenant().to_owned(), updated);
+    Ok(no_content())
+}
+
+/// `DELETE /csourceSubscriptions/{subscriptionId}` (clause 6.11.3.3).
+async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    Params::parse(&req, &[])?;
+    let id = subscription_id(&req)?;
+    let (auth, _) = link_input(&state, &req, Operation::Read).await?;
+    state.registration_subscriptions.delete(&auth, &id).await?;
+    Ok(no_content())
+}

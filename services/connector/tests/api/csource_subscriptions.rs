@@ -1,0 +1,371 @@
+//! Context source registration subscriptions (`/csourceSubscriptions`): created, retrieved, listed,
+//! updated and deleted through the HTTP API, and notifications delivered to a subscriber on
+//! 127.0.0.1 when registrations start matching, change and stop matching.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::helpers::{TEST_CONTEXT_URL, TestApp, apps};
+
+const PATH: &str = "/ngsi-ld/v1/csourceSubscriptions";
+const REGISTRATIONS: &str = "/ngsi-ld/v1/csourceRegistrations";
+
+/// One notification as the subscriber received it.
+#[derive(Debug)]
+struct Received {
+    head: String,
+    body: Value,
+}
+
+/// A subscriber on 127.0.0.1: answers every request with 204 and hands its body over.
+async fn subscriber() -> (String, mpsc::UnboundedReceiver<Received>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}/notify", listener.local_addr().expect("address"));
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(read) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..read]);
+                    let text = String::from_utf8_lossy(&buffer).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = text[..end].to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buffer.len() < end + 4 + length {
+                        continue;
+                    }
+                    let body = serde_json::from_slice(&buffer[end + 4..end + 4 + length])
+                        .unwrap_or(Value::Null);
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    let _ = sender.send(Received { head, body });
+                    buffer.clear();
+                }
+            });
+        }
+    });
+    (url, receiver)
+}
+
+async fn next(receiver: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the subscriber runs")
+}
+
+async fn nothing_within(receiver: &mut mpsc::UnboundedReceiver<Received>, wait: Duration) {
+    if let Ok(Some(received)) = tokio::time::timeout(wait, receiver.recv()).await {
+        panic!("no notification was expected, got {:?}", received.body);
+    }
+}
+
+/// The subscription at `path` once `timesSent` reached `times` (deliveries are counted after the
+/// subscriber answered, so shortly after it received the notification).
+async fn counted(app: &TestApp, path: &str, times: u64) -> Value {
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        body = app.get(path, Some(TEST_CONTEXT_URL)).await.json();
+        if body["notification"]["timesSent"] == times {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    body
+}
+
+fn registration(id: &str, entity_type: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": entity_type}]}],
+        "endpoint": "http://127.0.0.1:9/source",
+    })
+}
+
+async fn send(app: &TestApp, method: &str, path: &str, body: &Value, status: u16) {
+    let reply = app
+        .send_json(method, path, body, Some(TEST_CONTEXT_URL))
+        .await;
+    assert_eq!(reply.status, status, "{method} {path}: {}", reply.text);
+}
+
+#[actix_web::test]
+async fn subscribers_are_told_when_registrations_match_change_and_stop_matching() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let (endpoint, mut received) = subscriber().await;
+        let id = "urn:ngsi-ld:Subscription:vehicles";
+        let subscription = json!({
+            "id": id,
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "notification": {"endpoint": {"uri": endpoint, "accept": "application/json"}},
+        });
+        let created = app.send_json("POST", PATH, &subscription, ctx).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let location = created.header("location").expect("Location").to_owned();
+        assert_eq!(location, format!("{PATH}/{id}"));
+        let got = app.get(&location, ctx).await;
+        assert_eq!(got.status, 200, "{}", got.text);
+        let body = got.json();
+        assert_eq!(body["entities"][0]["type"], "Vehicle", "{body}");
+        assert_eq!(body["status"], "active", "{body}");
+        assert!(body["notification"].get("timesSent").is_none(), "{body}");
+
+        // A matching registration appears: newlyMatching, compacted with the subscriber's context.
+        let fleet = "urn:ngsi-ld:ContextSourceRegistration:fleet";
+        send(
+            &app,
+            "POST",
+            REGISTRATIONS,
+            &registration(fleet, "Vehicle"),
+            201,
+        )
+        .await;
+        let first = next(&mut received).await;
+        assert_eq!(
+            first.body["type"], "ContextSourceNotification",
+            "{:?}",
+            first.body
+        );
+        assert_eq!(first.body["subscriptionId"], id);
+        assert_eq!(first.body["triggerReason"], "newlyMatching");
+        assert_eq!(first.body["data"][0]["id"], fleet);
+        assert_eq!(
+            first.body["data"][0]["information"][0]["entities"][0]["type"],
+            "Vehicle"
+        );
+        assert!(first.head.contains(TEST_CONTEXT_URL), "{}", first.head);
+
+        // A registration of another type is no concern of this subscription.
+        let estate = "urn:ngsi-ld:ContextSourceRegistration:estate";
+        send(
+            &app,
+            "POST",
+            REGISTRATIONS,
+            &registration(estate, "Building"),
+            201,
+        )
+        .await;
+        nothing_within(&mut received, Duration::from_millis(500)).await;
+
+        // Changed and still matching: updated; changed to another type: noLongerMatching.
+        let fleet_path = format!("{REGISTRATIONS}/{fleet}");
+        send(
+            &app,
+            "PATCH",
+            &fleet_path,
+            &json!({"endpoint": "http://127.0.0.1:9/v2"}),
+            204,
+        )
+        .await;
+        let updated = next(&mut received).await;
+        assert_eq!(updated.body["triggerReason"], "updated");
+        assert_eq!(updated.body["data"][0]["endpoint"], "http://127.0.0.1:9/v2");
+        send(
+            &app,
+            "PATCH",
+            &fleet_path,
+            &json!({"information": [{"entities": [{"type": "Building"}]}]}),
+            204,
+        )
+        .await;
+        let gone = next(&mut received).await;
+        assert_eq!(gone.body["triggerReason"], "noLongerMatching");
+
+        // The counters show three deliveries, all received (counted once the subscriber answered).
+        let body = counted(&app, &location, 3).await;
+        assert_eq!(body["notification"]["timesSent"], 3, "{body}");
+        assert_eq!(body["notification"]["status"], "ok", "{body}");
+        assert!(body["notification"]["lastSuccess"].is_string(), "{body}");
+
+        // Widened to Buildings: told at once of the two registrations that match now.
+        send(
+            &app,
+            "PATCH",
+            &location,
+            &json!({"entities": [{"type": "Vehicle"}, {"type": "Building"}]}),
+            204,
+        )
+        .await;
+        let widened = next(&mut received).await;
+        assert_eq!(widened.body["triggerReason"], "newlyMatching");
+        let mut ids: Vec<&str> = widened.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [estate, fleet]);
+
+        // Paused: nothing is sent, and the status says so.
+        send(&app, "PATCH", &location, &json!({"isActive": false}), 204).await;
+        assert_eq!(app.get(&location, ctx).await.json()["status"], "paused");
+        let deleted = app
+            .request("DELETE", &format!("{REGISTRATIONS}/{estate}"), &[], None)
+            .await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        nothing_within(&mut received, Duration::from_millis(500)).await;
+
+        // Listed with a count, then deleted.
+        let listed = app.get(&format!("{PATH}?count=true"), ctx).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        assert_eq!(listed.header("ngsild-results-count"), Some("1"));
+        assert_eq!(listed.json()[0]["id"], id);
+        let removed = app.request("DELETE", &location, &[], None).await;
+        assert_eq!(removed.status, 204, "{}", removed.text);
+        assert_eq!(app.get(&location, ctx).await.status, 404);
+        send(
+            &app,
+            "POST",
+            REGISTRATIONS,
+            &registration("urn:ngsi-ld:ContextSourceRegistration:late", "Vehicle"),
+            201,
+        )
+        .await;
+        nothing_within(&mut received, Duration::from_millis(500)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_new_subscription_is_told_of_what_already_matches_and_failures_are_counted() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let fleet = "urn:ngsi-ld:ContextSourceRegistration:fleet";
+        send(
+            &app,
+            "POST",
+            REGISTRATIONS,
+            &registration(fleet, "Vehicle"),
+            201,
+        )
+        .await;
+
+        let (endpoint, mut received) = subscriber().await;
+        let subscription = json!({
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "notification": {"endpoint": {"uri": endpoint, "accept": "application/ld+json"}},
+        });
+        let created = app.send_json("POST", PATH, &subscription, ctx).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let location = created.header("location").expect("Location").to_owned();
+        assert!(
+            location.starts_with(&format!("{PATH}/urn:ngsi-ld:Subscription:")),
+            "{location}"
+        );
+        let initial = next(&mut received).await;
+        assert_eq!(initial.body["triggerReason"], "newlyMatching");
+        assert_eq!(initial.body["data"][0]["id"], fleet);
+        assert_eq!(
+            initial.body["@context"], TEST_CONTEXT_URL,
+            "{:?}",
+            initial.body
+        );
+        assert!(
+            initial.head.contains("application/ld+json"),
+            "{}",
+            initial.head
+        );
+
+        // A subscriber that cannot be reached: the failure is counted, the request is not held up.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let unreachable = format!("http://{}/notify", closed.local_addr().expect("address"));
+        drop(closed);
+        let failing = json!({
+            "id": "urn:ngsi-ld:Subscription:failing",
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "notification": {"endpoint": {"uri": unreachable}},
+        });
+        send(&app, "POST", PATH, &failing, 201).await;
+        let failing_path = format!("{PATH}/urn:ngsi-ld:Subscription:failing");
+        let body = counted(&app, &failing_path, 1).await;
+        assert_eq!(body["notification"]["status"], "failed", "{body}");
+        assert_eq!(body["notification"]["timesFailed"], 1, "{body}");
+        assert!(body["notification"]["lastFailure"].is_string(), "{body}");
+    }
+}
+
+#[actix_web::test]
+async fn invalid_subscriptions_are_refused_with_the_right_problem() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let endpoint = json!({"endpoint": {"uri": "http://127.0.0.1:9/notify"}});
+        for (body, status, kind) in [
+            (
+                json!({"type": "Subscription", "entities": [{"type": "Vehicle"}]}),
+                400,
+                "BadRequestData",
+            ),
+            (
+                json!({"type": "Other", "notification": endpoint}),
+                400,
+                "BadRequestData",
+            ),
+            (
+                json!({"type": "Subscription", "watchedAttributes": [], "notification": endpoint}),
+                400,
+                "BadRequestData",
+            ),
+            (
+                json!({"type": "Subscription", "expiresAt": "2018-08-01T22:07:00Z", "notification": endpoint}),
+                400,
+                "BadRequestData",
+            ),
+            (
+                json!({"type": "Subscription", "q": "speed>10", "notification": endpoint}),
+                501,
+                "OperationNotSupported",
+            ),
+        ] {
+            let reply = app.send_json("POST", PATH, &body, ctx).await;
+            reply.assert_problem(status, kind);
+        }
+        let duplicate = json!({"id": "urn:ngsi-ld:Subscription:one", "type": "Subscription", "notification": endpoint});
+        send(&app, "POST", PATH, &duplicate, 201).await;
+        app.send_json("POST", PATH, &duplicate, ctx)
+            .await
+            .assert_problem(409, "AlreadyExists");
+        app.get(&format!("{PATH}/not-a-uri"), ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+        app.get(&format!("{PATH}/urn:ngsi-ld:Subscription:none"), ctx)
+            .await
+            .assert_problem(404, "ResourceNotFound");
+        app.send_json(
+            "PATCH",
+            &format!("{PATH}/urn:ngsi-ld:Subscription:one"),
+            &json!({"notification": {"format": "tabular"}}),
+            ctx,
+        )
+        .await
+        .assert_problem(400, "BadRequestData");
+        app.get(&format!("{PATH}?limit=-1"), ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+    }
+}
