@@ -140,6 +140,12 @@ pub enum Paging<'a> {
     /// Whatever is cheapest: the first entities of every source when they are all departments'
     /// connectors (which answer in id order) and the page is within one listing, else a new map.
     Cheapest,
+    /// The caller named no paging at all: like [`Paging::Cheapest`], except that sources that are
+    /// not departments' connectors are asked with the caller's parameters exactly as given (no
+    /// `limit` added) and answer with their own first page, which is merged. One round trip, and
+    /// what another NGSI-LD broker (or a stub that expects the caller's query) understands; a
+    /// caller who needs every match of such a source pages with `count=true` or `entityMap=true`.
+    AsGiven,
 }
 
 /// What the broker forwards a request with.
@@ -217,6 +223,9 @@ impl Federation {
         }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.source_timeout_ms))
+            // Header names as HTTP/1.1 conventionally writes them (`Via`, `Link`): some NGSI-LD
+            // sources and test harnesses compare them case-sensitively.
+            .http1_title_case_headers()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
@@ -378,7 +387,7 @@ impl Federation {
             let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
                 .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
             if !query.is_empty() {
-                url.query_pairs_mut().extend_pairs(query);
+                url.set_query(Some(&query_string(query)));
             }
             let mut request = self
                 .client
@@ -501,14 +510,20 @@ impl Federation {
     {
         let fingerprint = fingerprint(forward, filters);
         let ordered = sources.iter().all(|source| source.department.is_some());
-        if matches!(paging, Paging::Cheapest) && ordered && offset + limit <= LISTING_PAGE {
+        let cheap = matches!(paging, Paging::Cheapest | Paging::AsGiven);
+        if cheap && ordered && offset + limit <= LISTING_PAGE {
             return self
-                .first_entities(forward, &sources, filters, offset, limit, &local)
+                .first_entities(forward, &sources, filters, offset, limit, true, &local)
+                .await;
+        }
+        if matches!(paging, Paging::AsGiven) && offset + limit <= LISTING_PAGE {
+            return self
+                .first_entities(forward, &sources, filters, offset, limit, false, &local)
                 .await;
         }
         let (map_id, map) = match paging {
             Paging::Map(id) => (id.to_owned(), self.map(id, &fingerprint)?),
-            Paging::NewMap | Paging::Cheapest => {
+            Paging::NewMap | Paging::Cheapest | Paging::AsGiven => {
                 let map = self
                     .build_map(forward, sources, filters, fingerprint, &local)
                     .await?;
@@ -567,7 +582,12 @@ impl Federation {
     /// One page from the first `offset + limit` entities of every source, merged in id order:
     /// one round trip. Exact because every source answers in id order: an entity within the
     /// first `offset + limit` of the union is within the first `offset + limit` of every source
-    /// that holds it, so it arrives whole.
+    /// that holds it, so it arrives whole. Without `ask_limit`, sources are asked with `filters`
+    /// alone and answer with their own first page ([`Paging::AsGiven`]).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one page of a query names all of these"
+    )]
     async fn first_entities<F, Fut>(
         &self,
         forward: &Forward<'_>,
@@ -575,6 +595,7 @@ impl Federation {
         filters: &[(String, String)],
         offset: usize,
         limit: usize,
+        ask_limit: bool,
         local: &F,
     ) -> Result<Page, Problem>
     where
@@ -591,7 +612,9 @@ impl Federation {
         let tasks = sources.iter().map(|source| async move {
             let authorization = self.credentials(source, forward)?;
             let mut query = filters.to_vec();
-            query.push(("limit".to_owned(), want.to_string()));
+            if ask_limit {
+                query.push(("limit".to_owned(), want.to_string()));
+            }
             match self
                 .get(
                     source,
@@ -837,10 +860,7 @@ impl Federation {
         filters: &[(String, String)],
         local: Option<Entity>,
     ) -> Result<(Option<Entity>, Vec<SourceWarning>), Problem> {
-        let path = format!(
-            "entities/{}",
-            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let path = format!("entities/{}", crate::routes::path_segment(id));
         let tasks = sources.iter().map(|source| {
             let path = path.clone();
             async move {
@@ -902,6 +922,44 @@ impl Federation {
         self.check_complete(forward, &warnings)?;
         Ok((bodies, warnings))
     }
+}
+
+/// What a query value escapes: what would end or split it, and what is not printable ASCII. The
+/// rest (`:` and `,` of ids and lists, say) goes as the caller would write it, which some NGSI-LD
+/// sources compare literally.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b';')
+    .add(b'<')
+    .add(b'=')
+    .add(b'>')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `pairs` as a URL query string.
+fn query_string(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "{}={}",
+                percent_encoding::utf8_percent_encode(name, QUERY_VALUE),
+                percent_encoding::utf8_percent_encode(value, QUERY_VALUE)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The audit summary of a federated request: the caller's tokens (by revocation id), and which of
@@ -1076,6 +1134,28 @@ mod tests {
         let older = entity(&["T"], &[("speed", None, Some("2025-01-01T00:00:00Z"), 0)]);
         merge_entity(&mut a, older);
         assert_eq!(value(&a, "speed", None), 2);
+    }
+
+    #[test]
+    fn query_values_keep_ids_and_lists_readable_and_escape_separators() {
+        let pairs = [
+            (
+                "id".to_owned(),
+                "urn:ngsi-ld:A:1,urn:ngsi-ld:A:2".to_owned(),
+            ),
+            ("q".to_owned(), "a==\"x y\";b>1&c".to_owned()),
+            ("type".to_owned(), "https://example.org/T#x".to_owned()),
+        ];
+        let query = query_string(&pairs);
+        assert_eq!(
+            query,
+            "id=urn:ngsi-ld:A:1,urn:ngsi-ld:A:2&q=a%3D%3D%22x%20y%22%3Bb%3E1%26c\
+             &type=https://example.org/T%23x"
+        );
+        let decoded: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(decoded, pairs);
     }
 
     #[test]

@@ -388,6 +388,9 @@ async fn federated_query(
                 Some("true") => federation::Paging::NewMap,
                 Some(id) => federation::Paging::Map(id),
                 None if query.count => federation::Paging::NewMap,
+                None if params.get("limit").is_none() && params.get("offset").is_none() => {
+                    federation::Paging::AsGiven
+                }
                 None => federation::Paging::Cheapest,
             },
             offset,

@@ -719,3 +719,89 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
     .await;
     reply.assert_problem(400, "BadRequestData");
 }
+
+/// A source that is not a department's connector (another NGSI-LD broker, say): it records the
+/// query string of every request and answers with one vehicle.
+async fn recording_source() -> (
+    String,
+    actix_web::dev::ServerHandle,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let server = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().route(
+            "/ngsi-ld/v1/entities",
+            web::get().to(move |req: HttpRequest| {
+                let recorded = recorded.clone();
+                async move {
+                    recorded
+                        .lock()
+                        .expect("not poisoned")
+                        .push(req.query_string().to_owned());
+                    HttpResponse::Ok().content_type("application/json").body(
+                        json!([{"id": "urn:ngsi-ld:Vehicle:foreign", "type": "Vehicle",
+                                "speed": {"type": "Property", "value": 7}}])
+                        .to_string(),
+                    )
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("binds");
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (url, handle, seen)
+}
+
+#[actix_web::test]
+async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_as_given() {
+    let (source, handle, seen) = recording_source().await;
+    let broker = broker(&[], 2_000).await;
+    register(&broker, &source, &["Vehicle"]).await;
+
+    // No paging named: the source gets the caller's filters exactly, ids readable, no limit added.
+    let path = format!("{ENTITIES}?id=urn:ngsi-ld:Vehicle:foreign&type=Vehicle");
+    let reply = send(&broker, &[], "GET", &path, None, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:Vehicle:foreign");
+    assert_eq!(reply.json()[0]["speed"]["value"], 7);
+    assert_eq!(
+        seen.lock()
+            .expect("not poisoned")
+            .last()
+            .map(String::as_str),
+        Some("id=urn:ngsi-ld:Vehicle:foreign&type=Vehicle")
+    );
+
+    // Paging named: the broker pages the source itself, through an entity map.
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&limit=5"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(
+        reply.header("ngsild-entitymap").is_some(),
+        "{:?}",
+        reply.headers
+    );
+    assert!(
+        seen.lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|query| query.contains("limit=")),
+        "{seen:?}"
+    );
+    handle.stop(false).await;
+}
