@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use civitas_auth::token::{ANY, TokenSpec};
-use civitas_connector::{Application, Settings};
+use civitas_connector::{Application, Settings, self_registration};
 use indicatif::ProgressBar;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::demo;
 use crate::load::{self, Target};
@@ -260,12 +261,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let mut connectors = BTreeMap::new();
     let mut broker_url = String::new();
+    let mut registrars = Vec::new();
     let mut servers = Vec::new();
     for (name, application) in applications {
         if name == BROKER {
             broker_url = application.public_url().to_owned();
         } else {
-            connectors.insert(name, application.public_url().to_owned());
+            connectors.insert(name.clone(), application.public_url().to_owned());
+            registrars.push((name, application.registrar()));
         }
         servers.push(actix_web::rt::spawn(application.run_until_stopped()));
     }
@@ -303,15 +306,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Each connector registers itself at the broker as the source of the types it holds, and
+    // keeps that registration current; the tour starts once the broker has all of them.
     let broker_admin = std::fs::read_to_string(
         tokens
             .get(&format!("admin.{BROKER}"))
             .context("the broker's admin token")?,
     )?;
-    for (name, url) in &connectors {
-        register_at_broker(&broker_url, broker_admin.trim(), name, url)
-            .await
-            .with_context(|| format!("registering {name} at the broker"))?;
+    let mut registered = Vec::new();
+    for (name, registrar) in registrars {
+        let receiver = registrar.start(self_registration::Target {
+            broker: broker_url.clone(),
+            token: Some(broker_admin.trim().to_owned()),
+            refresh: REGISTRATION_REFRESH,
+        });
+        registered.push((name, receiver));
+    }
+    for (name, receiver) in registered {
+        anyhow::ensure!(
+            self_registration::wait(receiver, Duration::from_secs(30)).await,
+            "{name} could not register at the broker within 30 s (see the log above)"
+        );
     }
 
     let endpoints =
@@ -328,6 +343,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 /// The broker's name among the services (its department name in settings and audit records).
 const BROKER: &str = "broker";
+
+/// How often a connector compares the types it holds with what it registered at the broker.
+const REGISTRATION_REFRESH: Duration = Duration::from_secs(10);
 
 /// Starts the broker (not yet serving): its own key, store, audit log and policy (anyone may read
 /// what it holds itself: registrations of the departments' connectors, never their data), and
@@ -402,71 +420,6 @@ read = [\"*\"]
     Application::build(settings)
         .await
         .with_context(|| format!("starting the broker on port {}", args.base_port))
-}
-
-/// Registers a department's connector at the broker as the source of the entity types it holds
-/// (one registration per @context its entities use), replacing what an earlier start registered.
-async fn register_at_broker(
-    broker: &str,
-    admin: &str,
-    department: &str,
-    connector: &str,
-) -> anyhow::Result<()> {
-    let mut by_context: Vec<(Value, Vec<String>)> = Vec::new();
-    for entity in demo::entities(department) {
-        let (Some(context), Some(kind)) = (entity.get("@context"), entity["type"].as_str()) else {
-            continue;
-        };
-        match by_context.iter_mut().find(|(c, _)| c == context) {
-            Some((_, kinds)) => {
-                if !kinds.iter().any(|k| k == kind) {
-                    kinds.push(kind.to_owned());
-                }
-            }
-            None => by_context.push((context.clone(), vec![kind.to_owned()])),
-        }
-    }
-    let client = reqwest::Client::new();
-    for (index, (context, kinds)) in by_context.into_iter().enumerate() {
-        let id = format!("urn:ngsi-ld:ContextSourceRegistration:civitas:{department}:{index}");
-        let entities: Vec<Value> = kinds.iter().map(|k| json!({ "type": k })).collect();
-        let body = json!({
-            "id": id,
-            "type": "ContextSourceRegistration",
-            "endpoint": connector,
-            "information": [{ "entities": entities }],
-            "mode": "inclusive",
-            "operations": ["retrieveOps"],
-            "@context": context,
-        });
-        let registrations = format!("{broker}/ngsi-ld/v1/csourceRegistrations");
-        // An earlier start's registration is replaced: the connector may have moved.
-        let existing = format!("{registrations}/{id}");
-        let deleted = client
-            .delete(&existing)
-            .bearer_auth(admin)
-            .send()
-            .await?
-            .status();
-        anyhow::ensure!(
-            deleted.is_success() || deleted.as_u16() == 404,
-            "removing {id} answered {deleted}"
-        );
-        let created = client
-            .post(&registrations)
-            .bearer_auth(admin)
-            .header("content-type", "application/ld+json")
-            .body(body.to_string())
-            .send()
-            .await?;
-        let status = created.status();
-        anyhow::ensure!(
-            status.as_u16() == 201,
-            "creating {id} answered {status}: {}",
-            created.text().await.unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// The demo tokens of a department: its administrator and its auditor; at transport, also a partner

@@ -15,6 +15,7 @@ pub mod registration_subscriptions;
 pub mod registrations;
 pub mod revocations;
 mod routes;
+pub mod self_registration;
 pub mod settings;
 
 use std::net::TcpListener;
@@ -75,6 +76,11 @@ pub enum StartError {
     Audit(#[from] audit::SetupError),
     #[error("cannot set up federation: {0}")]
     Federation(String),
+    #[error("cannot read the registration token {path}: {source}")]
+    RegistrationToken {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The department's authorizer: its public key, its policies, and the tokens revoked so far.
@@ -118,6 +124,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// Whether the broker has the connector's registration as it stands (self-registration on).
+    registered: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -201,6 +209,34 @@ impl Application {
             settings,
         });
         registration_subscriptions::start_ticker(state.clone());
+        let registered = match &state.settings.registration {
+            None => None,
+            Some(registration) => {
+                let token = match &registration.token_file {
+                    None => None,
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|source| StartError::RegistrationToken {
+                                path: path.clone(),
+                                source,
+                            })?
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    ),
+                };
+                Some(self_registration::start(
+                    state.clone(),
+                    self_registration::Target {
+                        broker: registration.broker.clone(),
+                        token,
+                        refresh: std::time::Duration::from_secs(registration.refresh_s.max(1)),
+                    },
+                ))
+            }
+        };
         let server_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -221,6 +257,7 @@ impl Application {
             port: address.port(),
             server,
             state,
+            registered,
         })
     }
 
@@ -242,6 +279,19 @@ impl Application {
     /// The department's audit log (to add witnesses once their addresses are known).
     pub fn audit(&self) -> &audit::AuditLog {
         &self.state.audit
+    }
+
+    /// What starts registering this connector at a broker (as `[registration]` in the settings
+    /// does), usable once the application itself is running. For a connector whose settings have
+    /// no `[registration]`.
+    pub fn registrar(&self) -> self_registration::Registrar {
+        self_registration::Registrar::new(self.state.clone())
+    }
+
+    /// Whether the broker has the registration of a connector with `[registration]` in its
+    /// settings as the connector stands (`None`: it has none).
+    pub fn registered(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.registered.clone()
     }
 
     /// A handle to stop the server from elsewhere.

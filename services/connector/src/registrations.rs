@@ -36,6 +36,8 @@ pub struct RegistrationQuery {
     pub types: Vec<String>,
     pub id_pattern: Option<String>,
     pub attributes: Vec<String>,
+    /// `timerel` and its companions: against the observation or management interval.
+    pub temporal: Option<registration::TemporalQuery>,
 }
 
 pub struct Registrations {
@@ -214,7 +216,11 @@ impl Registrations {
                             .any(|entity| entity.id.as_ref().is_none_or(|id| pattern.is_match(id)))
                 })
             });
-            if ids_ok && pattern_ok && stored.registration.matches(&selector) {
+            let time_ok = query
+                .temporal
+                .as_ref()
+                .is_none_or(|temporal| stored.registration.matches_time(temporal));
+            if ids_ok && pattern_ok && time_ok && stored.registration.matches(&selector) {
                 auth.note_types(&types);
                 out.push(stored);
             }

@@ -39,6 +39,29 @@ pub struct Settings {
     /// Present on a broker: forwarding to registered context sources (issue 5).
     #[serde(default)]
     pub federation: Option<FederationSettings>,
+    /// Present on a department's connector that registers itself at a broker.
+    #[serde(default)]
+    pub registration: Option<RegistrationSettings>,
+}
+
+/// Registering the connector at a broker as the source of the entity types it holds, and keeping
+/// the registration current.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    /// The broker's base URL (without `/ngsi-ld/v1`).
+    pub broker: String,
+    /// A file holding the token the broker accepts for registering these types (its first line);
+    /// none: the broker's anonymous policy must allow it.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// How often what the connector holds is compared with what it registered.
+    #[serde(default = "default_registration_refresh_s")]
+    pub refresh_s: u64,
+}
+
+fn default_registration_refresh_s() -> u64 {
+    30
 }
 
 /// The broker's forwarding: which departments it knows, and how it treats their sources.
@@ -318,6 +341,7 @@ impl Settings {
             auth: AuthSettings::default(),
             audit: AuditSettings::default(),
             federation: None,
+            registration: None,
         }
     }
 
@@ -344,6 +368,14 @@ impl Settings {
             *folder = base.join(&*folder);
         }
         if let Some(file) = &mut settings.audit.key_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
+        }
+        if let Some(file) = settings
+            .registration
+            .as_mut()
+            .and_then(|r| r.token_file.as_mut())
             && file.is_relative()
         {
             *file = base.join(&*file);

@@ -146,6 +146,93 @@ pub struct Registration {
     pub scopes: Vec<String>,
     /// Pairs sent to the source as headers or query parameters (clause 5.2.9 `contextSourceInfo`).
     pub context_source_info: Vec<(String, String)>,
+    /// When the source's data was observed (`observationInterval`): start and, if any, end.
+    pub observation_interval: Option<Interval>,
+    /// When the source's data was managed (`managementInterval`).
+    pub management_interval: Option<Interval>,
+}
+
+/// A time interval of a registration (clause 5.2.11): from `start`, until `end` if there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// How a temporal query relates to its time (clause 4.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeRel {
+    Before(DateTime<Utc>),
+    After(DateTime<Utc>),
+    /// From the first, inclusive, until the second, exclusive.
+    Between(DateTime<Utc>, DateTime<Utc>),
+}
+
+/// A temporal query on registrations (clauses 5.10.2 and 5.2.21): against the observation
+/// interval (`timeproperty` `observedAt`, the default) or the management interval (`createdAt`,
+/// `modifiedAt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemporalQuery {
+    pub rel: TimeRel,
+    /// `true`: the management interval; `false`: the observation interval.
+    pub management: bool,
+}
+
+impl TemporalQuery {
+    /// Parses `timerel`, `timeAt`, `endTimeAt` and `timeproperty` as a query or a subscription's
+    /// `temporalQ` gives them.
+    pub fn parse(
+        timerel: &str,
+        time_at: Option<&str>,
+        end_time_at: Option<&str>,
+        timeproperty: Option<&str>,
+    ) -> Result<TemporalQuery, Error> {
+        let at = |value: Option<&str>, name: &str| -> Result<DateTime<Utc>, Error> {
+            let value = value.ok_or_else(|| Error::bad(format!("timerel needs {name}")))?;
+            timestamp(&Value::from(value), name)
+        };
+        let rel = match timerel {
+            "before" => TimeRel::Before(at(time_at, "timeAt")?),
+            "after" => TimeRel::After(at(time_at, "timeAt")?),
+            "between" => {
+                let start = at(time_at, "timeAt")?;
+                let end = at(end_time_at, "endTimeAt")?;
+                if end <= start {
+                    return Err(Error::bad("endTimeAt must be after timeAt"));
+                }
+                TimeRel::Between(start, end)
+            }
+            other => {
+                return Err(Error::bad(format!(
+                    "timerel must be before, after or between, not {other:?}"
+                )));
+            }
+        };
+        let management = match timeproperty.unwrap_or("observedAt") {
+            "observedAt" => false,
+            "createdAt" | "modifiedAt" => true,
+            other => {
+                return Err(Error::bad(format!(
+                    "timeproperty must be observedAt, createdAt or modifiedAt, not {other:?}"
+                )));
+            }
+        };
+        Ok(TemporalQuery { rel, management })
+    }
+
+    /// Whether `interval` has a moment the query asks about. A registration that states no
+    /// interval may hold data of any time, so it matches.
+    pub fn matches(&self, interval: Option<Interval>) -> bool {
+        let Some(interval) = interval else {
+            return true;
+        };
+        let ends_after = |t: DateTime<Utc>| interval.end.is_none_or(|end| end > t);
+        match self.rel {
+            TimeRel::Before(t) => interval.start < t,
+            TimeRel::After(t) => ends_after(t),
+            TimeRel::Between(from, until) => interval.start < until && ends_after(from),
+        }
+    }
 }
 
 /// What a request asks about, for matching registrations (clause 5.10.2 / 4.3.6.2): expanded
@@ -743,7 +830,37 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Registration, Error> {
             .map_err(|_| corrupt("expiresAt"))?,
         scopes: list("scope"),
         context_source_info,
+        observation_interval: interval(canonical, "observationInterval")
+            .map_err(|_| corrupt("observationInterval"))?,
+        management_interval: interval(canonical, "managementInterval")
+            .map_err(|_| corrupt("managementInterval"))?,
     })
+}
+
+fn interval(canonical: &Map<String, Value>, name: &str) -> Result<Option<Interval>, Error> {
+    let Some(value) = canonical.get(name) else {
+        return Ok(None);
+    };
+    let start = value
+        .get("startAt")
+        .ok_or_else(|| Error::bad("no startAt"))
+        .and_then(|v| timestamp(v, "startAt"))?;
+    let end = value
+        .get("endAt")
+        .map(|v| timestamp(v, "endAt"))
+        .transpose()?;
+    Ok(Some(Interval { start, end }))
+}
+
+impl Registration {
+    /// Whether the registration's interval matches a temporal query.
+    pub fn matches_time(&self, query: &TemporalQuery) -> bool {
+        query.matches(if query.management {
+            self.management_interval
+        } else {
+            self.observation_interval
+        })
+    }
 }
 
 /// Every expanded entity type and attribute name a canonical registration names.
@@ -883,6 +1000,72 @@ mod tests {
         .as_object()
         .unwrap()
         .clone()
+    }
+
+    #[test]
+    fn temporal_queries_match_the_observation_or_management_interval() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let interval = Some(Interval {
+            start: at("2020-08-01T00:00:00Z"),
+            end: Some(at("2021-08-01T00:00:00Z")),
+        });
+        let query = |rel: &str, t: &str, end: Option<&str>| {
+            TemporalQuery::parse(rel, Some(t), end, None).unwrap()
+        };
+        assert!(query("before", "2021-01-01T00:00:00Z", None).matches(interval));
+        assert!(!query("before", "2020-08-01T00:00:00Z", None).matches(interval));
+        assert!(query("after", "2021-07-31T00:00:00Z", None).matches(interval));
+        assert!(!query("after", "2021-08-01T00:00:00Z", None).matches(interval));
+        assert!(
+            query(
+                "between",
+                "2021-07-01T00:00:00Z",
+                Some("2022-01-01T00:00:00Z")
+            )
+            .matches(interval)
+        );
+        assert!(
+            !query(
+                "between",
+                "2019-01-01T00:00:00Z",
+                Some("2020-08-01T00:00:00Z")
+            )
+            .matches(interval)
+        );
+        assert!(query("after", "2030-01-01T00:00:00Z", None).matches(None));
+        for (rel, t, end, property) in [
+            ("before", None, None, None),
+            ("between", Some("2020-01-01T00:00:00Z"), None, None),
+            (
+                "between",
+                Some("2020-01-01T00:00:00Z"),
+                Some("2019-01-01T00:00:00Z"),
+                None,
+            ),
+            ("around", Some("2020-01-01T00:00:00Z"), None, None),
+            ("after", Some("yesterday"), None, None),
+            (
+                "after",
+                Some("2020-01-01T00:00:00Z"),
+                None,
+                Some("deletedAt"),
+            ),
+        ] {
+            assert!(
+                TemporalQuery::parse(rel, t, end, property).is_err(),
+                "{rel} {t:?}"
+            );
+        }
+        assert!(
+            TemporalQuery::parse(
+                "after",
+                Some("2020-01-01T00:00:00Z"),
+                None,
+                Some("createdAt")
+            )
+            .unwrap()
+            .management
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::canonical::format_timestamp;
 use crate::context::ActiveContext;
 use crate::names::{is_absolute_uri, is_valid_name};
 use crate::registration::{
-    EntityInfo, Registration, decode_entity_info, expand_entity_info, timestamp,
+    EntityInfo, Registration, TemporalQuery, decode_entity_info, expand_entity_info, timestamp,
 };
 
 /// The subscription's `type`, the only one allowed.
@@ -41,7 +41,7 @@ const NOTIFICATION_READ_ONLY: &[&str] = &[
 
 /// Members of the Subscription data type that select registrations by something this service
 /// does not evaluate yet. A subscription naming one is refused rather than notified wrongly.
-pub const UNEVALUATED: &[&str] = &["q", "geoQ", "csf", "temporalQ", "scopeQ", "lang"];
+pub const UNEVALUATED: &[&str] = &["q", "geoQ", "csf", "scopeQ", "lang"];
 
 /// Media types a notification may be sent as (clause 5.2.15, `accept`).
 const ACCEPT: &[&str] = &["application/json", "application/ld+json"];
@@ -97,6 +97,8 @@ pub struct Subscription {
     pub accept: String,
     /// Headers sent with every notification (`receiverInfo`).
     pub receiver_info: Vec<(String, String)>,
+    /// `temporalQ`: registrations whose interval it matches.
+    pub temporal: Option<TemporalQuery>,
 }
 
 /// The status a subscription is shown with (clause 5.2.12, `status`).
@@ -158,7 +160,10 @@ impl Subscription {
                 || attributes.peek().is_none()
                 || attributes.any(|name| self.watched_attributes.iter().any(|w| w == name));
             entities_ok && attributes_ok
-        })
+        }) && self
+            .temporal
+            .as_ref()
+            .is_none_or(|temporal| registration.matches_time(temporal))
     }
 }
 
@@ -263,6 +268,10 @@ pub fn expand(
             }
             // Replaced as a whole by an update, so always complete.
             "notification" => expand_notification(value, ctx)?,
+            "temporalQ" => {
+                temporal_query(value)?;
+                value.clone()
+            }
             // Kept as given; the caller refuses them while they are not evaluated.
             unevaluated if UNEVALUATED.contains(&unevaluated) => value.clone(),
             other => {
@@ -282,6 +291,35 @@ pub fn expand(
     }
     check(&canonical)?;
     Ok(canonical)
+}
+
+/// A `temporalQ` member (clause 5.2.21), checked.
+fn temporal_query(value: &Value) -> Result<TemporalQuery, Error> {
+    let query = value
+        .as_object()
+        .ok_or_else(|| Error::bad("temporalQ must be an object"))?;
+    if let Some(other) = query.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "timerel" | "timeAt" | "endTimeAt" | "timeproperty"
+        )
+    }) {
+        return Err(Error::bad(format!("{other} is not a member of temporalQ")));
+    }
+    let text = |name: &str| -> Result<Option<&str>, Error> {
+        match query.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(Error::bad(format!("temporalQ.{name} must be a string"))),
+        }
+    };
+    let timerel = text("timerel")?.ok_or_else(|| Error::bad("temporalQ needs timerel"))?;
+    TemporalQuery::parse(
+        timerel,
+        text("timeAt")?,
+        text("endTimeAt")?,
+        text("timeproperty")?,
+    )
 }
 
 /// Constraints between members, checked on a whole subscription and on a fragment alike.
@@ -485,6 +523,11 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Subscription, Error> {
             .unwrap_or("application/json")
             .to_owned(),
         receiver_info,
+        temporal: canonical
+            .get("temporalQ")
+            .map(temporal_query)
+            .transpose()
+            .map_err(|_| corrupt("temporalQ"))?,
     })
 }
 

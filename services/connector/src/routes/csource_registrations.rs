@@ -94,10 +94,6 @@ const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
     "geometry",
     "coordinates",
     "geoproperty",
-    "timeproperty",
-    "timerel",
-    "timeAt",
-    "endTimeAt",
 ];
 
 /// `GET /csourceRegistrations` (clause 6.8.3.2): by entity id, type, idPattern and attrs,
@@ -226,6 +222,24 @@ fn registration_filter(params: &Params, context: &Resolved) -> Result<Registrati
         }
         if query.types.is_empty() {
             return Err(Problem::bad_request("type is empty"));
+        }
+    }
+    match params.get("timerel") {
+        Some(timerel) => {
+            query.temporal = Some(registration::TemporalQuery::parse(
+                timerel,
+                params.get("timeAt"),
+                params.get("endTimeAt"),
+                params.get("timeproperty"),
+            )?);
+        }
+        None => {
+            if let Some(name) = ["timeAt", "endTimeAt", "timeproperty"]
+                .into_iter()
+                .find(|name| params.get(name).is_some())
+            {
+                return Err(Problem::bad_request(format!("{name} needs timerel")));
+            }
         }
     }
     if let Some(pattern) = params.get("idPattern") {

@@ -291,6 +291,31 @@ async fn a_new_subscription_is_told_of_what_already_matches_and_failures_are_cou
             initial.head
         );
 
+        // A temporal query: only registrations whose observation interval it matches.
+        let (endpoint, mut recent) = subscriber().await;
+        let temporal = json!({
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "temporalQ": {"timerel": "after", "timeAt": "2025-01-01T00:00:00Z"},
+            "notification": {"endpoint": {"uri": endpoint}},
+        });
+        send(&app, "POST", PATH, &temporal, 201).await;
+        let initial = next(&mut recent).await;
+        assert_eq!(
+            initial.body["data"][0]["id"], fleet,
+            "no interval: any time"
+        );
+        let mut old = registration("urn:ngsi-ld:ContextSourceRegistration:old", "Vehicle");
+        old["observationInterval"] =
+            json!({"startAt": "2019-01-01T00:00:00Z", "endAt": "2020-01-01T00:00:00Z"});
+        send(&app, "POST", REGISTRATIONS, &old, 201).await;
+        nothing_within(&mut recent, Duration::from_millis(500)).await;
+        let bad = json!({"type": "Subscription", "temporalQ": {"timerel": "before"},
+                         "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}});
+        app.send_json("POST", PATH, &bad, ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+
         // A subscriber that cannot be reached: the failure is counted, the request is not held up.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let unreachable = format!("http://{}/notify", closed.local_addr().expect("address"));

@@ -805,3 +805,96 @@ async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_a
     );
     handle.stop(false).await;
 }
+
+/// The registration the broker holds for `department`'s connector, once `done` holds of it.
+async fn registration_when(
+    broker: &TestApp,
+    department: &str,
+    done: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let path = format!(
+        "/ngsi-ld/v1/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:civitas:{department}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = broker.get(&path, None).await;
+        let body = serde_json::from_str(&reply.text).unwrap_or(Value::Null);
+        if done(reply.status, &body) || Instant::now() > deadline {
+            return (reply.status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn registered_types(registration: &Value) -> Vec<String> {
+    let mut types: Vec<String> = registration["information"][0]["entities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entity| entity["type"].as_str().map(str::to_owned))
+        .collect();
+    types.sort();
+    types
+}
+
+#[actix_web::test]
+async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current() {
+    let broker = broker(&[], 2_000).await;
+    let registration = civitas_connector::settings::RegistrationSettings {
+        broker: broker.url.clone(),
+        token_file: None,
+        refresh_s: 1,
+    };
+    let connector = apps_with(move |settings| {
+        settings.department = "fleet".to_owned();
+        settings.registration = Some(registration.clone());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
+
+    // Nothing held, nothing registered (the connector has looked at least once by now).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, _) = registration_when(&broker, "fleet", |_, _| true).await;
+    assert_eq!(status, 404);
+
+    let vehicle = "https://example.org/ns#Vehicle";
+    let bus = "https://example.org/ns#Bus";
+    let create = |id: &str, kind: &str| json!({"id": id, "type": kind});
+    for (id, kind) in [("urn:ngsi-ld:V:1", vehicle), ("urn:ngsi-ld:B:1", bus)] {
+        let reply = connector
+            .send_json("POST", ENTITIES, &create(id, kind), None)
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let (status, body) = registration_when(&broker, "fleet", |status, body| {
+            status == 200 && registered_types(body).contains(&kind.to_owned())
+        })
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["endpoint"], connector.url.as_str(), "{body}");
+        assert_eq!(body["mode"], "inclusive", "{body}");
+    }
+    let (_, body) = registration_when(&broker, "fleet", |_, _| true).await;
+    assert_eq!(registered_types(&body), [bus, vehicle]);
+
+    // The broker forwards by it: the connector's entity comes back through the broker.
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type={}", "https%3A%2F%2Fexample.org%2Fns%23Bus"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:B:1", "{}", reply.text);
+
+    // Everything deleted: the registration goes.
+    for id in ["urn:ngsi-ld:V:1", "urn:ngsi-ld:B:1"] {
+        let reply = connector
+            .request("DELETE", &format!("{ENTITIES}/{id}"), &[], None)
+            .await;
+        assert_eq!(reply.status, 204, "{}", reply.text);
+    }
+    let (status, body) = registration_when(&broker, "fleet", |status, _| status == 404).await;
+    assert_eq!(status, 404, "{body}");
+}

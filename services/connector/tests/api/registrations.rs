@@ -372,3 +372,67 @@ async fn only_a_writer_of_every_registered_type_may_register_a_source() {
         assert_eq!(deleted.status, 204, "{}", deleted.text);
     }
 }
+
+#[actix_web::test]
+async fn registrations_are_queried_by_their_observation_and_management_intervals() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let mut observed = vehicles(
+            "urn:ngsi-ld:ContextSourceRegistration:2020",
+            "http://127.0.0.1:9/a",
+        );
+        observed["observationInterval"] =
+            json!({"startAt": "2020-01-01T00:00:00Z", "endAt": "2021-01-01T00:00:00Z"});
+        observed["managementInterval"] = json!({"startAt": "2024-01-01T00:00:00Z"});
+        create(&app, &observed).await;
+        create(
+            &app,
+            &vehicles(
+                "urn:ngsi-ld:ContextSourceRegistration:always",
+                "http://127.0.0.1:9/b",
+            ),
+        )
+        .await;
+        let ids = |reply: &crate::helpers::Reply| -> Vec<String> {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            reply
+                .json()
+                .as_array()
+                .expect("an array")
+                .iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let both = [
+            "urn:ngsi-ld:ContextSourceRegistration:2020",
+            "urn:ngsi-ld:ContextSourceRegistration:always",
+        ];
+        for (query, expected) in [
+            ("timerel=before&timeAt=2019-06-01T00:00:00Z", &both[1..]),
+            ("timerel=after&timeAt=2020-06-01T00:00:00Z", &both[..]),
+            ("timerel=after&timeAt=2021-06-01T00:00:00Z", &both[1..]),
+            (
+                "timerel=between&timeAt=2019-01-01T00:00:00Z&endTimeAt=2020-02-01T00:00:00Z",
+                &both[..],
+            ),
+            (
+                "timerel=before&timeAt=2023-01-01T00:00:00Z&timeproperty=createdAt",
+                &both[1..],
+            ),
+        ] {
+            let reply = app.get(&format!("{PATH}?type=Vehicle&{query}"), ctx).await;
+            assert_eq!(ids(&reply), expected, "{query}");
+        }
+        for query in [
+            "timerel=before",
+            "timeAt=2020-01-01T00:00:00Z",
+            "timerel=between&timeAt=2020-01-01T00:00:00Z",
+            "timerel=around&timeAt=2020-01-01T00:00:00Z",
+            "timerel=after&timeAt=2020-01-01T00:00:00Z&timeproperty=deletedAt",
+        ] {
+            app.get(&format!("{PATH}?type=Vehicle&{query}"), ctx)
+                .await
+                .assert_problem(400, "BadRequestData");
+        }
+    }
+}
