@@ -208,7 +208,7 @@ impl Application {
             public_url,
             settings,
         });
-        registration_subscriptions::start_ticker(state.clone());
+        registration_subscriptions::start_ticker(&state);
         let registered = match &state.settings.registration {
             None => None,
             Some(registration) => {

@@ -501,13 +501,17 @@ pub fn registration_changed(
 }
 
 /// Notifies the periodic subscriptions (`timeInterval`) that are due, every second, for as long
-/// as the service runs.
-pub fn start_ticker(state: web::Data<AppState>) {
+/// as the service runs (the task holds the state weakly: a stopped service is let go).
+pub fn start_ticker(state: &web::Data<AppState>) {
+    let weak = Arc::downgrade(&state.clone().into_inner());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
             let due: Vec<Key> = state
                 .registration_subscriptions
                 .periodic

@@ -68,15 +68,20 @@ pub fn registration_id(department: &str) -> String {
 /// the connector holds it now.
 pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool> {
     let (sender, receiver) = watch::channel(false);
+    let id = registration_id(&state.settings.department);
+    // Held weakly: a stopped connector is let go, and the task ends.
+    let weak = std::sync::Arc::downgrade(&state.into_inner());
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        let id = registration_id(&state.settings.department);
         // What the broker has: `None` before the first success, then the types registered.
         let mut registered: Option<Vec<String>> = None;
         loop {
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
             match held_types(&state).await {
                 Ok(types) if registered.as_ref() != Some(&types) => {
                     match update(&client, &target, &id, &state.public_url, &types).await {
@@ -101,6 +106,7 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
                 Ok(_) => {}
                 Err(error) => tracing::warn!("cannot list the entity types held: {error}"),
             }
+            drop(state);
             let wait = if registered.is_some() {
                 target.refresh
             } else {

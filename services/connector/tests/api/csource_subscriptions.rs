@@ -291,6 +291,20 @@ async fn a_new_subscription_is_told_of_what_already_matches_and_failures_are_cou
             initial.head
         );
 
+        // Periodic: the ticker sends what matches, the first time at once (the test clock stands
+        // still, so the next period never comes here).
+        let (endpoint, mut periodic) = subscriber().await;
+        let every = json!({
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "timeInterval": 1,
+            "notification": {"endpoint": {"uri": endpoint}},
+        });
+        send(&app, "POST", PATH, &every, 201).await;
+        let first = next(&mut periodic).await;
+        assert_eq!(first.body["data"][0]["id"], fleet, "{:?}", first.body);
+        nothing_within(&mut periodic, Duration::from_millis(1_500)).await;
+
         // A temporal query: only registrations whose observation interval it matches.
         let (endpoint, mut recent) = subscriber().await;
         let temporal = json!({
