@@ -38,6 +38,8 @@ pub struct RegistrationQuery {
     pub attributes: Vec<String>,
     /// `timerel` and its companions: against the observation or management interval.
     pub temporal: Option<registration::TemporalQuery>,
+    /// `georel` and its companions, and the GeoProperty they are about.
+    pub geo: Option<(civitas_ngsild::geoquery::GeoQuery, String)>,
 }
 
 pub struct Registrations {
@@ -220,7 +222,11 @@ impl Registrations {
                 .temporal
                 .as_ref()
                 .is_none_or(|temporal| stored.registration.matches_time(temporal));
-            if ids_ok && pattern_ok && time_ok && stored.registration.matches(&selector) {
+            let geo_ok = query
+                .geo
+                .as_ref()
+                .is_none_or(|(geo, property)| stored.registration.matches_geo(geo, property));
+            if ids_ok && pattern_ok && time_ok && geo_ok && stored.registration.matches(&selector) {
                 auth.note_types(&types);
                 out.push(stored);
             }

@@ -30,6 +30,7 @@ pub mod entity;
 mod error;
 pub mod expand;
 pub mod geo;
+pub mod geoquery;
 pub mod names;
 pub mod registration;
 pub mod render;

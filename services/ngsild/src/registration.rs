@@ -150,7 +150,14 @@ pub struct Registration {
     pub observation_interval: Option<Interval>,
     /// When the source's data was managed (`managementInterval`).
     pub management_interval: Option<Interval>,
+    /// The registration's GeoProperties (`location`, `observationSpace`, `operationSpace`) that
+    /// it has, by name.
+    pub spaces: Vec<(String, Value)>,
 }
+
+/// The GeoProperties a registration can have (clause 5.2.9); a geo-query on registrations names
+/// one of them (`geoproperty`, `location` when absent).
+pub const GEO_PROPERTIES: &[&str] = &["location", "observationSpace", "operationSpace"];
 
 /// A time interval of a registration (clause 5.2.11): from `start`, until `end` if there is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -834,6 +841,10 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Registration, Error> {
             .map_err(|_| corrupt("observationInterval"))?,
         management_interval: interval(canonical, "managementInterval")
             .map_err(|_| corrupt("managementInterval"))?,
+        spaces: GEO_PROPERTIES
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), canonical.get(*name)?.clone())))
+            .collect(),
     })
 }
 
@@ -853,6 +864,15 @@ fn interval(canonical: &Map<String, Value>, name: &str) -> Result<Option<Interva
 }
 
 impl Registration {
+    /// Whether the registration's GeoProperty `property` stands in the geo-query's relation. A
+    /// registration that does not state it may hold data of any place, so it matches.
+    pub fn matches_geo(&self, query: &crate::geoquery::GeoQuery, property: &str) -> bool {
+        self.spaces
+            .iter()
+            .find(|(name, _)| name == property)
+            .is_none_or(|(_, value)| query.matches(value))
+    }
+
     /// Whether the registration's interval matches a temporal query.
     pub fn matches_time(&self, query: &TemporalQuery) -> bool {
         query.matches(if query.management {

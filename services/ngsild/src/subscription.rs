@@ -14,9 +14,11 @@ use serde_json::{Map, Value};
 use crate::Error;
 use crate::canonical::format_timestamp;
 use crate::context::ActiveContext;
+use crate::geoquery::GeoQuery;
 use crate::names::{is_absolute_uri, is_valid_name};
 use crate::registration::{
-    EntityInfo, Registration, TemporalQuery, decode_entity_info, expand_entity_info, timestamp,
+    EntityInfo, GEO_PROPERTIES, Registration, TemporalQuery, decode_entity_info,
+    expand_entity_info, timestamp,
 };
 
 /// The subscription's `type`, the only one allowed.
@@ -41,7 +43,7 @@ const NOTIFICATION_READ_ONLY: &[&str] = &[
 
 /// Members of the Subscription data type that select registrations by something this service
 /// does not evaluate yet. A subscription naming one is refused rather than notified wrongly.
-pub const UNEVALUATED: &[&str] = &["q", "geoQ", "csf", "scopeQ", "lang"];
+pub const UNEVALUATED: &[&str] = &["q", "csf", "scopeQ", "lang"];
 
 /// Media types a notification may be sent as (clause 5.2.15, `accept`).
 const ACCEPT: &[&str] = &["application/json", "application/ld+json"];
@@ -99,6 +101,8 @@ pub struct Subscription {
     pub receiver_info: Vec<(String, String)>,
     /// `temporalQ`: registrations whose interval it matches.
     pub temporal: Option<TemporalQuery>,
+    /// `geoQ`: registrations whose GeoProperty (named second) stands in its relation.
+    pub geo: Option<(GeoQuery, String)>,
 }
 
 /// The status a subscription is shown with (clause 5.2.12, `status`).
@@ -164,6 +168,10 @@ impl Subscription {
             .temporal
             .as_ref()
             .is_none_or(|temporal| registration.matches_time(temporal))
+            && self
+                .geo
+                .as_ref()
+                .is_none_or(|(geo, property)| registration.matches_geo(geo, property))
     }
 }
 
@@ -272,6 +280,10 @@ pub fn expand(
                 temporal_query(value)?;
                 value.clone()
             }
+            "geoQ" => {
+                geo_query(value)?;
+                value.clone()
+            }
             // Kept as given; the caller refuses them while they are not evaluated.
             unevaluated if UNEVALUATED.contains(&unevaluated) => value.clone(),
             other => {
@@ -291,6 +303,43 @@ pub fn expand(
     }
     check(&canonical)?;
     Ok(canonical)
+}
+
+/// A `geoQ` member (clause 5.2.13), checked: the query and the GeoProperty it is about.
+fn geo_query(value: &Value) -> Result<(GeoQuery, String), Error> {
+    let query = value
+        .as_object()
+        .ok_or_else(|| Error::bad("geoQ must be an object"))?;
+    if let Some(other) = query.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "georel" | "geometry" | "coordinates" | "geoproperty"
+        )
+    }) {
+        return Err(Error::bad(format!("{other} is not a member of geoQ")));
+    }
+    let text = |name: &str| -> Result<&str, Error> {
+        query
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad(format!("geoQ needs {name}, a string")))
+    };
+    let coordinates = match query.get("coordinates") {
+        Some(Value::String(text)) => text.clone(),
+        Some(array @ Value::Array(_)) => array.to_string(),
+        _ => return Err(Error::bad("geoQ needs coordinates")),
+    };
+    let geo = GeoQuery::parse(text("georel")?, text("geometry")?, &coordinates)?;
+    let property = match query.get("geoproperty") {
+        None => "location".to_owned(),
+        Some(Value::String(name)) if GEO_PROPERTIES.contains(&name.as_str()) => name.clone(),
+        Some(other) => {
+            return Err(Error::bad(format!(
+                "geoQ.geoproperty must be one of {GEO_PROPERTIES:?} for registrations, not {other}"
+            )));
+        }
+    };
+    Ok((geo, property))
 }
 
 /// A `temporalQ` member (clause 5.2.21), checked.
@@ -528,6 +577,11 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Subscription, Error> {
             .map(temporal_query)
             .transpose()
             .map_err(|_| corrupt("temporalQ"))?,
+        geo: canonical
+            .get("geoQ")
+            .map(geo_query)
+            .transpose()
+            .map_err(|_| corrupt("geoQ"))?,
     })
 }
 

@@ -87,14 +87,7 @@ const QUERY_PARAMS: &[&str] = &[
 ];
 
 /// Filters not evaluated yet: refused with 501 rather than ignored.
-const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
-    "q",
-    "csf",
-    "georel",
-    "geometry",
-    "coordinates",
-    "geoproperty",
-];
+const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &["q", "csf"];
 
 /// `GET /csourceRegistrations` (clause 6.8.3.2): by entity id, type, idPattern and attrs,
 /// paginated.
@@ -222,6 +215,37 @@ fn registration_filter(params: &Params, context: &Resolved) -> Result<Registrati
         }
         if query.types.is_empty() {
             return Err(Problem::bad_request("type is empty"));
+        }
+    }
+    match params.get("georel") {
+        Some(georel) => {
+            let (Some(geometry), Some(coordinates)) =
+                (params.get("geometry"), params.get("coordinates"))
+            else {
+                return Err(Problem::bad_request(
+                    "georel needs geometry and coordinates",
+                ));
+            };
+            let geo = civitas_ngsild::geoquery::GeoQuery::parse(georel, geometry, coordinates)?;
+            let property = match params.get("geoproperty") {
+                None | Some("") => "location",
+                Some(name) if registration::GEO_PROPERTIES.contains(&name) => name,
+                Some(other) => {
+                    return Err(Problem::bad_request(format!(
+                        "geoproperty must be one of {:?} for registrations, not {other:?}",
+                        registration::GEO_PROPERTIES
+                    )));
+                }
+            };
+            query.geo = Some((geo, property.to_owned()));
+        }
+        None => {
+            if let Some(name) = ["geometry", "coordinates", "geoproperty"]
+                .into_iter()
+                .find(|name| params.get(name).is_some_and(|v| !v.is_empty()))
+            {
+                return Err(Problem::bad_request(format!("{name} needs georel")));
+            }
         }
     }
     match params.get("timerel") {

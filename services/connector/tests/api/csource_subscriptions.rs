@@ -324,6 +324,37 @@ async fn a_new_subscription_is_told_of_what_already_matches_and_failures_are_cou
             json!({"startAt": "2019-01-01T00:00:00Z", "endAt": "2020-01-01T00:00:00Z"});
         send(&app, "POST", REGISTRATIONS, &old, 201).await;
         nothing_within(&mut recent, Duration::from_millis(500)).await;
+        // A geo-query: only registrations whose location is near.
+        let (endpoint, mut nearby) = subscriber().await;
+        let near = json!({
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "geoQ": {"georel": "near;maxDistance==2000", "geometry": "Point",
+                     "coordinates": [-8.503, 41.202]},
+            "notification": {"endpoint": {"uri": endpoint}},
+        });
+        send(&app, "POST", PATH, &near, 201).await;
+        let mut far = registration("urn:ngsi-ld:ContextSourceRegistration:far", "Vehicle");
+        far["location"] = json!({"type": "Point", "coordinates": [-9.139, 38.722]});
+        let mut porto = registration("urn:ngsi-ld:ContextSourceRegistration:porto", "Vehicle");
+        porto["location"] = json!({"type": "Point", "coordinates": [-8.521, 41.2]});
+        let initial = next(&mut nearby).await;
+        let initial_ids: Vec<&str> = initial.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        assert!(!initial_ids.contains(&"urn:ngsi-ld:ContextSourceRegistration:far"));
+        send(&app, "POST", REGISTRATIONS, &far, 201).await;
+        nothing_within(&mut nearby, Duration::from_millis(500)).await;
+        send(&app, "POST", REGISTRATIONS, &porto, 201).await;
+        let found = next(&mut nearby).await;
+        assert_eq!(
+            found.body["data"][0]["id"],
+            "urn:ngsi-ld:ContextSourceRegistration:porto"
+        );
+
         let bad = json!({"type": "Subscription", "temporalQ": {"timerel": "before"},
                          "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}});
         app.send_json("POST", PATH, &bad, ctx)
@@ -379,6 +410,12 @@ async fn invalid_subscriptions_are_refused_with_the_right_problem() {
                 json!({"type": "Subscription", "q": "speed>10", "notification": endpoint}),
                 501,
                 "OperationNotSupported",
+            ),
+            (
+                json!({"type": "Subscription", "geoQ": {"georel": "near", "geometry": "Point",
+                       "coordinates": [1, 2]}, "notification": endpoint}),
+                400,
+                "BadRequestData",
             ),
         ] {
             let reply = app.send_json("POST", PATH, &body, ctx).await;

@@ -436,3 +436,65 @@ async fn registrations_are_queried_by_their_observation_and_management_intervals
         }
     }
 }
+
+#[actix_web::test]
+async fn registrations_are_queried_by_where_their_sources_hold_data() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let mut porto = vehicles(
+            "urn:ngsi-ld:ContextSourceRegistration:porto",
+            "http://127.0.0.1:9/a",
+        );
+        porto["location"] = json!({"type": "Point", "coordinates": [-8.521, 41.2]});
+        let mut lisbon = vehicles(
+            "urn:ngsi-ld:ContextSourceRegistration:lisbon",
+            "http://127.0.0.1:9/b",
+        );
+        lisbon["location"] = json!({"type": "Point", "coordinates": [-9.139, 38.722]});
+        lisbon["operationSpace"] = json!({"type": "Polygon", "coordinates":
+            [[[-9.5, 38.5], [-8.5, 38.5], [-8.5, 39.0], [-9.5, 39.0], [-9.5, 38.5]]]});
+        create(&app, &porto).await;
+        create(&app, &lisbon).await;
+        let ids = |query: &str| {
+            let app = &app;
+            let query = query.to_owned();
+            async move {
+                let reply = app.get(&format!("{PATH}?type=Vehicle&{query}"), ctx).await;
+                assert_eq!(reply.status, 200, "{query}: {}", reply.text);
+                reply
+                    .json()
+                    .as_array()
+                    .expect("an array")
+                    .iter()
+                    .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            ids("georel=near;maxDistance==2000&geometry=Point&coordinates=[-8.503,41.202]").await,
+            ["urn:ngsi-ld:ContextSourceRegistration:porto"]
+        );
+        assert_eq!(
+            ids("georel=within&geometry=Polygon&coordinates=[[[-10,37],[-8,37],[-8,40],[-10,40],[-10,37]]]")
+                .await,
+            ["urn:ngsi-ld:ContextSourceRegistration:lisbon"]
+        );
+        // Another GeoProperty; a registration without it may be anywhere, so it matches.
+        assert_eq!(
+            ids("georel=intersects&geometry=Point&coordinates=[0,0]&geoproperty=operationSpace")
+                .await,
+            ["urn:ngsi-ld:ContextSourceRegistration:porto"]
+        );
+        for query in [
+            "georel=within",
+            "geometry=Point&coordinates=[1,2]",
+            "georel=near&geometry=Point&coordinates=[1,2]",
+            "georel=within&geometry=Polygon&coordinates=[[-13.5,47.2],[6.5,52.9],[20.3,44.6]]",
+            "georel=within&geometry=Point&coordinates=[1,2]&geoproperty=speed",
+        ] {
+            app.get(&format!("{PATH}?type=Vehicle&{query}"), ctx)
+                .await
+                .assert_problem(400, "BadRequestData");
+        }
+    }
+}
