@@ -577,6 +577,33 @@ async fn notify_periodic(state: &AppState, tenant: &str, id: &str) {
     notify(state, tenant, &stored, &data, trigger).await;
 }
 
+/// A registration as a notification carries it: only the `information` elements the subscription
+/// is about (clause 5.11.7), unless none is (a registration that no longer matches is sent whole).
+fn relevant(
+    subscription: &Subscription,
+    stored: &registrations::Stored,
+    context: &ActiveContext,
+) -> Map<String, Value> {
+    let mut out = registration::render(&stored.canonical, context, None);
+    let keep: Vec<bool> = stored
+        .registration
+        .information
+        .iter()
+        .map(|info| subscription.matches_info(info))
+        .collect();
+    if keep.iter().any(|k| *k)
+        && let Some(Value::Array(information)) = out.get_mut("information")
+        && information.len() == keep.len()
+    {
+        let mut index = 0;
+        information.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
+    }
+    out
+}
+
 /// Sends one notification and records how it went.
 async fn notify(
     state: &AppState,
@@ -630,7 +657,7 @@ async fn notify(
         "data".to_owned(),
         Value::Array(
             data.iter()
-                .map(|r| Value::Object(registration::render(&r.canonical, &context.active, None)))
+                .map(|r| Value::Object(relevant(subscription, r, &context.active)))
                 .collect(),
         ),
     );

@@ -17,7 +17,7 @@ use crate::context::ActiveContext;
 use crate::geoquery::GeoQuery;
 use crate::names::{is_absolute_uri, is_valid_name};
 use crate::registration::{
-    EntityInfo, GEO_PROPERTIES, Registration, TemporalQuery, decode_entity_info,
+    EntityInfo, GEO_PROPERTIES, Registration, RegistrationInfo, TemporalQuery, decode_entity_info,
     expand_entity_info, timestamp,
 };
 
@@ -151,27 +151,37 @@ impl Subscription {
     /// registers an entity the subscription selects and, when the subscription watches attributes,
     /// registers one of them (or every attribute).
     pub fn matches(&self, registration: &Registration) -> bool {
-        registration.information.iter().any(|info| {
-            let entities_ok = self.entities.is_empty()
-                || info.entities.is_empty()
-                || info.entities.iter().any(|registered| {
-                    self.entities
-                        .iter()
-                        .any(|wanted| entity_overlaps(wanted, registered))
-                });
-            let mut attributes = info.attributes().peekable();
-            let attributes_ok = self.watched_attributes.is_empty()
-                || attributes.peek().is_none()
-                || attributes.any(|name| self.watched_attributes.iter().any(|w| w == name));
-            entities_ok && attributes_ok
-        }) && self
-            .temporal
-            .as_ref()
-            .is_none_or(|temporal| registration.matches_time(temporal))
+        registration
+            .information
+            .iter()
+            .any(|info| self.matches_info(info))
+            && self
+                .temporal
+                .as_ref()
+                .is_none_or(|temporal| registration.matches_time(temporal))
             && self
                 .geo
                 .as_ref()
                 .is_none_or(|(geo, property)| registration.matches_geo(geo, property))
+    }
+}
+
+impl Subscription {
+    /// Whether one element of a registration's `information` is of interest: it registers an
+    /// entity the subscription selects and, when attributes are watched, one of them (or all).
+    pub fn matches_info(&self, info: &RegistrationInfo) -> bool {
+        let entities_ok = self.entities.is_empty()
+            || info.entities.is_empty()
+            || info.entities.iter().any(|registered| {
+                self.entities
+                    .iter()
+                    .any(|wanted| entity_overlaps(wanted, registered))
+            });
+        let mut attributes = info.attributes().peekable();
+        let attributes_ok = self.watched_attributes.is_empty()
+            || attributes.peek().is_none()
+            || attributes.any(|name| self.watched_attributes.iter().any(|w| w == name));
+        entities_ok && attributes_ok
     }
 }
 

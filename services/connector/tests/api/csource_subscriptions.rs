@@ -201,6 +201,27 @@ async fn subscribers_are_told_when_registrations_match_change_and_stop_matching(
         assert_eq!(body["notification"]["status"], "ok", "{body}");
         assert!(body["notification"]["lastSuccess"].is_string(), "{body}");
 
+        // A registration of vehicles and buildings: only the vehicles' part is notified.
+        let mixed = "urn:ngsi-ld:ContextSourceRegistration:mixed";
+        let mut both = registration(mixed, "Vehicle");
+        both["information"] = json!([
+            {"entities": [{"type": "Building"}]},
+            {"entities": [{"type": "Vehicle"}], "propertyNames": ["speed"]},
+        ]);
+        send(&app, "POST", REGISTRATIONS, &both, 201).await;
+        let part = next(&mut received).await;
+        assert_eq!(part.body["data"][0]["id"], mixed);
+        assert_eq!(
+            part.body["data"][0]["information"],
+            json!([{"entities": [{"type": "Vehicle"}], "propertyNames": ["speed"]}])
+        );
+        let removed = app
+            .request("DELETE", &format!("{REGISTRATIONS}/{mixed}"), &[], None)
+            .await;
+        assert_eq!(removed.status, 204, "{}", removed.text);
+        let gone_too = next(&mut received).await;
+        assert_eq!(gone_too.body["triggerReason"], "noLongerMatching");
+
         // Widened to Buildings: told at once of the two registrations that match now.
         send(
             &app,
