@@ -28,7 +28,7 @@ use civitas_ngsild::registration;
 use civitas_ngsild::subscription::{
     self, Delivery, Maintained, NOTIFICATION_TYPE, Status, Subscription, Trigger, UNEVALUATED,
 };
-use civitas_store::{RegistrationRecord, Store};
+use civitas_store::{Documents, RegistrationRecord, Store};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -264,7 +264,7 @@ impl RegistrationSubscriptions {
         }
         let record = Self::record(&id, &canonical, &context.value, now, now);
         self.store
-            .put_registration_subscription(auth.tenant(), &record)
+            .put_document(Documents::RegistrationSubscriptions, auth.tenant(), &record)
             .await
             .map_err(store_problem)?;
         let stored = Stored {
@@ -282,7 +282,7 @@ impl RegistrationSubscriptions {
     pub async fn get(&self, auth: &Authorized, id: &str) -> Result<Stored, Problem> {
         let record = self
             .store
-            .get_registration_subscription(auth.tenant(), id)
+            .get_document(Documents::RegistrationSubscriptions, auth.tenant(), id)
             .await
             .map_err(store_problem)?
             .ok_or_else(|| not_found(id))?;
@@ -309,7 +309,7 @@ impl RegistrationSubscriptions {
 
     async fn all(&self, tenant: &str) -> Result<Vec<Stored>, Problem> {
         self.store
-            .list_registration_subscriptions(tenant)
+            .list_documents(Documents::RegistrationSubscriptions, tenant)
             .await
             .map_err(store_problem)?
             .into_iter()
@@ -357,7 +357,12 @@ impl RegistrationSubscriptions {
             let record = Self::record(id, &merged, &stored.context, stored.created_at, modified_at);
             if self
                 .store
-                .replace_registration_subscription(auth.tenant(), &record, stored.modified_at)
+                .replace_document(
+                    Documents::RegistrationSubscriptions,
+                    auth.tenant(),
+                    &record,
+                    stored.modified_at,
+                )
                 .await
                 .map_err(store_problem)?
             {
@@ -383,7 +388,7 @@ impl RegistrationSubscriptions {
         self.get(auth, id).await?;
         if self
             .store
-            .delete_registration_subscription(auth.tenant(), id)
+            .delete_document(Documents::RegistrationSubscriptions, auth.tenant(), id)
             .await
             .map_err(store_problem)?
         {
@@ -396,8 +401,16 @@ impl RegistrationSubscriptions {
 
     /// Remembers the periodic subscriptions stored before this start.
     pub async fn load_periodic(&self) -> Result<(), civitas_store::Error> {
-        for tenant in self.store.registration_subscription_tenants().await? {
-            for record in self.store.list_registration_subscriptions(&tenant).await? {
+        for tenant in self
+            .store
+            .document_tenants(Documents::RegistrationSubscriptions)
+            .await?
+        {
+            for record in self
+                .store
+                .list_documents(Documents::RegistrationSubscriptions, &tenant)
+                .await?
+            {
                 if let Ok(stored) = Self::decode(record) {
                     self.track_periodic(&tenant, &stored);
                 }
@@ -531,7 +544,7 @@ async fn notify_periodic(state: &AppState, tenant: &str, id: &str) {
     let service = &state.registration_subscriptions;
     let record = match service
         .store
-        .get_registration_subscription(tenant, id)
+        .get_document(Documents::RegistrationSubscriptions, tenant, id)
         .await
     {
         Ok(Some(record)) => record,

@@ -15,7 +15,7 @@ use civitas_http::Problem;
 use civitas_ngsild::ErrorType;
 use civitas_ngsild::context::ActiveContext;
 use civitas_ngsild::registration::{self, Registration, Selector};
-use civitas_store::{RegistrationRecord, Store};
+use civitas_store::{Documents, RegistrationRecord, Store};
 use serde_json::{Map, Value};
 
 use crate::clock::Clock;
@@ -151,7 +151,7 @@ impl Registrations {
             modified_at: now,
         };
         self.store
-            .put_registration(auth.tenant(), &record)
+            .put_document(Documents::Registrations, auth.tenant(), &record)
             .await
             .map_err(store_problem)?;
         Self::decode(record)
@@ -161,7 +161,7 @@ impl Registrations {
     pub async fn get(&self, auth: &Authorized, id: &str) -> Result<Stored, Problem> {
         let record = self
             .store
-            .get_registration(auth.tenant(), id)
+            .get_document(Documents::Registrations, auth.tenant(), id)
             .await
             .map_err(store_problem)?
             .ok_or_else(|| not_found(id))?;
@@ -259,7 +259,7 @@ impl Registrations {
 
     async fn all(&self, tenant: &str) -> Result<Vec<Stored>, Problem> {
         self.store
-            .list_registrations(tenant)
+            .list_documents(Documents::Registrations, tenant)
             .await
             .map_err(store_problem)?
             .into_iter()
@@ -317,7 +317,12 @@ impl Registrations {
             };
             if self
                 .store
-                .replace_registration(auth.tenant(), &record, stored.modified_at)
+                .replace_document(
+                    Documents::Registrations,
+                    auth.tenant(),
+                    &record,
+                    stored.modified_at,
+                )
                 .await
                 .map_err(store_problem)?
             {
@@ -340,7 +345,7 @@ impl Registrations {
         }
         if self
             .store
-            .delete_registration(auth.tenant(), id)
+            .delete_document(Documents::Registrations, auth.tenant(), id)
             .await
             .map_err(store_problem)?
         {

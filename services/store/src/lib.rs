@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Sqlite};
 
 pub use crate::error::Error;
-use crate::ops::Documents;
+pub use crate::ops::Documents;
 pub use crate::record::{
     BBox, ContextRecord, EntityQuery, EntityRecord, QueryPage, RegistrationRecord,
 };
@@ -288,158 +288,73 @@ impl Store {
         })
     }
 
-    /// Stores a new context source registration of `tenant` (ETSI GS CIM 009, clause 5.9.2);
-    /// `Error::AlreadyExists` if its id is taken.
-    pub async fn put_registration(
+    /// Stores a new document (a context source registration, clause 5.9.2, or a registration
+    /// subscription, clause 5.11.2) of `tenant`; `Error::AlreadyExists` if its id is taken.
+    pub async fn put_document(
         &self,
+        documents: Documents,
         tenant: &str,
         record: &RegistrationRecord,
     ) -> Result<(), Error> {
         on_pool!(self.writer(), |connection, Db| {
-            ops::put_document::<Db>(&mut connection, Documents::Registrations, tenant, record).await
+            ops::put_document::<Db>(&mut connection, documents, tenant, record).await
         })
     }
 
-    /// Replaces a context source registration's body and modification time, if it was last modified at
-    /// `expected`; `false` if it is gone or was modified since (the caller reads it again).
-    pub async fn replace_registration(
+    /// Replaces a document's body and modification time, if it was last modified at `expected`;
+    /// `false` if it is gone or was modified since (the caller reads it again).
+    pub async fn replace_document(
         &self,
+        documents: Documents,
         tenant: &str,
         record: &RegistrationRecord,
         expected: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, Error> {
         on_pool!(self.writer(), |connection, Db| {
-            ops::replace_document::<Db>(
-                &mut connection,
-                Documents::Registrations,
-                tenant,
-                record,
-                expected,
-            )
-            .await
+            ops::replace_document::<Db>(&mut connection, documents, tenant, record, expected).await
         })
     }
 
-    /// The context source registration `id` of `tenant`, if stored.
-    pub async fn get_registration(
+    /// The document `id` of `tenant`, if stored.
+    pub async fn get_document(
         &self,
+        documents: Documents,
         tenant: &str,
         id: &str,
     ) -> Result<Option<RegistrationRecord>, Error> {
         let records = on_pool!(self.readers(), |connection, Db| {
-            ops::get_documents::<Db>(&mut connection, Documents::Registrations, tenant, Some(id))
-                .await?
+            ops::get_documents::<Db>(&mut connection, documents, tenant, Some(id)).await?
         });
         Ok(records.into_iter().next())
     }
 
-    /// All context source registrations of `tenant`, in id order.
-    pub async fn list_registrations(&self, tenant: &str) -> Result<Vec<RegistrationRecord>, Error> {
-        on_pool!(self.readers(), |connection, Db| {
-            ops::get_documents::<Db>(&mut connection, Documents::Registrations, tenant, None).await
-        })
-    }
-
-    /// Deletes a context source registration; `false` if there was none with this id.
-    pub async fn delete_registration(&self, tenant: &str, id: &str) -> Result<bool, Error> {
-        on_pool!(self.writer(), |connection, Db| {
-            ops::delete_document::<Db>(&mut connection, Documents::Registrations, tenant, id).await
-        })
-    }
-
-    /// Stores a new context source registration subscription of `tenant` (ETSI GS CIM 009, clause 5.11.2);
-    /// `Error::AlreadyExists` if its id is taken.
-    pub async fn put_registration_subscription(
+    /// All documents of `tenant`, in id order.
+    pub async fn list_documents(
         &self,
-        tenant: &str,
-        record: &RegistrationRecord,
-    ) -> Result<(), Error> {
-        on_pool!(self.writer(), |connection, Db| {
-            ops::put_document::<Db>(
-                &mut connection,
-                Documents::RegistrationSubscriptions,
-                tenant,
-                record,
-            )
-            .await
-        })
-    }
-
-    /// Replaces a context source registration subscription's body and modification time, if it was last modified at
-    /// `expected`; `false` if it is gone or was modified since (the caller reads it again).
-    pub async fn replace_registration_subscription(
-        &self,
-        tenant: &str,
-        record: &RegistrationRecord,
-        expected: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, Error> {
-        on_pool!(self.writer(), |connection, Db| {
-            ops::replace_document::<Db>(
-                &mut connection,
-                Documents::RegistrationSubscriptions,
-                tenant,
-                record,
-                expected,
-            )
-            .await
-        })
-    }
-
-    /// The context source registration subscription `id` of `tenant`, if stored.
-    pub async fn get_registration_subscription(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Option<RegistrationRecord>, Error> {
-        let records = on_pool!(self.readers(), |connection, Db| {
-            ops::get_documents::<Db>(
-                &mut connection,
-                Documents::RegistrationSubscriptions,
-                tenant,
-                Some(id),
-            )
-            .await?
-        });
-        Ok(records.into_iter().next())
-    }
-
-    /// All context source registration subscriptions of `tenant`, in id order.
-    pub async fn list_registration_subscriptions(
-        &self,
+        documents: Documents,
         tenant: &str,
     ) -> Result<Vec<RegistrationRecord>, Error> {
         on_pool!(self.readers(), |connection, Db| {
-            ops::get_documents::<Db>(
-                &mut connection,
-                Documents::RegistrationSubscriptions,
-                tenant,
-                None,
-            )
-            .await
+            ops::get_documents::<Db>(&mut connection, documents, tenant, None).await
         })
     }
 
-    /// Every tenant with at least one context source registration subscription.
-    pub async fn registration_subscription_tenants(&self) -> Result<Vec<String>, Error> {
-        on_pool!(self.readers(), |connection, Db| {
-            ops::document_tenants::<Db>(&mut connection, Documents::RegistrationSubscriptions).await
-        })
-    }
-
-    /// Deletes a context source registration subscription; `false` if there was none with this id.
-    pub async fn delete_registration_subscription(
+    /// Deletes a document; `false` if there was none with this id.
+    pub async fn delete_document(
         &self,
+        documents: Documents,
         tenant: &str,
         id: &str,
     ) -> Result<bool, Error> {
         on_pool!(self.writer(), |connection, Db| {
-            ops::delete_document::<Db>(
-                &mut connection,
-                Documents::RegistrationSubscriptions,
-                tenant,
-                id,
-            )
-            .await
+            ops::delete_document::<Db>(&mut connection, documents, tenant, id).await
+        })
+    }
+
+    /// Every tenant with at least one document.
+    pub async fn document_tenants(&self, documents: Documents) -> Result<Vec<String>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::document_tenants::<Db>(&mut connection, documents).await
         })
     }
 

@@ -1375,10 +1375,13 @@ where
     Ok(DB::rows_affected(&result) > 0)
 }
 
-/// The tables that hold JSON documents by tenant and id, with the same columns.
+/// The kinds of JSON document kept by tenant and id, each in a table of its own with the same
+/// columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Documents {
+pub enum Documents {
+    /// Context source registrations (clause 5.2.9).
     Registrations,
+    /// Context source registration subscriptions (clause 5.2.12).
     RegistrationSubscriptions,
 }
 

@@ -4,8 +4,8 @@
 //! test function covers both backends; failures name the backend.
 
 use civitas_store::{
-    BBox, ContextRecord, EntityQuery, EntityRecord, Error, QueryPage, RegistrationRecord, Store,
-    Transaction,
+    BBox, ContextRecord, Documents, EntityQuery, EntityRecord, Error, QueryPage,
+    RegistrationRecord, Store, Transaction,
 };
 use civitas_testkit::{TestDatabase, fixed_time, test_databases};
 
@@ -782,26 +782,40 @@ async fn registrations_are_created_replaced_listed_and_deleted_per_tenant() -> T
             registration("urn:ngsi-ld:R:b", r#"{"mode":"inclusive"}"#, 1),
             registration("urn:ngsi-ld:R:a", r#"{"mode":"exclusive"}"#, 2),
         );
-        store.put_registration(TENANT, &b).await?;
-        store.put_registration(TENANT, &a).await?;
-        store.put_registration("other", &a).await?;
-        let duplicate = store.put_registration(TENANT, &b).await;
+        store
+            .put_document(Documents::Registrations, TENANT, &b)
+            .await?;
+        store
+            .put_document(Documents::Registrations, TENANT, &a)
+            .await?;
+        store
+            .put_document(Documents::Registrations, "other", &a)
+            .await?;
+        let duplicate = store
+            .put_document(Documents::Registrations, TENANT, &b)
+            .await;
         assert!(
             matches!(duplicate, Err(Error::AlreadyExists)),
             "{kind}: {duplicate:?}"
         );
         assert_eq!(
-            store.list_registrations(TENANT).await?,
+            store
+                .list_documents(Documents::Registrations, TENANT)
+                .await?,
             [a.clone(), b.clone()],
             "{kind}: id order"
         );
         assert_eq!(
-            store.get_registration(TENANT, "urn:ngsi-ld:R:b").await?,
+            store
+                .get_document(Documents::Registrations, TENANT, "urn:ngsi-ld:R:b")
+                .await?,
             Some(b.clone()),
             "{kind}"
         );
         assert_eq!(
-            store.get_registration("third", "urn:ngsi-ld:R:b").await?,
+            store
+                .get_document(Documents::Registrations, "third", "urn:ngsi-ld:R:b")
+                .await?,
             None
         );
 
@@ -811,27 +825,47 @@ async fn registrations_are_created_replaced_listed_and_deleted_per_tenant() -> T
         changed.modified_at = fixed_time(5);
         assert!(
             store
-                .replace_registration(TENANT, &changed, b.modified_at)
+                .replace_document(Documents::Registrations, TENANT, &changed, b.modified_at)
                 .await?,
             "{kind}"
         );
         assert!(
             !store
-                .replace_registration(TENANT, &changed, b.modified_at)
+                .replace_document(Documents::Registrations, TENANT, &changed, b.modified_at)
                 .await?,
             "{kind}: a stale replacement is refused"
         );
         assert_eq!(
-            store.get_registration(TENANT, &b.id).await?,
+            store
+                .get_document(Documents::Registrations, TENANT, &b.id)
+                .await?,
             Some(changed.clone()),
             "{kind}"
         );
 
-        assert!(store.delete_registration(TENANT, &a.id).await?, "{kind}");
-        assert!(!store.delete_registration(TENANT, &a.id).await?, "{kind}");
-        assert_eq!(store.list_registrations(TENANT).await?, [changed], "{kind}");
+        assert!(
+            store
+                .delete_document(Documents::Registrations, TENANT, &a.id)
+                .await?,
+            "{kind}"
+        );
+        assert!(
+            !store
+                .delete_document(Documents::Registrations, TENANT, &a.id)
+                .await?,
+            "{kind}"
+        );
         assert_eq!(
-            store.list_registrations("other").await?,
+            store
+                .list_documents(Documents::Registrations, TENANT)
+                .await?,
+            [changed],
+            "{kind}"
+        );
+        assert_eq!(
+            store
+                .list_documents(Documents::Registrations, "other")
+                .await?,
             [a],
             "{kind}: tenants are apart"
         );
@@ -851,19 +885,25 @@ async fn registration_subscriptions_are_kept_apart_from_registrations() -> TestR
         };
         let subscription = record("urn:ngsi-ld:Subscription:1", r#"{"isActive":true}"#, 1);
         store
-            .put_registration_subscription(TENANT, &subscription)
+            .put_document(Documents::RegistrationSubscriptions, TENANT, &subscription)
             .await?;
         let duplicate = store
-            .put_registration_subscription(TENANT, &subscription)
+            .put_document(Documents::RegistrationSubscriptions, TENANT, &subscription)
             .await;
         assert!(
             matches!(duplicate, Err(Error::AlreadyExists)),
             "{kind}: {duplicate:?}"
         );
-        assert_eq!(store.list_registrations(TENANT).await?, [], "{kind}");
+        assert_eq!(
+            store
+                .list_documents(Documents::Registrations, TENANT)
+                .await?,
+            [],
+            "{kind}"
+        );
         assert!(
             store
-                .registration_subscription_tenants()
+                .document_tenants(Documents::RegistrationSubscriptions)
                 .await?
                 .contains(&TENANT.to_owned()),
             "{kind}"
@@ -873,30 +913,39 @@ async fn registration_subscriptions_are_kept_apart_from_registrations() -> TestR
         paused.modified_at = fixed_time(2);
         assert!(
             store
-                .replace_registration_subscription(TENANT, &paused, subscription.modified_at)
+                .replace_document(
+                    Documents::RegistrationSubscriptions,
+                    TENANT,
+                    &paused,
+                    subscription.modified_at
+                )
                 .await?,
             "{kind}"
         );
         assert_eq!(
             store
-                .get_registration_subscription(TENANT, &paused.id)
+                .get_document(Documents::RegistrationSubscriptions, TENANT, &paused.id)
                 .await?,
             Some(paused.clone()),
             "{kind}"
         );
         assert_eq!(
-            store.list_registration_subscriptions("other").await?,
+            store
+                .list_documents(Documents::RegistrationSubscriptions, "other")
+                .await?,
             [],
             "{kind}: tenants are apart"
         );
         assert!(
             store
-                .delete_registration_subscription(TENANT, &paused.id)
+                .delete_document(Documents::RegistrationSubscriptions, TENANT, &paused.id)
                 .await?,
             "{kind}"
         );
         assert_eq!(
-            store.list_registration_subscriptions(TENANT).await?,
+            store
+                .list_documents(Documents::RegistrationSubscriptions, TENANT)
+                .await?,
             [],
             "{kind}"
         );

@@ -5,7 +5,6 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use civitas_http::negotiation;
 use civitas_http::{ErrorCode, Problem};
-use civitas_ngsild::ErrorType;
 use civitas_ngsild::names::{EntityId, is_valid_name};
 use civitas_ngsild::registration::{self, SystemMembers};
 use serde_json::Value;
@@ -115,46 +114,13 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     }
     let query = registration_filter(&params, &context)?;
     let system = system_members(&params)?;
-    let limits = &state.settings.limits;
-    let limit = match params.get("limit") {
-        None => limits.default_page_size,
-        Some(limit) => limit.parse::<u32>().map_err(|_| {
-            Problem::bad_request(format!(
-                "limit must be a non-negative integer, not {limit:?}"
-            ))
-        })?,
-    };
-    if limit > limits.max_page_size {
-        return Err(Problem::new(
-            ErrorType::TooManyResults,
-            format!(
-                "limit {limit} is larger than the maximum page size {}",
-                limits.max_page_size
-            ),
-        ));
-    }
-    let offset = match params.get("offset") {
-        None => 0,
-        Some(offset) => offset.parse::<usize>().map_err(|_| {
-            Problem::bad_request(format!(
-                "offset must be a non-negative integer, not {offset:?}"
-            ))
-        })?,
-    };
-    let count = params.flag("count")?;
-    if limit == 0 && !count {
-        return Err(Problem::bad_request(
-            "limit=0 is only meaningful with count=true",
-        ));
-    }
+    let page = params.page(&state.settings.limits)?;
     let matches = state.registrations.query(&auth, &query).await?;
-    let total = matches.len();
-    auth.note_count(total.min(limit as usize) as u64);
+    let (shown, total) = page.of(&matches);
+    auth.note_count(shown.len() as u64);
     let body = Value::Array(
-        matches
+        shown
             .iter()
-            .skip(offset)
-            .take(limit as usize)
             .map(|stored| render(stored, &context, system))
             .collect(),
     );
@@ -165,12 +131,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         &context.value,
         &context.link_url,
     );
-    if count && let Ok(value) = header::HeaderValue::from_str(&total.to_string()) {
-        response.headers_mut().insert(
-            header::HeaderName::from_static("ngsild-results-count"),
-            value,
-        );
-    }
+    page.count_header(&mut response, total);
     Ok(response)
 }
 

@@ -6,7 +6,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use civitas_auth::authorizer::Operation;
 use civitas_http::Problem;
 use civitas_http::negotiation;
-use civitas_ngsild::ErrorType;
 use civitas_ngsild::subscription;
 use serde_json::Value;
 
@@ -95,45 +94,13 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     let system = system_members(&params)?;
     let media = negotiation::response_type(&req, false)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
-    let limits = &state.settings.limits;
-    let limit = match params.get("limit") {
-        None => limits.default_page_size,
-        Some(limit) => limit.parse::<u32>().map_err(|_| {
-            Problem::bad_request(format!(
-                "limit must be a non-negative integer, not {limit:?}"
-            ))
-        })?,
-    };
-    if limit > limits.max_page_size {
-        return Err(Problem::new(
-            ErrorType::TooManyResults,
-            format!(
-                "limit {limit} is larger than the maximum page size {}",
-                limits.max_page_size
-            ),
-        ));
-    }
-    let offset = match params.get("offset") {
-        None => 0,
-        Some(offset) => offset.parse::<usize>().map_err(|_| {
-            Problem::bad_request(format!(
-                "offset must be a non-negative integer, not {offset:?}"
-            ))
-        })?,
-    };
-    let count = params.flag("count")?;
-    if limit == 0 && !count {
-        return Err(Problem::bad_request(
-            "limit=0 is only meaningful with count=true",
-        ));
-    }
+    let page = params.page(&state.settings.limits)?;
     let all = state.registration_subscriptions.list(&auth).await?;
-    let total = all.len();
-    auth.note_count(total.saturating_sub(offset).min(limit as usize) as u64);
+    let (shown, total) = page.of(&all);
+    auth.note_count(shown.len() as u64);
     let body = Value::Array(
-        all.iter()
-            .skip(offset)
-            .take(limit as usize)
+        shown
+            .iter()
             .map(|stored| render(&state, auth.tenant(), stored, &context, system))
             .collect(),
     );
@@ -144,12 +111,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         &context.value,
         &context.link_url,
     );
-    if count && let Ok(value) = header::HeaderValue::from_str(&total.to_string()) {
-        response.headers_mut().insert(
-            header::HeaderName::from_static("ngsild-results-count"),
-            value,
-        );
-    }
+    page.count_header(&mut response, total);
     Ok(response)
 }
 

@@ -143,6 +143,36 @@ fn not_implemented(cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// Which part of a listing to answer with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Page {
+    pub(crate) limit: usize,
+    pub(crate) offset: usize,
+    /// `count=true`: the total goes into `NGSILD-Results-Count`.
+    pub(crate) count: bool,
+}
+
+impl Page {
+    /// This page of `items`, and how many there are in all.
+    pub(crate) fn of<'a, T>(&self, items: &'a [T]) -> (&'a [T], usize) {
+        let start = self.offset.min(items.len());
+        let end = start.saturating_add(self.limit).min(items.len());
+        (&items[start..end], items.len())
+    }
+
+    /// Adds `NGSILD-Results-Count` to `response` when the caller asked for it.
+    pub(crate) fn count_header(&self, response: &mut HttpResponse, total: usize) {
+        if self.count
+            && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&total.to_string())
+        {
+            response.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("ngsild-results-count"),
+                value,
+            );
+        }
+    }
+}
+
 /// The query parameters of a request, checked against the ones the endpoint knows (clause 6.3.1:
 /// an unknown parameter is a 400).
 pub(crate) struct Params(Vec<(String, String)>);
@@ -209,6 +239,46 @@ impl Params {
             }
         }
         Ok(options)
+    }
+
+    /// `limit`, `offset` and `count` of a listing (clause 5.5.9), checked against `limits`.
+    pub(crate) fn page(&self, limits: &crate::settings::Limits) -> Result<Page, Problem> {
+        let limit = match self.get("limit") {
+            None => limits.default_page_size,
+            Some(limit) => limit.parse::<u32>().map_err(|_| {
+                Problem::bad_request(format!(
+                    "limit must be a non-negative integer, not {limit:?}"
+                ))
+            })?,
+        };
+        if limit > limits.max_page_size {
+            return Err(Problem::new(
+                civitas_ngsild::ErrorType::TooManyResults,
+                format!(
+                    "limit {limit} is larger than the maximum page size {}",
+                    limits.max_page_size
+                ),
+            ));
+        }
+        let offset = match self.get("offset") {
+            None => 0,
+            Some(offset) => offset.parse::<usize>().map_err(|_| {
+                Problem::bad_request(format!(
+                    "offset must be a non-negative integer, not {offset:?}"
+                ))
+            })?,
+        };
+        let count = self.flag("count")?;
+        if limit == 0 && !count {
+            return Err(Problem::bad_request(
+                "limit=0 is only meaningful with count=true",
+            ));
+        }
+        Ok(Page {
+            limit: limit as usize,
+            offset,
+            count,
+        })
     }
 
     /// Refuses parameters of the spec this connector does not evaluate yet (501, never ignored).
