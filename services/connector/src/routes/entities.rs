@@ -34,6 +34,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/entityOperations/query")
+            .route(web::post().to(query_batch))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/entities/{entityId:[^/]+}")
             .route(web::get().to(retrieve))
             .route(web::put().to(replace))
@@ -146,7 +151,177 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     }
     let media = negotiation::response_type(&req, true)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
-    let mut query = entity_filter(&params, &context)?;
+    answer_query(&state, &req, &params, media, &auth, &context).await
+}
+
+/// `POST /entityOperations/query` (clause 6.23.3.1): the query of a `Query` body, answered as
+/// `GET /entities` with the same parameters would be (and forwarded as such by a broker).
+async fn query_batch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    const URL_PARAMS: &[&str] = &[
+        "limit",
+        "offset",
+        "count",
+        "options",
+        "format",
+        "pick",
+        "omit",
+        "local",
+        "geometryProperty",
+    ];
+    let url = Params::parse(&req, URL_PARAMS)?;
+    let input = super::json_input_for(&state, &req, payload, false, Operation::Read).await?;
+    let mut pairs: Vec<(String, String)> = url.pairs().cloned().collect();
+    pairs.extend(query_parameters(&input.body)?);
+    let params = Params(pairs);
+    let federated = state.federation.is_some() && !params.flag("local")?;
+    if !federated {
+        params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
+    }
+    // Like every operation with a body, it answers in JSON or JSON-LD (json_input checked it).
+    let media = negotiation::response_type(&req, false)?;
+    answer_query(&state, &req, &params, media, &input.auth, &input.context).await
+}
+
+/// The `GET /entities` parameters a `Query` body (clause 5.2.23) stands for.
+fn query_parameters(body: &Value) -> Result<Vec<(String, String)>, Problem> {
+    let body = body
+        .as_object()
+        .ok_or_else(|| Problem::invalid_request("the payload must be a JSON object (a Query)"))?;
+    if body.get("type").and_then(Value::as_str) != Some("Query") {
+        return Err(Problem::bad_request("a Query needs \"type\": \"Query\""));
+    }
+    let strings = |value: &Value, what: &str| -> Result<String, Problem> {
+        let items = value
+            .as_array()
+            .filter(|items| !items.is_empty())
+            .ok_or_else(|| Problem::bad_request(format!("{what} must be a non-empty array")))?;
+        let names: Vec<&str> = items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .ok_or_else(|| Problem::bad_request(format!("{what} must hold strings")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(names.join(","))
+    };
+    let mut pairs = Vec::new();
+    for (name, value) in body {
+        match name.as_str() {
+            "type" | "@context" => {}
+            "entities" => pairs.extend(selector_parameters(value)?),
+            "attrs" => pairs.push(("attrs".to_owned(), strings(value, "attrs")?)),
+            "q" | "csf" | "scopeQ" | "lang" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| Problem::bad_request(format!("{name} must be a string")))?;
+                pairs.push((name.clone(), text.to_owned()));
+            }
+            "geoQ" => {
+                let geo = value
+                    .as_object()
+                    .ok_or_else(|| Problem::bad_request("geoQ must be an object"))?;
+                for (member, value) in geo {
+                    let text = match (member.as_str(), value) {
+                        ("georel" | "geometry" | "geoproperty", Value::String(text)) => {
+                            text.clone()
+                        }
+                        ("coordinates", Value::Array(_)) => value.to_string(),
+                        ("coordinates", Value::String(text)) => text.clone(),
+                        _ => {
+                            return Err(Problem::bad_request(format!(
+                                "geoQ.{member} is not a valid member"
+                            )));
+                        }
+                    };
+                    pairs.push((member.clone(), text));
+                }
+            }
+            "temporalQ" => {
+                return Err(Problem::bad_request(
+                    "temporalQ belongs to temporal queries (POST /temporal/entityOperations/query)",
+                ));
+            }
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "{other} is not a member of a Query"
+                )));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// The `id`, `idPattern` and `type` parameters a Query's `entities` stands for: one selector of
+/// any members, or several that name types only. Other combinations select a union `GET` cannot
+/// express, and are not implemented.
+fn selector_parameters(value: &Value) -> Result<Vec<(String, String)>, Problem> {
+    let selectors = value
+        .as_array()
+        .filter(|items| !items.is_empty())
+        .ok_or_else(|| Problem::bad_request("entities must be a non-empty array"))?;
+    let text = |selector: &Value, name: &str| -> Result<Option<String>, Problem> {
+        match selector.get(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(Problem::bad_request(format!(
+                "entities[].{name} must be a string"
+            ))),
+        }
+    };
+    for selector in selectors {
+        let Some(members) = selector.as_object() else {
+            return Err(Problem::bad_request("entities must hold objects"));
+        };
+        if let Some(other) = members
+            .keys()
+            .find(|k| !matches!(k.as_str(), "id" | "idPattern" | "type"))
+        {
+            return Err(Problem::bad_request(format!(
+                "{other} is not a member of an EntitySelector"
+            )));
+        }
+    }
+    if let [selector] = selectors.as_slice() {
+        let mut pairs = Vec::new();
+        for name in ["id", "idPattern", "type"] {
+            if let Some(value) = text(selector, name)? {
+                pairs.push((name.to_owned(), value));
+            }
+        }
+        return Ok(pairs);
+    }
+    let mut types = Vec::new();
+    for selector in selectors {
+        if selector.get("id").is_some() || selector.get("idPattern").is_some() {
+            return Err(Problem::new(
+                civitas_http::ErrorCode::NotImplemented,
+                "several entity selectors with ids or id patterns are not implemented yet; \
+                 send one selector, or selectors that name types only",
+            ));
+        }
+        types.push(
+            text(selector, "type")?
+                .ok_or_else(|| Problem::bad_request("an EntitySelector needs a type"))?,
+        );
+    }
+    Ok(vec![("type".to_owned(), types.join("|"))])
+}
+
+/// Answers a query with `params`, for a caller already authorized to read.
+async fn answer_query(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    params: &Params,
+    media: ResponseType,
+    auth: &civitas_auth::authorizer::Authorized,
+    context: &Resolved,
+) -> Result<HttpResponse, Problem> {
+    let federated = state.federation.is_some() && !params.flag("local")?;
+    let mut query = entity_filter(params, context)?;
     if query.ids.is_empty()
         && query.types.is_empty()
         && query.id_pattern.is_none()
@@ -189,17 +364,17 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             "limit=0 is only meaningful with count=true",
         ));
     }
-    let options = render_options(&params, &context)?;
-    let geometry_property = geometry_property(&params, &context)?;
+    let options = render_options(params, context)?;
+    let geometry_property = geometry_property(params, context)?;
     let mut warnings = Vec::new();
     let mut map_id = None;
     let (entities, total) = if federated {
-        let page = federated_query(&state, &req, &params, &auth, &context, &query).await?;
+        let page = federated_query(state, req, params, auth, context, &query).await?;
         warnings = page.warnings;
         map_id = page.map_id;
         (page.entities, page.total.filter(|_| query.count))
     } else {
-        state.entities.query(&auth, &query).await?
+        state.entities.query(auth, &query).await?
     };
     let body = match media {
         ResponseType::GeoJson => {

@@ -122,7 +122,6 @@ fn not_implemented(cfg: &mut web::ServiceConfig) {
         "/temporal/entityOperations/{tail:.*}",
         "/subscriptions{slash:/?}",
         "/subscriptions/{tail:.+}",
-        "/entityOperations/query",
     ] {
         cfg.route(
             path,

@@ -109,3 +109,123 @@ async fn queries_filter_and_paginate() {
         assert_eq!(left.header("ngsild-results-count"), Some("5"));
     }
 }
+
+#[actix_web::test]
+async fn a_query_posted_as_a_body_answers_as_the_same_get_would() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let entities: Vec<_> = (0..12)
+            .map(|n| {
+                let kind = ["Vehicle", "Building", "Street"][n % 3];
+                json!({"id": format!("urn:ngsi-ld:{kind}:{n:02}"), "type": kind,
+                       "speed": {"type": "Property", "value": n}})
+            })
+            .collect();
+        let loaded = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/upsert",
+                &json!(entities),
+                ctx,
+            )
+            .await;
+        assert_eq!(loaded.status, 201, "{}", loaded.text);
+        let ids = |reply: &crate::helpers::Reply| -> Vec<String> {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            reply
+                .json()
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        const QUERY: &str = "/ngsi-ld/v1/entityOperations/query";
+        for (body, get) in [
+            (
+                json!({"type": "Query", "entities": [{"type": "Vehicle"}]}),
+                "type=Vehicle",
+            ),
+            (
+                json!({"type": "Query", "entities": [{"type": "Vehicle"}, {"type": "Street"}]}),
+                "type=Vehicle,Street",
+            ),
+            (
+                json!({"type": "Query", "entities": [{"type": "Building", "idPattern": ".*:0[0-5]$"}]}),
+                "type=Building&idPattern=.*:0[0-5]$",
+            ),
+            (
+                json!({"type": "Query", "entities": [{"id": "urn:ngsi-ld:Street:02", "type": "Street"}]}),
+                "id=urn:ngsi-ld:Street:02&type=Street",
+            ),
+        ] {
+            let posted = app
+                .send_json("POST", &format!("{QUERY}?limit=20"), &body, ctx)
+                .await;
+            let got = app
+                .get(&format!("/ngsi-ld/v1/entities?{get}&limit=20"), ctx)
+                .await;
+            assert_eq!(ids(&posted), ids(&got), "{body}");
+            assert!(!ids(&posted).is_empty(), "{body}");
+        }
+
+        // Paging and rendering come from the URL; attrs from the body; JSON-LD works too.
+        let page = app
+            .send_json(
+                "POST",
+                &format!("{QUERY}?limit=2&offset=1&count=true&options=keyValues"),
+                &json!({"type": "Query", "entities": [{"type": "Vehicle"}], "attrs": ["speed"]}),
+                ctx,
+            )
+            .await;
+        assert_eq!(
+            ids(&page),
+            ["urn:ngsi-ld:Vehicle:03", "urn:ngsi-ld:Vehicle:06"]
+        );
+        assert_eq!(page.header("ngsild-results-count"), Some("4"));
+        assert_eq!(page.json()[0]["speed"], 3);
+        let linked = app
+            .send_json_ld(
+                "POST",
+                QUERY,
+                &json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+                        "@context": TEST_CONTEXT_URL}),
+            )
+            .await;
+        assert_eq!(ids(&linked).len(), 4);
+
+        for (body, status, kind) in [
+            (
+                json!({"entities": [{"type": "Vehicle"}]}),
+                400,
+                "BadRequestData",
+            ),
+            (
+                json!({"type": "Query", "entities": []}),
+                400,
+                "BadRequestData",
+            ),
+            (
+                json!({"type": "Query", "surprise": 1}),
+                400,
+                "BadRequestData",
+            ),
+            (json!({"type": "Query"}), 400, "BadRequestData"),
+            (
+                json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed>2"}),
+                501,
+                "OperationNotSupported",
+            ),
+            (
+                json!({"type": "Query", "entities": [{"id": "urn:ngsi-ld:Vehicle:00", "type": "Vehicle"},
+                                                    {"type": "Street"}]}),
+                501,
+                "OperationNotSupported",
+            ),
+        ] {
+            app.send_json("POST", QUERY, &body, ctx)
+                .await
+                .assert_problem(status, kind);
+        }
+    }
+}
