@@ -811,18 +811,7 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Registration, Error> {
             .filter_map(|item| item.as_str().map(str::to_owned))
             .collect()
     };
-    let context_source_info = canonical
-        .get("contextSourceInfo")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|pair| {
-            Some((
-                pair.get("key")?.as_str()?.to_owned(),
-                pair.get("value")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
+    let context_source_info = key_value_pairs(canonical.get("contextSourceInfo"));
     Ok(Registration {
         id,
         information,
@@ -846,6 +835,21 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Registration, Error> {
             .filter_map(|name| Some(((*name).to_owned(), canonical.get(*name)?.clone())))
             .collect(),
     })
+}
+
+/// The pairs of a `KeyValuePair` array (`contextSourceInfo`, `receiverInfo`), validated before.
+pub(crate) fn key_value_pairs(value: Option<&Value>) -> Vec<(String, String)> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| {
+            Some((
+                pair.get("key")?.as_str()?.to_owned(),
+                pair.get("value")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 fn interval(canonical: &Map<String, Value>, name: &str) -> Result<Option<Interval>, Error> {

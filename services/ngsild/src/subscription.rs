@@ -18,7 +18,7 @@ use crate::geoquery::GeoQuery;
 use crate::names::{is_absolute_uri, is_valid_name};
 use crate::registration::{
     EntityInfo, GEO_PROPERTIES, Registration, RegistrationInfo, TemporalQuery, decode_entity_info,
-    expand_entity_info, timestamp,
+    expand_entity_info, key_value_pairs, timestamp,
 };
 
 /// The subscription's `type`, the only one allowed.
@@ -548,18 +548,7 @@ pub fn decode(canonical: &Map<String, Value>) -> Result<Subscription, Error> {
         .get("notification")
         .and_then(|n| n.get("endpoint"))
         .ok_or_else(|| corrupt("no endpoint"))?;
-    let receiver_info = endpoint
-        .get("receiverInfo")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|pair| {
-            Some((
-                pair.get("key")?.as_str()?.to_owned(),
-                pair.get("value")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
+    let receiver_info = key_value_pairs(endpoint.get("receiverInfo"));
     Ok(Subscription {
         id,
         entities,
