@@ -229,8 +229,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         })?;
         applications.push((department.name.clone(), application));
     }
+    // The broker serves every tenant a department does: departments register there per tenant.
+    let mut tenants: Vec<String> = config
+        .departments
+        .iter()
+        .flat_map(|department| department.tenants.iter().cloned())
+        .collect();
+    tenants.sort();
+    tenants.dedup();
     let broker = start_broker(
         &args,
+        tenants,
         &state_dir,
         &preload,
         &policies_dir,
@@ -353,6 +362,7 @@ const REGISTRATION_REFRESH: Duration = Duration::from_secs(10);
 #[expect(clippy::too_many_arguments, reason = "up's shared state, passed once")]
 async fn start_broker(
     args: &UpArgs,
+    tenants: Vec<String>,
     state_dir: &Path,
     preload: &BTreeMap<String, PathBuf>,
     policies_dir: &Path,
@@ -393,6 +403,7 @@ read = [\"*\"]
         ),
     );
     settings.listen = format!("127.0.0.1:{}", args.base_port);
+    settings.tenants = tenants;
     settings.contexts.preload = preload.clone();
     settings.auth.public_key = Some(key.public_string());
     settings.auth.policies = Some(policy);

@@ -1,13 +1,15 @@
 //! A department's connector registering itself at the broker (ETSI GS CIM 009, clause 5.9) as the
 //! source of the entity types it holds, and keeping that registration current.
 //!
-//! One registration per connector, `urn:ngsi-ld:ContextSourceRegistration:civitas:<department>`,
-//! inclusive, for the retrieve operations, naming every entity type the connector's default tenant
-//! holds (by IRI, so no @context is needed) and no attributes (so all of them). Every
-//! `refresh` the connector compares what it holds with what it registered and, when they differ,
-//! updates the registration (or creates it, or deletes it once the connector holds nothing). A
-//! broker that is down or refuses is tried again, every second until the first success.
+//! One registration per tenant the connector serves, in the same tenant at the broker:
+//! `urn:ngsi-ld:ContextSourceRegistration:civitas:<department>`, inclusive, for the retrieve
+//! operations, naming every entity type the tenant holds (by IRI, so no @context is needed) and no
+//! attributes (so all of them). Every `refresh` the connector compares what each tenant holds with
+//! what it registered and, when they differ, updates the registration (or creates it, or deletes it
+//! once the tenant holds nothing). A broker that is down or refuses is tried again, every second
+//! until every tenant's registration is in place.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::web;
@@ -64,11 +66,14 @@ pub fn registration_id(department: &str) -> String {
     format!("urn:ngsi-ld:ContextSourceRegistration:civitas:{department}")
 }
 
-/// Starts keeping the registration current; the receiver turns `true` once the broker has it as
-/// the connector holds it now.
+/// Starts keeping the registrations current, one per tenant the connector serves (the default
+/// tenant and its `tenants`), each in the same tenant at the broker; the receiver turns `true`
+/// once the broker has all of them as the connector holds it now.
 pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool> {
     let (sender, receiver) = watch::channel(false);
     let id = registration_id(&state.settings.department);
+    let mut tenants = vec![String::new()];
+    tenants.extend(state.settings.tenants.iter().cloned());
     // Held weakly: a stopped connector is let go, and the task ends.
     let weak = std::sync::Arc::downgrade(&state.into_inner());
     tokio::spawn(async move {
@@ -76,38 +81,43 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        // What the broker has: `None` before the first success, then the types registered.
-        let mut registered: Option<Vec<String>> = None;
+        // What the broker has per tenant: absent before the first success, then the types.
+        let mut registered: HashMap<String, Vec<String>> = HashMap::new();
         loop {
             let Some(state) = weak.upgrade() else {
                 return;
             };
-            match held_types(&state).await {
-                Ok(types) if registered.as_ref() != Some(&types) => {
-                    match update(&client, &target, &id, &state.public_url, &types).await {
-                        Ok(()) => {
-                            tracing::info!(
+            for tenant in &tenants {
+                match held_types(&state, tenant).await {
+                    Ok(types) if registered.get(tenant) != Some(&types) => {
+                        match update(&client, &target, tenant, &id, &state.public_url, &types).await
+                        {
+                            Ok(()) => {
+                                tracing::info!(
+                                    broker = target.broker,
+                                    tenant,
+                                    types = types.len(),
+                                    "registered at the broker"
+                                );
+                                registered.insert(tenant.clone(), types);
+                            }
+                            Err(error) => tracing::warn!(
                                 broker = target.broker,
-                                types = types.len(),
-                                "registered at the broker"
-                            );
-                            registered = Some(types);
-                            sender.send_replace(true);
-                        }
-                        Err(error) => {
-                            tracing::warn!(
-                                broker = target.broker,
+                                tenant,
                                 "cannot register at the broker: {error}"
-                            );
-                            sender.send_replace(false);
+                            ),
                         }
                     }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(tenant, "cannot list the entity types held: {error}");
+                    }
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!("cannot list the entity types held: {error}"),
             }
             drop(state);
-            let wait = if registered.is_some() {
+            let all = registered.len() == tenants.len();
+            sender.send_replace(all);
+            let wait = if all {
                 target.refresh
             } else {
                 target.refresh.min(Duration::from_secs(1))
@@ -118,12 +128,12 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
     receiver
 }
 
-/// The entity types the default tenant holds, in order.
-async fn held_types(state: &AppState) -> Result<Vec<String>, civitas_store::Error> {
+/// The entity types `tenant` holds, in order.
+async fn held_types(state: &AppState, tenant: &str) -> Result<Vec<String>, civitas_store::Error> {
     Ok(state
         .entities
         .store
-        .type_counts("")
+        .type_counts(tenant)
         .await?
         .into_iter()
         .map(|(kind, _)| kind)
@@ -135,6 +145,7 @@ async fn held_types(state: &AppState) -> Result<Vec<String>, civitas_store::Erro
 async fn update(
     client: &reqwest::Client,
     target: &Target,
+    tenant: &str,
     id: &str,
     endpoint: &str,
     types: &[String],
@@ -144,9 +155,16 @@ async fn update(
         target.broker.trim_end_matches('/'),
         crate::routes::path_segment(id)
     );
-    let with_token = |request: reqwest::RequestBuilder| match &target.token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
+    let with_token = |request: reqwest::RequestBuilder| {
+        let request = if tenant.is_empty() {
+            request
+        } else {
+            request.header("NGSILD-Tenant", tenant)
+        };
+        match &target.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     };
     if types.is_empty() {
         let response = with_token(client.delete(&url))

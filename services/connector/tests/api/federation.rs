@@ -839,7 +839,15 @@ fn registered_types(registration: &Value) -> Vec<String> {
 
 #[actix_web::test]
 async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current() {
-    let broker = broker(&[], 2_000).await;
+    let broker = apps_with(|settings| {
+        settings.department = "broker".to_owned();
+        settings.tenants = vec!["north".to_owned()];
+        settings.federation = Some(FederationSettings::default());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
     let registration = civitas_connector::settings::RegistrationSettings {
         broker: broker.url.clone(),
         token_file: None,
@@ -847,6 +855,7 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     };
     let connector = apps_with(move |settings| {
         settings.department = "fleet".to_owned();
+        settings.tenants = vec!["north".to_owned()];
         settings.registration = Some(registration.clone());
     })
     .await
@@ -887,6 +896,41 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:B:1", "{}", reply.text);
+
+    // Each tenant is registered in the same tenant at the broker, with what that tenant holds.
+    let tram = "https://example.org/ns#Tram";
+    let reply = connector
+        .request(
+            "POST",
+            ENTITIES,
+            &[
+                ("content-type", "application/json"),
+                ("ngsild-tenant", "north"),
+            ],
+            Some(&create("urn:ngsi-ld:T:1", tram).to_string()),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let path =
+        "/ngsi-ld/v1/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:civitas:fleet";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let north = loop {
+        let reply = broker
+            .request("GET", path, &[("ngsild-tenant", "north")], None)
+            .await;
+        if reply.status == 200 || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(north.status, 200, "{}", north.text);
+    assert_eq!(registered_types(&north.json()), [tram]);
+    let (_, body) = registration_when(&broker, "fleet", |_, _| true).await;
+    assert_eq!(
+        registered_types(&body),
+        [bus, vehicle],
+        "the default tenant's own"
+    );
 
     // Everything deleted: the registration goes.
     for id in ["urn:ngsi-ld:V:1", "urn:ngsi-ld:B:1"] {
