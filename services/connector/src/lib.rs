@@ -124,8 +124,6 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
-    /// Whether the broker has the connector's registration as it stands (self-registration on).
-    registered: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -209,34 +207,32 @@ impl Application {
             settings,
         });
         registration_subscriptions::start_ticker(&state);
-        let registered = match &state.settings.registration {
-            None => None,
-            Some(registration) => {
-                let token = match &registration.token_file {
-                    None => None,
-                    Some(path) => Some(
-                        std::fs::read_to_string(path)
-                            .map_err(|source| StartError::RegistrationToken {
-                                path: path.clone(),
-                                source,
-                            })?
-                            .lines()
-                            .next()
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned(),
-                    ),
-                };
-                Some(self_registration::start(
-                    state.clone(),
-                    self_registration::Target {
-                        broker: registration.broker.clone(),
-                        token,
-                        refresh: std::time::Duration::from_secs(registration.refresh_s.max(1)),
-                    },
-                ))
-            }
-        };
+        if let Some(registration) = &state.settings.registration {
+            let token = match &registration.token_file {
+                None => None,
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|source| StartError::RegistrationToken {
+                            path: path.clone(),
+                            source,
+                        })?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                ),
+            };
+            // Nobody waits here for the first registration: the task retries until it is in.
+            drop(self_registration::start(
+                state.clone(),
+                self_registration::Target {
+                    broker: registration.broker.clone(),
+                    token,
+                    refresh: std::time::Duration::from_secs(registration.refresh_s.max(1)),
+                },
+            ));
+        }
         let server_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -257,7 +253,6 @@ impl Application {
             port: address.port(),
             server,
             state,
-            registered,
         })
     }
 
@@ -286,12 +281,6 @@ impl Application {
     /// no `[registration]`.
     pub fn registrar(&self) -> self_registration::Registrar {
         self_registration::Registrar::new(self.state.clone())
-    }
-
-    /// Whether the broker has the registration of a connector with `[registration]` in its
-    /// settings as the connector stands (`None`: it has none).
-    pub fn registered(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
-        self.registered.clone()
     }
 
     /// A handle to stop the server from elsewhere.

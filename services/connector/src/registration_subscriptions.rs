@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
-use civitas_auth::authorizer::{Authorized, NameSet};
+use civitas_auth::authorizer::Authorized;
 use civitas_http::negotiation::{self, ContextSource};
 use civitas_http::{ErrorCode, Problem};
 use civitas_ngsild::ErrorType;
@@ -114,12 +114,7 @@ fn refuse_unevaluated(canonical: &Map<String, Value>) -> Result<(), Problem> {
 
 /// Whether `auth` may read everything `subscription` can be notified of.
 fn covers(auth: &Authorized, subscription: &Subscription) -> bool {
-    let types = subscription.types();
-    if types.is_empty() {
-        auth.types() == NameSet::All
-    } else {
-        auth.covers_all(&types)
-    }
+    registrations::covers(auth, &subscription.types(), true)
 }
 
 impl RegistrationSubscriptions {
@@ -185,6 +180,32 @@ impl RegistrationSubscriptions {
             .get(&(tenant.to_owned(), id.to_owned()))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Takes the moment the next notification of subscription `id` may go: now, or `throttling`
+    /// seconds after the one before (even one still under way), and notes it as the last one.
+    fn reserve(
+        &self,
+        tenant: &str,
+        id: &str,
+        throttling: Option<f64>,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let mut deliveries = self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let delivery = deliveries
+            .entry((tenant.to_owned(), id.to_owned()))
+            .or_default();
+        let at = match (throttling, delivery.last_notification) {
+            (Some(seconds), Some(last)) => {
+                now.max(last + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+            }
+            _ => now,
+        };
+        delivery.last_notification = Some(at);
+        at
     }
 
     fn note_delivery(&self, tenant: &str, id: &str, at: DateTime<Utc>, ok: bool) {
@@ -627,13 +648,14 @@ async fn notify(
 ) {
     let service = &state.registration_subscriptions;
     let subscription = &stored.subscription;
-    if let Some(throttling) = subscription.throttling
-        && let Some(last) = service.delivery(tenant, &subscription.id).last_notification
-    {
-        let wait = throttling - (state.clock.now() - last).num_milliseconds() as f64 / 1000.0;
-        if wait > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-        }
+    let at = service.reserve(
+        tenant,
+        &subscription.id,
+        subscription.throttling,
+        state.clock.now(),
+    );
+    if let Ok(wait) = (at - state.clock.now()).to_std() {
+        tokio::time::sleep(wait).await;
     }
     let context = if stored.context.is_null() {
         state.contexts.core().clone()
@@ -711,5 +733,5 @@ async fn notify(
             false
         }
     };
-    service.note_delivery(tenant, &subscription.id, now, ok);
+    service.note_delivery(tenant, &subscription.id, at, ok);
 }

@@ -74,9 +74,9 @@ fn forbidden() -> Problem {
     )
 }
 
-/// Whether `auth` covers a registration that names `types`: all of them for a write, one for a
-/// read; every type when it names none.
-fn covers(auth: &Authorized, types: &[String], all: bool) -> bool {
+/// Whether `auth` covers a registration (or a registration subscription) that names `types`: all
+/// of them with `all`, else one; every type when it names none.
+pub(crate) fn covers(auth: &Authorized, types: &[String], all: bool) -> bool {
     if types.is_empty() {
         return auth.types() == NameSet::All;
     }

@@ -468,7 +468,7 @@ pub fn expand(
                 geo::validate(value)?;
                 value.clone()
             }
-            "contextSourceInfo" => key_values(value)?,
+            "contextSourceInfo" => key_values(value, "contextSourceInfo")?,
             "scope" => {
                 let scopes = match value {
                     Value::String(_) => Value::Array(vec![value.clone()]),
@@ -699,7 +699,8 @@ fn time_interval(value: &Value, what: &str) -> Result<Value, Error> {
     Ok(value.clone())
 }
 
-fn key_values(value: &Value) -> Result<Value, Error> {
+/// Checks a `KeyValuePair` array (`contextSourceInfo`, `receiverInfo`, …) named `what`.
+pub(crate) fn key_values(value: &Value, what: &str) -> Result<Value, Error> {
     let ok = value.as_array().is_some_and(|pairs| {
         pairs.iter().all(|pair| {
             pair.as_object().is_some_and(|pair| {
@@ -712,9 +713,9 @@ fn key_values(value: &Value) -> Result<Value, Error> {
     if ok {
         Ok(value.clone())
     } else {
-        Err(Error::bad(
-            "contextSourceInfo must be an array of {\"key\": …, \"value\": …} strings",
-        ))
+        Err(Error::bad(format!(
+            "{what} must be an array of {{\"key\": …, \"value\": …}} strings"
+        )))
     }
 }
 
@@ -724,6 +725,17 @@ pub fn merge(
     stored: &Map<String, Value>,
     fragment: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Error> {
+    let merged = replace_members(stored, fragment);
+    check_mode_constraints(&merged)?;
+    Ok(merged)
+}
+
+/// `stored` with each member of `fragment` in place of its own, and the members `fragment` sets
+/// to `null` removed: the update rule of registrations and subscriptions alike.
+pub(crate) fn replace_members(
+    stored: &Map<String, Value>,
+    fragment: &Map<String, Value>,
+) -> Map<String, Value> {
     let mut merged = stored.clone();
     for (name, value) in fragment {
         if value.is_null() {
@@ -732,8 +744,7 @@ pub fn merge(
             merged.insert(name.clone(), value.clone());
         }
     }
-    check_mode_constraints(&merged)?;
-    Ok(merged)
+    merged
 }
 
 /// Decodes one canonical `EntityInfo` (clause 5.2.8).

@@ -18,7 +18,7 @@ use crate::geoquery::GeoQuery;
 use crate::names::{is_absolute_uri, is_valid_name};
 use crate::registration::{
     EntityInfo, GEO_PROPERTIES, Registration, RegistrationInfo, TemporalQuery, decode_entity_info,
-    expand_entity_info, key_value_pairs, timestamp,
+    expand_entity_info, key_value_pairs, key_values, replace_members, timestamp,
 };
 
 /// The subscription's `type`, the only one allowed.
@@ -476,17 +476,7 @@ fn expand_endpoint(value: &Value) -> Result<Value, Error> {
                 }
             }
             "receiverInfo" | "notifierInfo" => {
-                let ok = value.as_array().is_some_and(|pairs| {
-                    pairs.iter().all(|pair| {
-                        pair.get("key").is_some_and(Value::is_string)
-                            && pair.get("value").is_some_and(Value::is_string)
-                    })
-                });
-                if !ok {
-                    return Err(Error::bad(format!(
-                        "endpoint.{name} must be an array of {{\"key\": …, \"value\": …}} strings"
-                    )));
-                }
+                key_values(value, &format!("endpoint.{name}"))?;
             }
             other => {
                 return Err(Error::bad(format!("{other} is not a member of endpoint")));
@@ -506,14 +496,7 @@ pub fn merge(
     stored: &Map<String, Value>,
     fragment: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Error> {
-    let mut merged = stored.clone();
-    for (name, value) in fragment {
-        if value.is_null() {
-            merged.shift_remove(name);
-        } else {
-            merged.insert(name.clone(), value.clone());
-        }
-    }
+    let merged = replace_members(stored, fragment);
     check(&merged)?;
     Ok(merged)
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use civitas_auth::authorizer::Operation;
 
-use super::{Params, json_input, link_input, method_not_allowed, no_content, path_param};
+use super::{Params, json_input, link_input, method_not_allowed, no_content};
 use crate::AppState;
 use crate::contexts::Resolved;
 use crate::registration_subscriptions;
@@ -113,7 +113,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         ));
     }
     let query = registration_filter(&params, &context)?;
-    let system = system_members(&params)?;
+    let system = params.system_members()?;
     let page = params.page(&state.settings.limits)?;
     let matches = state.registrations.query(&auth, &query).await?;
     let (shown, total) = page.of(&matches);
@@ -133,10 +133,6 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     );
     page.count_header(&mut response, total);
     Ok(response)
-}
-
-fn system_members(params: &Params) -> Result<bool, Problem> {
-    Ok(params.options(&["sysAttrs"])?.contains(&"sysAttrs"))
 }
 
 fn render(stored: &Stored, context: &Resolved, system: bool) -> Value {
@@ -245,19 +241,13 @@ fn registration_filter(params: &Params, context: &Resolved) -> Result<Registrati
 }
 
 fn registration_id(req: &HttpRequest) -> Result<String, Problem> {
-    let id = path_param(req, "registrationId");
-    if !civitas_ngsild::names::is_absolute_uri(&id) {
-        return Err(Problem::bad_request(format!(
-            "{id:?} is not a valid registration id (an absolute URI)"
-        )));
-    }
-    Ok(id)
+    super::uri_param(req, "registrationId", "registration")
 }
 
 /// `GET /csourceRegistrations/{registrationId}` (clause 6.9.3.1).
 async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["options"])?;
-    let system = system_members(&params)?;
+    let system = params.system_members()?;
     let media = negotiation::response_type(&req, false)?;
     let id = registration_id(&req)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;

@@ -9,7 +9,7 @@ use civitas_http::negotiation;
 use civitas_ngsild::subscription;
 use serde_json::Value;
 
-use super::{Params, json_input_for, link_input, method_not_allowed, no_content, path_param};
+use super::{Params, json_input_for, link_input, method_not_allowed, no_content};
 use crate::AppState;
 use crate::contexts::Resolved;
 use crate::registration_subscriptions::{self, Stored};
@@ -38,17 +38,7 @@ fn location(id: &str) -> String {
 }
 
 fn subscription_id(req: &HttpRequest) -> Result<String, Problem> {
-    let id = path_param(req, "subscriptionId");
-    if !civitas_ngsild::names::is_absolute_uri(&id) {
-        return Err(Problem::bad_request(format!(
-            "{id:?} is not a valid subscription id (an absolute URI)"
-        )));
-    }
-    Ok(id)
-}
-
-fn system_members(params: &Params) -> Result<bool, Problem> {
-    Ok(params.options(&["sysAttrs"])?.contains(&"sysAttrs"))
+    super::uri_param(req, "subscriptionId", "subscription")
 }
 
 fn render(
@@ -91,7 +81,7 @@ async fn create(
 /// paginated.
 async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["limit", "offset", "count", "options"])?;
-    let system = system_members(&params)?;
+    let system = params.system_members()?;
     let media = negotiation::response_type(&req, false)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
     let page = params.page(&state.settings.limits)?;
@@ -118,7 +108,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
 /// `GET /csourceSubscriptions/{subscriptionId}` (clause 6.11.3.1).
 async fn retrieve(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["options"])?;
-    let system = system_members(&params)?;
+    let system = params.system_members()?;
     let media = negotiation::response_type(&req, false)?;
     let id = subscription_id(&req)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;

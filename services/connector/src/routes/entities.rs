@@ -332,38 +332,11 @@ async fn answer_query(
             "a query needs at least one of id, idPattern, type, attrs, q or a geo-query",
         ));
     }
-    let limits = &state.settings.limits;
-    query.limit = match params.get("limit") {
-        None => limits.default_page_size,
-        Some(limit) => limit.parse::<u32>().map_err(|_| {
-            Problem::bad_request(format!(
-                "limit must be a non-negative integer, not {limit:?}"
-            ))
-        })?,
-    };
-    if query.limit > limits.max_page_size {
-        return Err(Problem::new(
-            ErrorType::TooManyResults,
-            format!(
-                "limit {} is larger than the maximum page size {}",
-                query.limit, limits.max_page_size
-            ),
-        ));
-    }
-    query.offset = match params.get("offset") {
-        None => 0,
-        Some(offset) => offset.parse::<u32>().map_err(|_| {
-            Problem::bad_request(format!(
-                "offset must be a non-negative integer, not {offset:?}"
-            ))
-        })?,
-    };
-    query.count = params.flag("count")?;
-    if query.limit == 0 && !query.count {
-        return Err(Problem::bad_request(
-            "limit=0 is only meaningful with count=true",
-        ));
-    }
+    let page = params.page(&state.settings.limits)?;
+    query.limit = page.limit as u32;
+    query.offset = u32::try_from(page.offset)
+        .map_err(|_| Problem::bad_request(format!("offset {} is too large", page.offset)))?;
+    query.count = page.count;
     let options = render_options(params, context)?;
     let geometry_property = geometry_property(params, context)?;
     let mut warnings = Vec::new();
@@ -398,13 +371,8 @@ async fn answer_query(
         &context.value,
         &context.link_url,
     );
-    if let Some(total) = total
-        && let Ok(value) = header::HeaderValue::from_str(&total.to_string())
-    {
-        response.headers_mut().insert(
-            header::HeaderName::from_static("ngsild-results-count"),
-            value,
-        );
+    if let Some(total) = total {
+        page.count_header(&mut response, total as usize);
     }
     federation_headers(&mut response, map_id.as_deref(), &warnings);
     Ok(response)

@@ -240,6 +240,11 @@ impl Params {
         Ok(options)
     }
 
+    /// Whether `options` asks for the system members (`sysAttrs`), the only option allowed.
+    pub(crate) fn system_members(&self) -> Result<bool, Problem> {
+        Ok(self.options(&["sysAttrs"])?.contains(&"sysAttrs"))
+    }
+
     /// `limit`, `offset` and `count` of a listing (clause 5.5.9), checked against `limits`.
     pub(crate) fn page(&self, limits: &crate::settings::Limits) -> Result<Page, Problem> {
         let limit = match self.get("limit") {
@@ -822,6 +827,17 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 /// `value` percent-encoded as one path segment (non-ASCII as UTF-8 escapes).
 pub(crate) fn path_segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+/// The path parameter `name`, which must be an absolute URI (the id of a `what`).
+pub(crate) fn uri_param(req: &HttpRequest, name: &str, what: &str) -> Result<String, Problem> {
+    let id = path_param(req, name);
+    if !civitas_ngsild::names::is_absolute_uri(&id) {
+        return Err(Problem::bad_request(format!(
+            "{id:?} is not a valid {what} id (an absolute URI)"
+        )));
+    }
+    Ok(id)
 }
 
 /// 204 No Content.

@@ -251,6 +251,26 @@ async fn subscribers_are_told_when_registrations_match_change_and_stop_matching(
         assert_eq!(deleted.status, 204, "{}", deleted.text);
         nothing_within(&mut received, Duration::from_millis(500)).await;
 
+        // Active again but expired (an update may set a past expiry): nothing is sent.
+        send(
+            &app,
+            "PATCH",
+            &location,
+            &json!({"isActive": true, "expiresAt": "2025-01-01T00:00:00Z"}),
+            204,
+        )
+        .await;
+        assert_eq!(app.get(&location, ctx).await.json()["status"], "expired");
+        send(
+            &app,
+            "POST",
+            REGISTRATIONS,
+            &registration("urn:ngsi-ld:ContextSourceRegistration:expired", "Vehicle"),
+            201,
+        )
+        .await;
+        nothing_within(&mut received, Duration::from_millis(500)).await;
+
         // Listed with a count, then deleted.
         let listed = app.get(&format!("{PATH}?count=true"), ctx).await;
         assert_eq!(listed.status, 200, "{}", listed.text);
@@ -310,6 +330,42 @@ async fn a_new_subscription_is_told_of_what_already_matches_and_failures_are_cou
             initial.head.contains("application/ld+json"),
             "{}",
             initial.head
+        );
+
+        // receiverInfo goes along as headers; throttling spaces notifications out.
+        let (endpoint, mut throttled) = subscriber().await;
+        let spaced = json!({
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "throttling": 1,
+            "notification": {"endpoint": {"uri": endpoint, "receiverInfo": [
+                {"key": "X-Civitas-Test", "value": "receiver"}]}},
+        });
+        send(&app, "POST", PATH, &spaced, 201).await;
+        let first = next(&mut throttled).await;
+        assert!(
+            first.head.contains("x-civitas-test: receiver"),
+            "{}",
+            first.head
+        );
+        let started = std::time::Instant::now();
+        send(
+            &app,
+            "POST",
+            REGISTRATIONS,
+            &registration("urn:ngsi-ld:ContextSourceRegistration:spaced", "Vehicle"),
+            201,
+        )
+        .await;
+        let second = next(&mut throttled).await;
+        assert_eq!(
+            second.body["data"][0]["id"],
+            "urn:ngsi-ld:ContextSourceRegistration:spaced"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "sent {:?} after the first",
+            started.elapsed()
         );
 
         // Periodic: the ticker sends what matches, the first time at once (the test clock stands
