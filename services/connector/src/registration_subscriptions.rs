@@ -191,39 +191,39 @@ impl RegistrationSubscriptions {
         throttling: Option<f64>,
         now: DateTime<Utc>,
     ) -> DateTime<Utc> {
+        self.with_delivery(tenant, id, |delivery| {
+            let at = match (throttling, delivery.last_notification) {
+                (Some(seconds), Some(last)) => {
+                    now.max(last + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+                }
+                _ => now,
+            };
+            delivery.last_notification = Some(at);
+            at
+        })
+    }
+
+    fn with_delivery<R>(&self, tenant: &str, id: &str, f: impl FnOnce(&mut Delivery) -> R) -> R {
         let mut deliveries = self
             .deliveries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let delivery = deliveries
+        f(deliveries
             .entry((tenant.to_owned(), id.to_owned()))
-            .or_default();
-        let at = match (throttling, delivery.last_notification) {
-            (Some(seconds), Some(last)) => {
-                now.max(last + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
-            }
-            _ => now,
-        };
-        delivery.last_notification = Some(at);
-        at
+            .or_default())
     }
 
     fn note_delivery(&self, tenant: &str, id: &str, at: DateTime<Utc>, ok: bool) {
-        let mut deliveries = self
-            .deliveries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let delivery = deliveries
-            .entry((tenant.to_owned(), id.to_owned()))
-            .or_default();
-        delivery.times_sent += 1;
-        delivery.last_notification = Some(at);
-        if ok {
-            delivery.last_success = Some(at);
-        } else {
-            delivery.times_failed += 1;
-            delivery.last_failure = Some(at);
-        }
+        self.with_delivery(tenant, id, |delivery| {
+            delivery.times_sent += 1;
+            delivery.last_notification = Some(at);
+            if ok {
+                delivery.last_success = Some(at);
+            } else {
+                delivery.times_failed += 1;
+                delivery.last_failure = Some(at);
+            }
+        });
     }
 
     fn track_periodic(&self, tenant: &str, stored: &Stored) {
