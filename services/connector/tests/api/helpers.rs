@@ -170,6 +170,10 @@ impl TestApp {
         let database = self.database.take().expect("the database is held");
         self.handle.stop(true).await;
         drop(self);
+        // The stopped connector's audit merger runs on in this process (a real restart is a new
+        // process) and may still store its last spooled batch, at most one merge delay (100 ms)
+        // away; the new connector must not recover the same spool alongside it.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         spawn_app(database, &configure).await
     }
 
