@@ -124,6 +124,26 @@ def ensure_venv(venv: Path, python: str, requirements: Path, offline_ok: bool) -
     return py
 
 
+def install_suite_mock(py: Path, suite: Path) -> None:
+    """Replace PyPI's HttpCtrl with the copy the suite carries in libraries/. The distributed-
+    operations tests are written for it: its stubs match a forwarded write whatever its query
+    string or trailing slash (PyPI's compare the whole URL), as their stub counts assume."""
+    source = suite / "libraries" / "robotframework-httpctrl"
+    if not (source / "setup.py").exists():
+        raise SystemExit(f"{source} is missing: --suite-mock needs the suite's own HttpCtrl")
+    stamp = py.parent.parent / ".suite-mock"
+    commit = subprocess.run(["git", "-C", str(suite), "rev-parse", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    if stamp.exists() and stamp.read_text().strip() == commit:
+        return
+    log(f"installing the suite's HttpCtrl from {source}")
+    proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps",
+                           "--force-reinstall", str(source)])
+    if proc.returncode != 0:
+        raise SystemExit(f"installing {source} failed (exit {proc.returncode})")
+    stamp.write_text(commit + "\n")
+
+
 # --------------------------------------------------------------------------- folders
 
 def resolve_folder(suite: Path, name: str) -> str:
@@ -362,6 +382,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="where robot writes output (default: conformance/results)")
     p.add_argument("--venv", type=Path, default=CONFORMANCE / ".venv-etsi",
                    help="virtualenv for robot (default: conformance/.venv-etsi)")
+    p.add_argument("--suite-mock", action="store_true",
+                   help="use the suite's own HttpCtrl mock (libraries/) instead of PyPI's, in a "
+                        "venv of its own: what the DistributedOperations tests are written for")
     p.add_argument("--python", default=sys.executable, help="interpreter used to create the venv")
     p.add_argument("--config", type=Path, default=HERE / "connector.toml",
                    help="connector config for --civitas (default: conformance/etsi/connector.toml)")
@@ -394,7 +417,12 @@ def main(argv: list[str]) -> int:
     folders = [resolve_folder(suite, f) for f in (args.folder or DEFAULT_FOLDERS)]
     results_dir = args.results.resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
-    py = ensure_venv(args.venv.resolve(), args.python, HERE / "requirements.txt", args.no_run)
+    venv = args.venv.resolve()
+    if args.suite_mock:
+        venv = venv.with_name(venv.name + "-suite-mock")
+    py = ensure_venv(venv, args.python, HERE / "requirements.txt", args.no_run)
+    if args.suite_mock and not args.no_run:
+        install_suite_mock(py, suite)
 
     if args.civitas:
         args.civitas = str(Path(args.civitas).resolve()) if os.sep in args.civitas else args.civitas

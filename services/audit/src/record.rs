@@ -1,6 +1,7 @@
 //! Audit records: what each entry of a log says, and how it is written.
 //!
-//! A record is one event: today an access decision (allowed or refused); retention runs will add
+//! A record is one event: today an access decision (allowed, refused, or forwarded by a broker that
+//! decided nothing itself); retention runs will add
 //! deletion events. Records are encoded as compact JSON with a fixed member order (struct order,
 //! no whitespace), so the same record always gives the same bytes and so the same leaf hash. An
 //! entry must fit a tlog-tiles bundle (at most 65,535 bytes): long id lists are replaced by their
@@ -66,6 +67,10 @@ pub enum Decision {
     Allowed,
     /// The request was refused with `status` (401 or 403, or 404 for what the caller may not see).
     Refused { status: u16 },
+    /// A broker decided nothing itself: the whole request went to the context sources named in
+    /// `federation`, each of which decided with the caller's own tokens (a write whose every
+    /// part a registration claims).
+    Forwarded,
 }
 
 /// One access to a service: who, what, when and the decision.

@@ -73,8 +73,9 @@ pub struct LogArgs {
     /// Only records of this operation: read, write, admin or audit.
     #[arg(long)]
     operation: Option<String>,
-    /// Only allowed or only refused requests.
-    #[arg(long, value_parser = ["allowed", "refused"])]
+    /// Only allowed, only refused, or only forwarded requests (a broker's writes that only
+    /// context sources decided).
+    #[arg(long, value_parser = ["allowed", "refused", "forwarded"])]
     decision: Option<String>,
     /// Only the record of this request id (the Civitas-Request-Id response header).
     #[arg(long)]
@@ -486,6 +487,7 @@ fn row(index: u64, record: &Record) -> Vec<String> {
     let decision = match &access.decision {
         Decision::Allowed => "allowed".to_owned(),
         Decision::Refused { status } => format!("refused {status}"),
+        Decision::Forwarded => "forwarded".to_owned(),
     };
     let short = |names: &[String]| {
         let shown: Vec<&str> = names.iter().map(|name| short_name(name)).collect();

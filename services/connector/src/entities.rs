@@ -43,6 +43,9 @@ pub struct BatchOutcome {
     /// Of those, the ids of entities that did not exist before (for upsert's 201).
     pub created: Vec<String>,
     pub errors: Vec<BatchError>,
+    /// Errors a broker's context sources reported (`BatchEntityError` items as they go out:
+    /// `entityId`, `registrationId`, `error`).
+    pub remote_errors: Vec<Value>,
 }
 
 /// How a batch upsert treats existing entities (clause 5.6.8 `options`).

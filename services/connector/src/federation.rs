@@ -66,6 +66,73 @@ pub struct Source {
     department: Option<usize>,
     /// Extra headers from the registrations' `contextSourceInfo`.
     headers: Vec<(String, String)>,
+    /// The only entities the registrations name (`None`: they name types or patterns too).
+    ids: Option<Vec<String>>,
+    /// The only attributes (expanded) the registrations name (`None`: every attribute).
+    attributes: Option<Vec<String>>,
+}
+
+impl Source {
+    /// `filters` narrowed to what the registrations say the source holds (clause 4.3.6.2): its
+    /// entity ids and attributes, unless the caller's own are narrower. A source asked for
+    /// nothing it holds is not asked (`None`).
+    fn narrow(
+        &self,
+        filters: &[(String, String)],
+        context: &ActiveContext,
+    ) -> Option<Vec<(String, String)>> {
+        let mut out: Vec<(String, String)> = Vec::with_capacity(filters.len() + 2);
+        let mut has_ids = false;
+        let mut has_attrs = false;
+        for (name, value) in filters {
+            match (name.as_str(), &self.ids, &self.attributes) {
+                ("id", Some(ids), _) => {
+                    has_ids = true;
+                    let kept: Vec<&str> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|id| ids.iter().any(|registered| registered == id))
+                        .collect();
+                    if kept.is_empty() {
+                        return None;
+                    }
+                    out.push((name.clone(), kept.join(",")));
+                }
+                ("attrs", _, Some(attributes)) => {
+                    has_attrs = true;
+                    let kept: Vec<&str> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|attr| attributes.contains(&context.expand_name(attr)))
+                        .collect();
+                    if kept.is_empty() {
+                        return None;
+                    }
+                    out.push((name.clone(), kept.join(",")));
+                }
+                _ => out.push((name.clone(), value.clone())),
+            }
+        }
+        if let (false, Some(ids)) = (has_ids, &self.ids) {
+            out.push(("id".to_owned(), ids.join(",")));
+        }
+        if let (false, Some(attributes)) = (has_attrs, &self.attributes) {
+            let names: Vec<String> = attributes
+                .iter()
+                .map(|iri| context.compact_name(iri).into_owned())
+                .collect();
+            out.push(("attrs".to_owned(), names.join(",")));
+        }
+        Some(out)
+    }
+}
+
+/// What a source answered a forwarded write with.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// The body, when it was JSON.
+    pub body: Option<Value>,
 }
 
 /// Something the caller should know about one source: it was skipped or failed.
@@ -276,17 +343,55 @@ impl Federation {
             }
             let department =
                 origin(&endpoint).and_then(|o| self.departments.iter().position(|d| d.origin == o));
+            let ids: Option<Vec<String>> = registration
+                .information
+                .iter()
+                .map(|info| {
+                    if info.entities.is_empty() {
+                        return None;
+                    }
+                    info.entities.iter().map(|e| e.id.clone()).collect()
+                })
+                .collect::<Option<Vec<Vec<String>>>>()
+                .map(|ids| ids.concat());
+            let attributes: Option<Vec<String>> = registration
+                .information
+                .iter()
+                .map(|info| {
+                    let names: Vec<String> = info.attributes().map(str::to_owned).collect();
+                    (!names.is_empty()).then_some(names)
+                })
+                .collect::<Option<Vec<Vec<String>>>>()
+                .map(|names| names.concat());
             let source = Source {
                 endpoint,
                 tenant: registration.tenant.clone(),
                 department,
                 headers: registration.context_source_info.clone(),
+                ids,
+                attributes,
             };
-            if !sources
-                .iter()
-                .any(|s| s.endpoint == source.endpoint && s.tenant == source.tenant)
+            match sources
+                .iter_mut()
+                .find(|s| s.endpoint == source.endpoint && s.tenant == source.tenant)
             {
-                sources.push(source);
+                None => sources.push(source),
+                Some(known) => {
+                    // Several registrations of one source: it holds what any of them names.
+                    known.ids = known.ids.take().zip(source.ids).map(|(mut a, b)| {
+                        a.extend(b);
+                        a
+                    });
+                    known.attributes =
+                        known
+                            .attributes
+                            .take()
+                            .zip(source.attributes)
+                            .map(|(mut a, b)| {
+                                a.extend(b);
+                                a
+                            });
+                }
             }
         }
         sources.sort_by(|a, b| (&a.endpoint, &a.tenant).cmp(&(&b.endpoint, &b.tenant)));
@@ -368,65 +473,75 @@ impl Federation {
         signer
     }
 
-    /// Sends one GET to a source; the JSON body of a 200, `None` for a 404.
-    async fn get(
+    /// A request to `source` with what every forwarded request carries: the request id, `Via`
+    /// (with this broker added), the caller's @context link, tenant, trace and purpose, the
+    /// registration's `contextSourceInfo` headers and the caller's credentials for the source.
+    fn request(
         &self,
+        method: reqwest::Method,
+        url: url::Url,
         source: &Source,
         forward: &Forward<'_>,
         authorization: Option<&str>,
-        path: &str,
-        query: &[(String, String)],
-    ) -> Result<Option<Value>, SourceWarning> {
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .request(method, url)
+            .header("accept", "application/json")
+            .header(crate::routes::REQUEST_ID_HEADER, forward.request_id);
+        let mut via: Vec<String> = forward
+            .req
+            .headers()
+            .get_all("via")
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        via.push(format!("1.1 {}", self.via_name()));
+        request = request.header("via", via.join(", "));
+        if let Some(link) = forward.link {
+            request = request.header("link", civitas_http::negotiation::context_link(link));
+        }
+        let tenant = source.tenant.as_deref().unwrap_or(forward.tenant);
+        if !tenant.is_empty() {
+            request = request.header("ngsild-tenant", tenant);
+        }
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        for name in ["traceparent", "tracestate", crate::routes::PURPOSE_HEADER] {
+            if let Some(value) = forward.req.headers().get(name) {
+                request = request.header(name, value.as_bytes());
+            }
+        }
+        for (name, value) in &source.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        request
+    }
+
+    /// Sends `request` within the source timeout and behind the concurrency gate; the status and
+    /// body of whatever the source answered.
+    async fn exchange(
+        &self,
+        source: &Source,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, actix_web::web::Bytes), SourceWarning> {
         let timeout = Duration::from_millis(self.settings.source_timeout_ms);
+        let late = || {
+            source_failed(
+                source,
+                format!("did not answer within {} ms", timeout.as_millis()),
+            )
+        };
         let work = async {
             let _permit = self
                 .gate
                 .acquire()
                 .await
                 .map_err(|_| source_failed(source, "the broker is shutting down"))?;
-            let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
-                .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
-            if !query.is_empty() {
-                url.set_query(Some(&query_string(query)));
-            }
-            let mut request = self
-                .client
-                .get(url)
-                .header("accept", "application/json")
-                .header(crate::routes::REQUEST_ID_HEADER, forward.request_id);
-            let mut via: Vec<String> = forward
-                .req
-                .headers()
-                .get_all("via")
-                .filter_map(|v| v.to_str().ok())
-                .map(str::to_owned)
-                .collect();
-            via.push(format!("1.1 {}", self.via_name()));
-            request = request.header("via", via.join(", "));
-            if let Some(link) = forward.link {
-                request = request.header("link", civitas_http::negotiation::context_link(link));
-            }
-            let tenant = source.tenant.as_deref().unwrap_or(forward.tenant);
-            if !tenant.is_empty() {
-                request = request.header("ngsild-tenant", tenant);
-            }
-            if let Some(authorization) = authorization {
-                request = request.header("authorization", authorization);
-            }
-            for name in ["traceparent", "tracestate", crate::routes::PURPOSE_HEADER] {
-                if let Some(value) = forward.req.headers().get(name) {
-                    request = request.header(name, value.as_bytes());
-                }
-            }
-            for (name, value) in &source.headers {
-                request = request.header(name.as_str(), value.as_str());
-            }
             let response = request.send().await.map_err(|e| {
                 if e.is_timeout() {
-                    source_failed(
-                        source,
-                        format!("did not answer within {} ms", timeout.as_millis()),
-                    )
+                    late()
                 } else {
                     source_failed(source, format!("unreachable: {e}"))
                 }
@@ -436,26 +551,66 @@ impl Federation {
                 .bytes()
                 .await
                 .map_err(|e| source_failed(source, format!("broken answer: {e}")))?;
-            match status {
-                200 => serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
-                404 => Ok(None),
-                401 | 403 => Err(SourceWarning {
-                    source: source.endpoint.clone(),
-                    message: format!("refused the caller's token ({status})"),
-                    failed: false,
-                }),
-                other => Err(source_failed(source, format!("answered {other}"))),
-            }
+            Ok((status, bytes))
         };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(source_failed(
-                source,
-                format!("did not answer within {} ms", timeout.as_millis()),
-            )),
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(late()))
+    }
+
+    /// Sends one GET to a source; the JSON body of a 200, `None` for a 404.
+    async fn get(
+        &self,
+        source: &Source,
+        forward: &Forward<'_>,
+        authorization: Option<&str>,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Option<Value>, SourceWarning> {
+        let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
+            .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
+        if !query.is_empty() {
+            url.set_query(Some(&query_string(query)));
         }
+        let request = self.request(reqwest::Method::GET, url, source, forward, authorization);
+        let (status, bytes) = self.exchange(source, request).await?;
+        match status {
+            200 => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
+            404 => Ok(None),
+            401 | 403 => Err(SourceWarning {
+                source: source.endpoint.clone(),
+                message: format!("refused the caller's token ({status})"),
+                failed: false,
+            }),
+            other => Err(source_failed(source, format!("answered {other}"))),
+        }
+    }
+
+    /// Forwards a write (clause 4.3.6.3, distributed provision): `method` on `path_and_query`
+    /// under the source's `/ngsi-ld/v1/`, with `body` (and its media type) if any. What the
+    /// source answered, or why it could not be asked.
+    pub async fn write(
+        &self,
+        forward: &Forward<'_>,
+        source: &Source,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<(String, &str)>,
+    ) -> Result<Answer, SourceWarning> {
+        let authorization = self.credentials(source, forward)?;
+        let url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path_and_query}", source.endpoint))
+            .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
+        let mut request = self.request(method, url, source, forward, authorization.as_deref());
+        if let Some((body, media_type)) = body {
+            request = request.header("content-type", media_type).body(body);
+        }
+        let (status, bytes) = self.exchange(source, request).await?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_slice(&bytes).ok(),
+        })
     }
 
     /// Reads a source's entities (normalized, compacted with the caller's @context); an entity
@@ -610,8 +765,10 @@ impl Federation {
             }
         }
         let tasks = sources.iter().map(|source| async move {
+            let Some(mut query) = source.narrow(filters, forward.context) else {
+                return Ok(Vec::new());
+            };
             let authorization = self.credentials(source, forward)?;
-            let mut query = filters.to_vec();
             if ask_limit {
                 query.push(("limit".to_owned(), want.to_string()));
             }
@@ -768,11 +925,14 @@ impl Federation {
         source: &Source,
         filters: &[(String, String)],
     ) -> Result<Vec<String>, SourceWarning> {
+        let Some(filters) = source.narrow(filters, forward.context) else {
+            return Ok(Vec::new());
+        };
         let authorization = self.credentials(source, forward)?;
         let mut ids: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         loop {
-            let mut query = filters.to_vec();
+            let mut query = filters.clone();
             query.push(("limit".to_owned(), LISTING_PAGE.to_string()));
             query.push(("offset".to_owned(), ids.len().to_string()));
             query.push(("options".to_owned(), "keyValues".to_owned()));
@@ -824,6 +984,9 @@ impl Federation {
         filters: &[(String, String)],
         ids: &[String],
     ) -> Result<Vec<Entity>, SourceWarning> {
+        let Some(filters) = source.narrow(filters, forward.context) else {
+            return Ok(Vec::new());
+        };
         let authorization = self.credentials(source, forward)?;
         let mut out = Vec::new();
         for chunk in ids.chunks(IDS_PER_REQUEST) {
@@ -864,9 +1027,14 @@ impl Federation {
         let tasks = sources.iter().map(|source| {
             let path = path.clone();
             async move {
+                let Some(mut filters) = source.narrow(filters, forward.context) else {
+                    return Ok(Vec::new());
+                };
+                // A retrieval names its entity in the path.
+                filters.retain(|(name, _)| name != "id");
                 let authorization = self.credentials(source, forward)?;
                 match self
-                    .get(source, forward, authorization.as_deref(), &path, filters)
+                    .get(source, forward, authorization.as_deref(), &path, &filters)
                     .await?
                 {
                     None => Ok(Vec::new()),

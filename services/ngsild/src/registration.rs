@@ -155,6 +155,24 @@ pub struct Registration {
     pub spaces: Vec<(String, Value)>,
 }
 
+/// What a registration claims of one entity (see [`Registration::claims`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Every attribute.
+    All,
+    /// These attributes (expanded names).
+    Names(std::collections::BTreeSet<String>),
+}
+
+impl Claim {
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Claim::All => true,
+            Claim::Names(names) => names.contains(name),
+        }
+    }
+}
+
 /// The GeoProperties a registration can have (clause 5.2.9); a geo-query on registrations names
 /// one of them (`geoproperty`, `location` when absent).
 pub const GEO_PROPERTIES: &[&str] = &["location", "observationSpace", "operationSpace"];
@@ -275,6 +293,32 @@ impl Registration {
         declared
             .iter()
             .any(|name| name == operation || group_contains(name, operation))
+    }
+
+    /// Which attributes of entity `id` (of `types`, when known: empty matches any type) the
+    /// registration claims: `None` when no element of `information` registers the entity,
+    /// `Some(Claim::All)` when one registers it with every attribute.
+    pub fn claims(&self, id: &str, types: &[String]) -> Option<Claim> {
+        let ids = [id.to_owned()];
+        let selector = Selector {
+            types,
+            ids: &ids,
+            id_pattern: None,
+            attributes: &[],
+        };
+        let mut names = std::collections::BTreeSet::new();
+        let mut found = false;
+        for info in &self.information {
+            if !info_matches(info, &selector) {
+                continue;
+            }
+            if info.all_attributes() {
+                return Some(Claim::All);
+            }
+            found = true;
+            names.extend(info.attributes().map(str::to_owned));
+        }
+        found.then_some(Claim::Names(names))
     }
 
     /// Whether it expired by `now`.

@@ -508,6 +508,25 @@ impl<'f> Scan<'f> {
     }
 }
 
+/// A record's decision, as the `decision` filter names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DecisionKind {
+    Allowed,
+    Refused,
+    /// A broker's request it forwarded whole, deciding nothing itself.
+    Forwarded,
+}
+
+impl DecisionKind {
+    fn of(decision: &Decision) -> DecisionKind {
+        match decision {
+            Decision::Allowed => DecisionKind::Allowed,
+            Decision::Refused { .. } => DecisionKind::Refused,
+            Decision::Forwarded => DecisionKind::Forwarded,
+        }
+    }
+}
+
 /// The filters of a record listing; every one given must hold.
 #[derive(Debug, Default)]
 struct RecordFilter {
@@ -520,8 +539,8 @@ struct RecordFilter {
     entity_type: Option<String>,
     /// `read`, `write`, `admin` or `audit`.
     operation: Option<String>,
-    /// `Some(true)`: allowed only; `Some(false)`: refused only.
-    allowed: Option<bool>,
+    /// Only records with this decision.
+    decision: Option<DecisionKind>,
     request_id: Option<String>,
     /// Microseconds since the epoch, inclusive.
     since: Option<i64>,
@@ -559,13 +578,14 @@ impl RecordFilter {
                 })
                 .transpose()
         };
-        let allowed = match params.get("decision") {
+        let decision = match params.get("decision") {
             None => None,
-            Some("allowed") => Some(true),
-            Some("refused") => Some(false),
+            Some("allowed") => Some(DecisionKind::Allowed),
+            Some("refused") => Some(DecisionKind::Refused),
+            Some("forwarded") => Some(DecisionKind::Forwarded),
             Some(other) => {
                 return Err(Problem::bad_request(format!(
-                    "decision must be allowed or refused, not {other:?}"
+                    "decision must be allowed, refused or forwarded, not {other:?}"
                 )));
             }
         };
@@ -601,7 +621,7 @@ impl RecordFilter {
             entity: params.get("entity").map(|id| pseudonymizer.pseudonym(id)),
             entity_type,
             operation,
-            allowed,
+            decision,
             request_id: params.get("requestId").map(str::to_owned),
             since: time("since")?,
             until: time("until")?,
@@ -624,8 +644,8 @@ impl RecordFilter {
                 .is_none_or(|entity_type| access.entity_types.contains(entity_type))
             && wanted(&self.operation, Some(&access.operation))
             && self
-                .allowed
-                .is_none_or(|allowed| allowed == (access.decision == Decision::Allowed))
+                .decision
+                .is_none_or(|wanted| wanted == DecisionKind::of(&access.decision))
             && wanted(&self.request_id, Some(&record.request_id))
             && self.since.is_none_or(|since| record.time >= since)
             && self.until.is_none_or(|until| record.time < until)
@@ -681,14 +701,14 @@ mod tests {
         );
         check(
             RecordFilter {
-                allowed: Some(false),
+                decision: Some(DecisionKind::Refused),
                 ..RecordFilter::default()
             },
             &[30],
         );
         check(
             RecordFilter {
-                allowed: Some(true),
+                decision: Some(DecisionKind::Allowed),
                 ..RecordFilter::default()
             },
             &[10, 20],
@@ -791,7 +811,7 @@ mod tests {
             Some(format!("{DEFAULT_VOCABULARY}Vehicle"))
         );
         assert_eq!(filter.operation.as_deref(), Some("write"));
-        assert_eq!(filter.allowed, Some(false));
+        assert_eq!(filter.decision, Some(DecisionKind::Refused));
         assert_eq!(filter.request_id.as_deref(), Some("r1"));
         // Both bounds name the same instant, in two offsets.
         assert_eq!(filter.since, Some(1_767_225_600_000_000));
@@ -867,7 +887,7 @@ mod tests {
         let entries = log(10);
         let all = RecordFilter::default();
         let refused = RecordFilter {
-            allowed: Some(false),
+            decision: Some(DecisionKind::Refused),
             ..RecordFilter::default()
         };
         // The whole log in one page; the entry that is not a record is skipped.

@@ -14,13 +14,16 @@ use serde_json::{Map, Value, json};
 
 use civitas_auth::authorizer::Operation;
 
+use super::provision::{self, Write};
 use super::{
-    Params, json_input, link_input, method_not_allowed, no_content, path_param, render_options,
+    Params, link_input, method_not_allowed, no_content, path_param, render_options, write_input,
+    write_link_input,
 };
 use crate::AppState;
 use crate::contexts::Resolved;
 use crate::entities::Trim;
 use crate::federation;
+use civitas_ngsild::expand::Payload;
 use civitas_ngsild::registration::Selector;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -72,23 +75,46 @@ async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    Params::parse(&req, &["local"])?;
-    let input = json_input(&state, &req, payload, false).await?;
+    let params = Params::parse(&req, &["local"])?;
+    let input = write_input(&state, &req, &params, payload, false).await?;
     if !input.body.is_object() {
         return Err(Problem::invalid_request(
             "the payload must be a JSON object (one entity)",
         ));
     }
-    let id = state
-        .entities
-        .create(&input.auth, &input.body, &input.context.active)
-        .await?;
-    Ok(HttpResponse::Created()
+    let id = input
+        .body
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let write = Write {
+        operation: "createEntity",
+        entity_id: &id,
+        attribute: None,
+        payload: Some(Payload::Entity),
+        done: created,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        let id = state.entities.create(&auth, &body, &context.active).await?;
+        Ok(created(id.as_str()))
+    })
+    .await
+}
+
+/// 201 with the new entity's Location.
+fn created(id: &str) -> HttpResponse {
+    HttpResponse::Created()
         .insert_header((
             header::LOCATION,
-            format!("/ngsi-ld/v1/entities/{}", super::path_segment(id.as_str())),
+            format!("/ngsi-ld/v1/entities/{}", super::path_segment(id)),
         ))
-        .finish())
+        .finish()
+}
+
+/// 204, for a write distributed whole.
+fn written(_: &str) -> HttpResponse {
+    no_content()
 }
 
 /// Query parameters a query (`GET /entities`, clause 6.4.3.2) accepts.
@@ -633,7 +659,8 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         "geoproperty",
     ])?;
     negotiation::response_type(&req, false)?;
-    let (auth, context) = link_input(&state, &req, Operation::Write).await?;
+    let input = write_link_input(&state, &req, &params).await?;
+    let context = input.context.clone();
     let query = entity_filter(&params, &context)?;
     let local = params.flag("local")?;
     if query.ids.is_empty() && query.types.is_empty() && query.id_pattern.is_none() && !local {
@@ -658,8 +685,17 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         (None, Some(_)) => Some(Trim::Drop(names(params.list("drop"))?)),
         (None, None) => None,
     };
-    state.entities.purge(&auth, &query, trim).await?;
-    Ok(no_content())
+    let selector = Selector {
+        types: &query.types,
+        ids: &query.ids,
+        id_pattern: query.id_pattern.as_deref(),
+        attributes: &[],
+    };
+    provision::purge(&state, &req, input, &selector, async |auth| {
+        state.entities.purge(&auth, &query, trim).await?;
+        Ok(no_content())
+    })
+    .await
 }
 
 /// `GET /entities/{entityId}` (clause 6.5.3.1).
@@ -815,18 +851,24 @@ async fn replace(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    Params::parse(&req, &["local"])?;
-    let input = json_input(&state, &req, payload, false).await?;
-    state
-        .entities
-        .replace(
-            &input.auth,
-            &path_param(&req, "entityId"),
-            &input.body,
-            &input.context.active,
-        )
-        .await?;
-    Ok(no_content())
+    let params = Params::parse(&req, &["local"])?;
+    let input = write_input(&state, &req, &params, payload, false).await?;
+    let id = path_param(&req, "entityId");
+    let write = Write {
+        operation: "replaceEntity",
+        entity_id: &id,
+        attribute: None,
+        payload: Some(Payload::Entity),
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        state
+            .entities
+            .replace(&auth, &id, &body, &context.active)
+            .await?;
+        Ok(no_content())
+    })
+    .await
 }
 
 /// `PATCH /entities/{entityId}` (merge entity, clause 6.5.3.4).
@@ -837,29 +879,43 @@ async fn merge(
 ) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["local", "options", "format"])?;
     params.options(&["keyValues", "concise", "normalized"])?;
-    let input = json_input(&state, &req, payload, true).await?;
-    state
-        .entities
-        .merge(
-            &input.auth,
-            &path_param(&req, "entityId"),
-            &input.body,
-            &input.context.active,
-        )
-        .await?;
-    Ok(no_content())
+    let input = write_input(&state, &req, &params, payload, true).await?;
+    let id = path_param(&req, "entityId");
+    let write = Write {
+        operation: "mergeEntity",
+        entity_id: &id,
+        attribute: None,
+        payload: None,
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        state
+            .entities
+            .merge(&auth, &id, &body, &context.active)
+            .await?;
+        Ok(no_content())
+    })
+    .await
 }
 
 /// `DELETE /entities/{entityId}` (clause 6.5.3.2).
 async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
-    Params::parse(&req, &["local", "type"])?;
+    let params = Params::parse(&req, &["local", "type"])?;
     negotiation::response_type(&req, false)?;
-    let (auth, _) = link_input(&state, &req, Operation::Write).await?;
-    state
-        .entities
-        .delete(&auth, &path_param(&req, "entityId"))
-        .await?;
-    Ok(no_content())
+    let input = write_link_input(&state, &req, &params).await?;
+    let id = path_param(&req, "entityId");
+    let write = Write {
+        operation: "deleteEntity",
+        entity_id: &id,
+        attribute: None,
+        payload: None,
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, _, _| {
+        state.entities.delete(&auth, &id).await?;
+        Ok(no_content())
+    })
+    .await
 }
 
 /// `POST /entities/{entityId}/attrs` (append attributes, clause 6.6.3.1).
@@ -870,18 +926,23 @@ async fn append(
 ) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, &["options", "local"])?;
     let overwrite = !params.options(&["noOverwrite"])?.contains(&"noOverwrite");
-    let input = json_input(&state, &req, payload, false).await?;
-    let report = state
-        .entities
-        .append(
-            &input.auth,
-            &path_param(&req, "entityId"),
-            &input.body,
-            &input.context.active,
-            overwrite,
-        )
-        .await?;
-    Ok(update_result(&report, &input.context))
+    let input = write_input(&state, &req, &params, payload, false).await?;
+    let id = path_param(&req, "entityId");
+    let write = Write {
+        operation: "appendAttrs",
+        entity_id: &id,
+        attribute: None,
+        payload: Some(Payload::Fragment),
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        let report = state
+            .entities
+            .append(&auth, &id, &body, &context.active, overwrite)
+            .await?;
+        Ok(update_result(&report, context))
+    })
+    .await
 }
 
 /// `PATCH /entities/{entityId}/attrs` (update attributes, clause 6.6.3.2).
@@ -890,18 +951,24 @@ async fn update(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    Params::parse(&req, &["local"])?;
-    let input = json_input(&state, &req, payload, false).await?;
-    let report = state
-        .entities
-        .update(
-            &input.auth,
-            &path_param(&req, "entityId"),
-            &input.body,
-            &input.context.active,
-        )
-        .await?;
-    Ok(update_result(&report, &input.context))
+    let params = Params::parse(&req, &["local"])?;
+    let input = write_input(&state, &req, &params, payload, false).await?;
+    let id = path_param(&req, "entityId");
+    let write = Write {
+        operation: "updateEntity",
+        entity_id: &id,
+        attribute: None,
+        payload: Some(Payload::Fragment),
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        let report = state
+            .entities
+            .update(&auth, &id, &body, &context.active)
+            .await?;
+        Ok(update_result(&report, context))
+    })
+    .await
 }
 
 /// 204 when every attribute was written, else 207 with an `UpdateResult` (clause 5.2.18).
@@ -937,20 +1004,24 @@ async fn partial_update_attribute(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    Params::parse(&req, &["local"])?;
+    let params = Params::parse(&req, &["local"])?;
     let (id, attribute) = (path_param(&req, "entityId"), path_param(&req, "attrId"));
-    let input = json_input(&state, &req, payload, true).await?;
-    state
-        .entities
-        .partial_update_attribute(
-            &input.auth,
-            &id,
-            &attribute,
-            &input.body,
-            &input.context.active,
-        )
-        .await?;
-    Ok(no_content())
+    let input = write_input(&state, &req, &params, payload, true).await?;
+    let write = Write {
+        operation: "updateAttrs",
+        entity_id: &id,
+        attribute: Some(&attribute),
+        payload: None,
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        state
+            .entities
+            .partial_update_attribute(&auth, &id, &attribute, &body, &context.active)
+            .await?;
+        Ok(no_content())
+    })
+    .await
 }
 
 /// `PUT /entities/{entityId}/attrs/{attrId}` (replace attribute, clause 6.7.3.3).
@@ -959,20 +1030,24 @@ async fn replace_attribute(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    Params::parse(&req, &["local"])?;
+    let params = Params::parse(&req, &["local"])?;
     let (id, attribute) = (path_param(&req, "entityId"), path_param(&req, "attrId"));
-    let input = json_input(&state, &req, payload, false).await?;
-    state
-        .entities
-        .replace_attribute(
-            &input.auth,
-            &id,
-            &attribute,
-            &input.body,
-            &input.context.active,
-        )
-        .await?;
-    Ok(no_content())
+    let input = write_input(&state, &req, &params, payload, false).await?;
+    let write = Write {
+        operation: "replaceAttrs",
+        entity_id: &id,
+        attribute: Some(&attribute),
+        payload: None,
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, body, context| {
+        state
+            .entities
+            .replace_attribute(&auth, &id, &attribute, &body, &context.active)
+            .await?;
+        Ok(no_content())
+    })
+    .await
 }
 
 /// `DELETE /entities/{entityId}/attrs/{attrId}` (clause 6.7.3.2), with `datasetId` / `deleteAll`.
@@ -990,17 +1065,27 @@ async fn delete_attribute(
         return Err(Problem::bad_request("datasetId must be a URI"));
     }
     negotiation::response_type(&req, false)?;
-    let (auth, context) = link_input(&state, &req, Operation::Write).await?;
-    state
-        .entities
-        .delete_attribute(
-            &auth,
-            &id,
-            &attribute,
-            &context.active,
-            dataset_id,
-            delete_all,
-        )
-        .await?;
-    Ok(no_content())
+    let input = write_link_input(&state, &req, &params).await?;
+    let write = Write {
+        operation: "deleteAttrs",
+        entity_id: &id,
+        attribute: Some(&attribute),
+        payload: None,
+        done: written,
+    };
+    provision::write(&state, &req, input, write, async |auth, _, context| {
+        state
+            .entities
+            .delete_attribute(
+                &auth,
+                &id,
+                &attribute,
+                &context.active,
+                dataset_id,
+                delete_all,
+            )
+            .await?;
+        Ok(no_content())
+    })
+    .await
 }

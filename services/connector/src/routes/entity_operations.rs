@@ -9,7 +9,7 @@ use civitas_http::Problem;
 use civitas_http::negotiation::{self, BodyType, ContextSource};
 use serde_json::{Value, json};
 
-use super::{JsonInput, Params, json_input, method_not_allowed};
+use super::{Params, WriteInput, method_not_allowed, provision, write_input};
 use crate::AppState;
 use crate::entities::{BatchError, BatchItem, BatchOperation, BatchOutcome, UpsertMode};
 
@@ -60,12 +60,12 @@ async fn batch(
         Kind::Delete => BatchOperation::Delete,
         Kind::Merge => BatchOperation::Merge,
     };
-    let JsonInput {
+    let WriteInput {
         auth,
         body,
         body_type,
         context,
-    } = json_input(&state, &req, payload, false).await?;
+    } = write_input(&state, &req, &params, payload, false).await?;
     let Value::Array(entries) = body else {
         return Err(Problem::bad_request("a batch operation takes a JSON array"));
     };
@@ -116,7 +116,20 @@ async fn batch(
             context: item_context,
         });
     }
-    let mut outcome = state.entities.batch(&auth, operation, items).await?;
+    let apply = async |auth, items| state.entities.batch(&auth, operation, items).await;
+    let mut outcome = match auth {
+        Some(auth) => apply(auth, items).await?,
+        None => {
+            let name = match kind {
+                Kind::Create => "createBatch",
+                Kind::Upsert => "upsertBatch",
+                Kind::Update => "updateBatch",
+                Kind::Delete => "deleteBatch",
+                Kind::Merge => "mergeBatch",
+            };
+            provision::batch(&state, &req, &context, name, items, apply).await?
+        }
+    };
     outcome.errors.splice(0..0, early_errors);
     Ok(respond(kind, &outcome))
 }
@@ -128,7 +141,7 @@ fn entity_id_of(entry: &Value) -> Option<String> {
 /// The response of a batch (clauses 6.14.3.1 to 6.17.3.1): all succeeded → 201 with the ids
 /// (create, and upsert when something was created) or 204; otherwise 207 `BatchOperationResult`.
 fn respond(kind: Kind, outcome: &BatchOutcome) -> HttpResponse {
-    if outcome.errors.is_empty() {
+    if outcome.errors.is_empty() && outcome.remote_errors.is_empty() {
         return match kind {
             Kind::Create => json_response(StatusCode::CREATED, json!(outcome.success)),
             Kind::Upsert if !outcome.created.is_empty() => {
@@ -141,6 +154,7 @@ fn respond(kind: Kind, outcome: &BatchOutcome) -> HttpResponse {
         .errors
         .iter()
         .map(|e| json!({"entityId": e.entity_id.clone().map_or(Value::Null, Value::String), "error": e.problem.body()}))
+        .chain(outcome.remote_errors.iter().cloned())
         .collect();
     json_response(
         StatusCode::MULTI_STATUS,

@@ -9,6 +9,7 @@ mod entities;
 mod entity_operations;
 mod health;
 mod jsonld_contexts;
+mod provision;
 mod types;
 mod witness;
 
@@ -518,6 +519,32 @@ fn note_decision(
     req.extensions_mut().insert(pending);
 }
 
+/// Records that a broker forwarded the whole of a request and decided nothing itself.
+pub(crate) fn note_forwarded(req: &HttpRequest, operation: Operation) {
+    use actix_web::HttpMessage;
+    use civitas_audit::record::{Access, Decision};
+    if req.extensions().contains::<PendingRecord>() {
+        return;
+    }
+    let access = Access {
+        tenant: negotiation::tenant(req)
+            .ok()
+            .flatten()
+            .map(|tenant| tenant.as_str().to_owned())
+            .unwrap_or_default(),
+        purpose: req
+            .headers()
+            .get(PURPOSE_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        ..Access::new(operation.name(), Decision::Forwarded)
+    };
+    req.extensions_mut().insert(PendingRecord {
+        access,
+        journal: None,
+    });
+}
+
 /// Adds what a broker did with a federated request (sources asked, skipped, failed) to its
 /// audit record.
 pub(crate) fn note_federation(req: &HttpRequest, federated: civitas_audit::record::Federated) {
@@ -571,7 +598,9 @@ pub(crate) async fn audit_records(
             access.decision = Decision::Refused { status };
         }
     }
-    let allowed = access.decision == Decision::Allowed;
+    // A forwarded write was acknowledged by the sources: its record must be stored like an
+    // allowed request's.
+    let allowed = matches!(access.decision, Decision::Allowed | Decision::Forwarded);
     let pseudonymizer = state.audit.pseudonymizer();
     let mut ids: Vec<&str> = touched.entity_ids.iter().map(String::as_str).collect();
     let path_id = path_param(request, "entityId");
@@ -677,6 +706,23 @@ pub(crate) async fn json_input_for(
     // that rules JSON out is a 406 before anything is written (clause 6.3.6).
     negotiation::response_type(req, false)?;
     let auth = authorize(state, req, operation).await?;
+    let (body, body_type, context) = read_json(state, req, payload, allow_merge_patch).await?;
+    Ok(JsonInput {
+        auth,
+        body,
+        body_type,
+        context,
+    })
+}
+
+/// A JSON body, its media type and its @context (the body's own, the Link header's, or the core
+/// context; a batch's entries carry their own in JSON-LD, checked per entry).
+async fn read_json(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    allow_merge_patch: bool,
+) -> Result<(Value, BodyType, Resolved), Problem> {
     let body_type = negotiation::body_type(req, allow_merge_patch)?;
     let bytes = read_body(state, payload).await?;
     let body = negotiation::parse_json(&bytes)?;
@@ -697,10 +743,70 @@ pub(crate) async fn json_input_for(
         _ => negotiation::request_context(req, Some((&body, body_type)))?,
     };
     let context = state.contexts.resolve(&source).await?;
-    Ok(JsonInput {
-        auth,
+    Ok((body, body_type, context))
+}
+
+/// A write's input, whose authorization a broker may defer until it knows which part of the
+/// write it keeps (see [`provision`]).
+pub(crate) struct WriteInput {
+    /// `None`: not decided yet (a broker's write that registrations may claim).
+    pub auth: Option<Authorized>,
+    /// The body (`Value::Null` for a write without one).
+    pub body: Value,
+    pub body_type: BodyType,
+    pub context: Resolved,
+}
+
+/// Reads a write with a JSON body like [`json_input`]; on a broker, unless the caller asked for
+/// `local=true`, the decision is left to [`provision::write`].
+pub(crate) async fn write_input(
+    state: &AppState,
+    req: &HttpRequest,
+    params: &Params,
+    payload: web::Payload,
+    allow_merge_patch: bool,
+) -> Result<WriteInput, Problem> {
+    if !provision::distributes(state, params)? {
+        let input = json_input(state, req, payload, allow_merge_patch).await?;
+        return Ok(WriteInput {
+            auth: Some(input.auth),
+            body: input.body,
+            body_type: input.body_type,
+            context: input.context,
+        });
+    }
+    negotiation::response_type(req, false)?;
+    let (body, body_type, context) = read_json(state, req, payload, allow_merge_patch).await?;
+    Ok(WriteInput {
+        auth: None,
         body,
         body_type,
+        context,
+    })
+}
+
+/// Reads a write without a body like [`link_input`], deferring the decision as [`write_input`]
+/// does.
+pub(crate) async fn write_link_input(
+    state: &AppState,
+    req: &HttpRequest,
+    params: &Params,
+) -> Result<WriteInput, Problem> {
+    if !provision::distributes(state, params)? {
+        let (auth, context) = link_input(state, req, Operation::Write).await?;
+        return Ok(WriteInput {
+            auth: Some(auth),
+            body: Value::Null,
+            body_type: BodyType::Json,
+            context,
+        });
+    }
+    let source = negotiation::request_context(req, None)?;
+    let context = state.contexts.resolve(&source).await?;
+    Ok(WriteInput {
+        auth: None,
+        body: Value::Null,
+        body_type: BodyType::Json,
         context,
     })
 }

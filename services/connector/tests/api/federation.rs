@@ -806,6 +806,84 @@ async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_a
     handle.stop(false).await;
 }
 
+#[actix_web::test]
+async fn a_source_is_asked_only_for_the_entities_and_attributes_it_registers() {
+    let (source, handle, seen) = recording_source().await;
+    let broker = broker(&[], 2_000).await;
+    let reply = send(
+        &broker,
+        &[],
+        "POST",
+        "/ngsi-ld/v1/csourceRegistrations",
+        Some(
+            &json!({"type": "ContextSourceRegistration", "endpoint": source,
+                     "information": [{"entities": [{"type": "Vehicle",
+                                                    "id": "urn:ngsi-ld:Vehicle:foreign"}],
+                                      "propertyNames": ["speed"]}]}),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let last = || seen.lock().expect("not poisoned").last().cloned();
+
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()[0]["speed"]["value"], 7, "{}", reply.text);
+    assert_eq!(
+        last().as_deref(),
+        Some("type=Vehicle&id=urn:ngsi-ld:Vehicle:foreign&attrs=speed")
+    );
+
+    // The caller's own narrower choice stands; a query for what the source does not hold does
+    // not reach it.
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&attrs=speed,brandName"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        last().as_deref(),
+        Some("type=Vehicle&attrs=speed&id=urn:ngsi-ld:Vehicle:foreign")
+    );
+    let before = seen.lock().expect("not poisoned").len();
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&attrs=brandName"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?id=urn:ngsi-ld:Vehicle:other"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(seen.lock().expect("not poisoned").len(), before, "{seen:?}");
+    handle.stop(false).await;
+}
+
 /// The registration the broker holds for `department`'s connector, once `done` holds of it.
 async fn registration_when(
     broker: &TestApp,
@@ -941,4 +1019,300 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     }
     let (status, body) = registration_when(&broker, "fleet", |status, _| status == 404).await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// Registers `endpoint` at the broker for `entities`, in `mode`, for every write
+/// (`redirectionOps`), naming `properties` (none: every attribute).
+async fn register_for_writes(
+    broker: &TestApp,
+    endpoint: &str,
+    entities: Value,
+    mode: &str,
+    properties: &[&str],
+) -> String {
+    let mut information = json!({ "entities": entities });
+    if !properties.is_empty() {
+        information["propertyNames"] = json!(properties);
+    }
+    let reply = send(
+        broker,
+        &[],
+        "POST",
+        "/ngsi-ld/v1/csourceRegistrations",
+        Some(
+            &json!({"type": "ContextSourceRegistration", "endpoint": endpoint,
+                     "information": [information], "mode": mode,
+                     "operations": ["redirectionOps"]}),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply
+        .header("location")
+        .and_then(|l| l.rsplit('/').next())
+        .expect("a location")
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens() {
+    let (_d1, transport) = department(1, false).await;
+    let (_d2, environment) = department(2, true).await;
+    let broker = broker(&[(1, &transport), (2, &environment)], 2_000).await;
+    let (t1, t2) = (token(1), token(2));
+    // Buses live at transport only; the speed of Vehicle:2 at environment only; the rest of
+    // Vehicle:2 stays with the broker.
+    register_for_writes(
+        &broker,
+        &transport.url,
+        json!([{"type": "Bus"}]),
+        "redirect",
+        &[],
+    )
+    .await;
+    let speed_registration = register_for_writes(
+        &broker,
+        &environment.url,
+        json!([{"type": "Vehicle", "id": "urn:ngsi-ld:Vehicle:2"}]),
+        "exclusive",
+        &["speed"],
+    )
+    .await;
+    let local = |id: &str| format!("{ENTITIES}/{id}?local=true");
+
+    // A redirected create: the department has it, the broker does not, and the broker's record
+    // says it decided nothing itself.
+    let bus = json!({"id": "urn:ngsi-ld:Bus:1", "type": "Bus",
+                     "line": {"type": "Property", "value": "7"}});
+    let reply = send(&broker, &[&t1, &t2], "POST", ENTITIES, Some(&bus), &[]).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(
+        reply.header("location"),
+        Some("/ngsi-ld/v1/entities/urn:ngsi-ld:Bus:1")
+    );
+    let at_transport = send(
+        &transport,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Bus:1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_transport.status, 200, "{}", at_transport.text);
+    assert_eq!(at_transport.json()["line"]["value"], "7");
+    let at_broker = send(&broker, &[], "GET", &local("urn:ngsi-ld:Bus:1"), None, &[]).await;
+    assert_eq!(at_broker.status, 404, "{}", at_broker.text);
+    let request_id = reply
+        .header("civitas-request-id")
+        .expect("an id")
+        .to_owned();
+    let record = audit_record(&broker, &crate::helpers::root_key(), &request_id).await;
+    assert_eq!(record["event"]["decision"], "forwarded", "{record}");
+    assert_eq!(
+        record["event"]["federation"]["asked"],
+        json!([transport.url]),
+        "{record}"
+    );
+    let record = audit_record(&transport, &key(1), &request_id).await;
+    assert_eq!(record["event"]["decision"], "allowed", "{record}");
+
+    // An exclusive split: the source gets the attribute it registered, the broker the rest.
+    let car = vehicle(
+        2,
+        json!({"brandName": {"type": "Property", "value": "Civic"},
+               "speed": {"type": "Property", "value": 50}}),
+    );
+    let reply = send(&broker, &[&t1, &t2], "POST", ENTITIES, Some(&car), &[]).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let at_environment = send(
+        &environment,
+        &[&t2],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:2"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_environment.status, 200, "{}", at_environment.text);
+    assert_eq!(at_environment.json()["speed"]["value"], 50);
+    assert!(
+        at_environment.json().get("brandName").is_none(),
+        "{}",
+        at_environment.text
+    );
+    let at_broker = send(
+        &broker,
+        &[],
+        "GET",
+        &local("urn:ngsi-ld:Vehicle:2"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_broker.status, 200, "{}", at_broker.text);
+    assert_eq!(at_broker.json()["brandName"]["value"], "Civic");
+    assert!(
+        at_broker.json().get("speed").is_none(),
+        "{}",
+        at_broker.text
+    );
+
+    // An update of the registered attribute goes to the source only.
+    let reply = send(
+        &broker,
+        &[&t2],
+        "PATCH",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:2/attrs"),
+        Some(&json!({"speed": {"type": "Property", "value": 60}})),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let at_environment = send(
+        &environment,
+        &[&t2],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:2"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_environment.json()["speed"]["value"], 60);
+
+    // Without a token of that department the source is not written, and the answer says so:
+    // 207, with the registration and a 401 for that part.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "PATCH",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:2/attrs/speed"),
+        Some(&json!({"value": 70})),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 207, "{}", reply.text);
+    let body = reply.json();
+    assert_eq!(body["success"], json!([]), "{body}");
+    assert_eq!(
+        body["errors"][0]["registrationId"],
+        json!(speed_registration),
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["error"]["status"], 401, "{body}");
+    let at_environment = send(
+        &environment,
+        &[&t2],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:2"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_environment.json()["speed"]["value"], 60);
+
+    // A token the department refuses (read only) fails that part with the department's 403.
+    let reader = issue(
+        &key(1),
+        &TokenSpec {
+            holder: "reader".into(),
+            read: vec![ANY.to_owned()],
+            ..TokenSpec::default()
+        },
+        fixed_time(0),
+    )
+    .expect("a token");
+    let reply = send(
+        &broker,
+        &[&reader],
+        "DELETE",
+        &format!("{ENTITIES}/urn:ngsi-ld:Bus:1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 207, "{}", reply.text);
+    assert_eq!(
+        reply.json()["errors"][0]["error"]["status"],
+        403,
+        "{}",
+        reply.text
+    );
+
+    // Batches are divided per entity and sent as one batch per source.
+    let buses: Vec<Value> = (2..=3)
+        .map(|n| json!({"id": format!("urn:ngsi-ld:Bus:{n}"), "type": "Bus"}))
+        .collect();
+    let reply = send(
+        &broker,
+        &[&t1],
+        "POST",
+        "/ngsi-ld/v1/entityOperations/create",
+        Some(&Value::Array(buses)),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let at_transport = send(
+        &transport,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Bus"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        ids(&at_transport),
+        [
+            "urn:ngsi-ld:Bus:1",
+            "urn:ngsi-ld:Bus:2",
+            "urn:ngsi-ld:Bus:3"
+        ]
+    );
+
+    // Deleting through the broker deletes at the department.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "DELETE",
+        &format!("{ENTITIES}/urn:ngsi-ld:Bus:1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let at_transport = send(
+        &transport,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Bus:1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_transport.status, 404, "{}", at_transport.text);
+
+    // local=true writes to the broker's store alone.
+    let reply = send(
+        &broker,
+        &[],
+        "POST",
+        &format!("{ENTITIES}?local=true"),
+        Some(&json!({"id": "urn:ngsi-ld:Bus:9", "type": "Bus"})),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let at_transport = send(
+        &transport,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}/urn:ngsi-ld:Bus:9"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(at_transport.status, 404, "{}", at_transport.text);
 }
