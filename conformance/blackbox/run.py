@@ -943,6 +943,23 @@ def g_query(run: Run) -> None:
     check("query.jsonld", r.status == 200 and r.content_type == "application/ld+json"
           and body[0].get("@context") in (url, [url]), r.brief())
 
+    # the query language (clause 4.9)
+    r = q("query.q_range", type=qtype, q="level>=1;level<3", limit="100")
+    check("query.q_range.ids", sorted(x.get("id") for x in r.json()) == sorted(ids[1:3]), r.brief())
+    r = q("query.q_or", type=qtype, q="level==0|level==4", limit="100", count="true")
+    check("query.q_or.ids", sorted(x.get("id") for x in r.json()) == sorted([ids[0], ids[4]]), r.brief())
+    check("query.q_or.count", r.headers.get("ngsild-results-count") == "2",
+          f"NGSILD-Results-Count {r.headers.get('ngsild-results-count')!r}")
+    r = q("query.q_only", q="level==9", idPattern=run.pattern("qother"))
+    check("query.q_only.ids", [x.get("id") for x in r.json()] == [other], r.brief())
+    r = q("query.q_page", type=qtype, q="level>0", limit="2", offset="2")
+    check("query.q_page.ids", [x.get("id") for x in r.json()] == sorted(ids[1:])[2:4], r.brief())
+    problem("query.q_invalid", c.get("/entities", query={"type": qtype, "q": "(level>1"}, link_url=url),
+            400, "BadRequestData")
+    r = c.post("/entityOperations/query", {"type": "Query", "entities": [{"type": qtype}], "q": "level<1"},
+               link_url=url)
+    check("query.q_post.ids", r.status == 200 and [x.get("id") for x in r.json() or []] == [ids[0]], r.brief())
+
     # pagination and count
     r = q("query.count", type=qtype, limit="2", count="true")
     check("query.count.page", len(r.json()) == 2, r.brief())
@@ -1154,9 +1171,6 @@ def g_errors(run: Run) -> None:
          {"body": {"type": "Subscription", "q": "level>1",
                    "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}}),
         ("temporal", "GET", "/temporal/entities", {"query": {"type": run.type}}),
-        ("entityOperations.query.q", "POST", "/entityOperations/query",
-         {"body": {"type": "Query", "entities": [{"type": "T"}], "q": "level>1"}}),
-        ("q", "GET", "/entities", {"query": {"type": run.type, "q": "level>1"}}),
         ("georel", "GET", "/entities", {"query": {"type": run.type, "georel": "near;maxDistance==10",
                                                   "geometry": "Point", "coordinates": "[4,50]"}}),
         ("purge.q", "DELETE", "/entities", {"query": {"type": run.type, "q": "level>1"}}),

@@ -419,9 +419,29 @@ impl Entities {
         auth: &Authorized,
         query: &EntityQuery,
     ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
+        self.query_where(auth, query, None).await
+    }
+
+    /// [`Entities::query`], keeping only the matches that satisfy `q` (clause 4.9) as the caller
+    /// may see them: `q` is evaluated after the caller's projection, so it never tests an
+    /// attribute the caller may not read.
+    pub async fn query_where(
+        &self,
+        auth: &Authorized,
+        query: &EntityQuery,
+        q: Option<&civitas_ngsild::q::Query>,
+    ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
         check_names(auth, &query.types, &query.ids, &query.attributes)?;
         auth.note_types(&query.types);
-        let (entities, total) = self.query_visible(auth, query).await?;
+        let (entities, total) = match q {
+            None => self.query_visible(auth, query).await?,
+            Some(q) => {
+                let Some(narrowed) = narrow_query(auth, query) else {
+                    return Ok((Vec::new(), query.count.then_some(0)));
+                };
+                self.query_each(auth, &narrowed, Some(q)).await?
+            }
+        };
         for entity in &entities {
             auth.note_entity(&entity.types, entity.id.as_str(), entity.attributes.keys());
         }
@@ -439,7 +459,7 @@ impl Entities {
             return Ok((Vec::new(), query.count.then_some(0)));
         };
         if auth.decides_per_request() {
-            return self.query_each(auth, &query).await;
+            return self.query_each(auth, &query, None).await;
         }
         let page = self
             .store
@@ -455,13 +475,15 @@ impl Entities {
         Ok((entities, page.total))
     }
 
-    /// A query under rules that decide entity by entity: every match is read and decided, so that
-    /// pages and the count hold exactly the entities the caller may see. Costs a pass over all
-    /// matches; only tokens or policies with such rules take this path.
+    /// A query evaluated entity by entity: under rules that decide per entity, or with a `q`
+    /// filter. Every candidate is read and decided (and tested against `q` as the caller sees
+    /// it), so that pages and the count hold exactly the matches the caller may see. Costs a pass
+    /// over the candidates up to the page (over all of them for a count).
     async fn query_each(
         &self,
         auth: &Authorized,
         query: &EntityQuery,
+        q: Option<&civitas_ngsild::q::Query>,
     ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
         let (offset, limit) = (u64::from(query.offset), query.limit as usize);
         let mut scan = EntityQuery {
@@ -485,8 +507,11 @@ impl Entities {
                 {
                     continue;
                 }
+                project(auth, &mut entity);
+                if q.is_some_and(|q| !q.matches(&entity)) {
+                    continue;
+                }
                 if visible >= offset && entities.len() < limit {
-                    project(auth, &mut entity);
                     entities.push(entity);
                 }
                 visible += 1;

@@ -99,6 +99,17 @@ fn forbidden() -> Problem {
 
 /// Refuses members that select by something not evaluated yet (501, never ignored).
 fn refuse_unevaluated(canonical: &Map<String, Value>) -> Result<(), Problem> {
+    // A q that does not even parse is the caller's error, whatever this service evaluates.
+    match canonical.get("q") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => {
+            civitas_ngsild::q::Query::parse(
+                text,
+                &civitas_ngsild::context::ActiveContext::empty(),
+            )?;
+        }
+        Some(_) => return Err(Problem::bad_request("q must be a string")),
+    }
     for name in UNEVALUATED {
         if canonical.get(*name).is_some_and(|v| !v.is_null()) {
             return Err(Problem::new(

@@ -40,6 +40,8 @@ pub struct RegistrationQuery {
     pub temporal: Option<registration::TemporalQuery>,
     /// `georel` and its companions, and the GeoProperty they are about.
     pub geo: Option<(civitas_ngsild::geoquery::GeoQuery, String)>,
+    /// `q`, against the registration's own properties (clause 5.10.2).
+    pub q: Option<civitas_ngsild::q::Query>,
 }
 
 pub struct Registrations {
@@ -218,10 +220,15 @@ impl Registrations {
                             .any(|entity| entity.id.as_ref().is_none_or(|id| pattern.is_match(id)))
                 })
             });
-            let time_ok = query
-                .temporal
+            let q_ok = query
+                .q
                 .as_ref()
-                .is_none_or(|temporal| stored.registration.matches_time(temporal));
+                .is_none_or(|q| q.matches_members(&stored.canonical));
+            let time_ok = q_ok
+                && query
+                    .temporal
+                    .as_ref()
+                    .is_none_or(|temporal| stored.registration.matches_time(temporal));
             let geo_ok = query
                 .geo
                 .as_ref()

@@ -32,6 +32,7 @@ pub mod expand;
 pub mod geo;
 pub mod geoquery;
 pub mod names;
+pub mod q;
 pub mod registration;
 pub mod render;
 pub mod subscription;

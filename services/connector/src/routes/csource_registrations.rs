@@ -86,7 +86,7 @@ const QUERY_PARAMS: &[&str] = &[
 ];
 
 /// Filters not evaluated yet: refused with 501 rather than ignored.
-const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &["q", "csf"];
+const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &["csf"];
 
 /// `GET /csourceRegistrations` (clause 6.8.3.2): by entity id, type, idPattern and attrs,
 /// paginated.
@@ -148,6 +148,9 @@ fn render(stored: &Stored, context: &Resolved, system: bool) -> Value {
 
 fn registration_filter(params: &Params, context: &Resolved) -> Result<RegistrationQuery, Problem> {
     let mut query = RegistrationQuery::default();
+    if let Some(text) = params.get("q") {
+        query.q = Some(civitas_ngsild::q::Query::parse(text, &context.active)?);
+    }
     for id in params.list("id") {
         query.ids.push(EntityId::parse(id)?.as_str().to_owned());
     }

@@ -7,6 +7,7 @@ use civitas_http::Problem;
 use civitas_http::negotiation::{self, ResponseType};
 use civitas_ngsild::ErrorType;
 use civitas_ngsild::names::{EntityId, is_valid_name};
+use civitas_ngsild::q::Query;
 use civitas_ngsild::render;
 use civitas_ngsild::update::UpdateReport;
 use civitas_store::EntityQuery;
@@ -151,7 +152,6 @@ const QUERY_PARAMS: &[&str] = &[
 
 /// Parameters of the query language and other features not evaluated yet.
 const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
-    "q",
     "georel",
     "geometry",
     "coordinates",
@@ -348,15 +348,27 @@ async fn answer_query(
 ) -> Result<HttpResponse, Problem> {
     let federated = state.federation.is_some() && !params.flag("local")?;
     let mut query = entity_filter(params, context)?;
+    let q = params
+        .get("q")
+        .map(|text| Query::parse(text, &context.active))
+        .transpose()?;
     if query.ids.is_empty()
         && query.types.is_empty()
         && query.id_pattern.is_none()
         && query.attributes.is_empty()
-        && !(federated && ["q", "georel"].iter().any(|p| params.get(p).is_some()))
+        && q.is_none()
+        && !(federated && params.get("georel").is_some())
     {
         return Err(Problem::bad_request(
             "a query needs at least one of id, idPattern, type, attrs, q or a geo-query",
         ));
+    }
+    if let Some(q) = &q
+        && query.attributes.is_empty()
+    {
+        // Every entity that satisfies q has one of the attributes q names: the store narrows
+        // the candidates by them.
+        query.attributes = q.attributes();
     }
     let page = params.page(&state.settings.limits)?;
     query.limit = page.limit as u32;
@@ -368,12 +380,12 @@ async fn answer_query(
     let mut warnings = Vec::new();
     let mut map_id = None;
     let (entities, total) = if federated {
-        let page = federated_query(state, req, params, auth, context, &query).await?;
+        let page = federated_query(state, req, params, auth, context, &query, q.as_ref()).await?;
         warnings = page.warnings;
         map_id = page.map_id;
         (page.entities, page.total.filter(|_| query.count))
     } else {
-        state.entities.query(auth, &query).await?
+        state.entities.query_where(auth, &query, q.as_ref()).await?
     };
     let body = match media {
         ResponseType::GeoJson => {
@@ -487,6 +499,7 @@ async fn federated_query(
     auth: &civitas_auth::authorizer::Authorized,
     context: &Resolved,
     query: &EntityQuery,
+    q: Option<&Query>,
 ) -> Result<federation::Page, Problem> {
     let federation = state
         .federation
@@ -526,17 +539,17 @@ async fn federated_query(
             federation::LocalFetch::Ids(ids) => {
                 local.limit = ids.len() as u32;
                 local.ids = ids;
-                Ok(Some(state.entities.query(auth, &local).await?.0))
+                Ok(Some(state.entities.query_where(auth, &local, q).await?.0))
             }
             federation::LocalFetch::First(count) => {
                 local.limit = count.min(page_size as usize) as u32;
-                Ok(Some(state.entities.query(auth, &local).await?.0))
+                Ok(Some(state.entities.query_where(auth, &local, q).await?.0))
             }
             federation::LocalFetch::All => {
                 let mut all = Vec::new();
                 local.limit = page_size;
                 loop {
-                    let (entities, _) = state.entities.query(auth, &local).await?;
+                    let (entities, _) = state.entities.query_where(auth, &local, q).await?;
                     let done = entities.len() < page_size as usize;
                     all.extend(entities);
                     if done {

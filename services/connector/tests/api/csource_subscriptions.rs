@@ -489,6 +489,11 @@ async fn invalid_subscriptions_are_refused_with_the_right_problem() {
                 "OperationNotSupported",
             ),
             (
+                json!({"type": "Subscription", "q": "(speed>10", "notification": endpoint}),
+                400,
+                "BadRequestData",
+            ),
+            (
                 json!({"type": "Subscription", "geoQ": {"georel": "near", "geometry": "Point",
                        "coordinates": [1, 2]}, "notification": endpoint}),
                 400,

@@ -277,11 +277,11 @@ fn cases() -> Vec<Case> {
         ),
         (
             "GET",
-            "/ngsi-ld/v1/entities?type=T&q=speed>5",
+            "/ngsi-ld/v1/entities?type=T&q=speed>",
             None,
             None,
-            501,
-            "OperationNotSupported",
+            400,
+            "BadRequestData",
         ),
         (
             "DELETE",

@@ -111,6 +111,89 @@ async fn queries_filter_and_paginate() {
 }
 
 #[actix_web::test]
+async fn q_filters_by_attribute_values_before_paging() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let entities: Vec<_> = (0..30)
+            .map(|n| {
+                json!({"id": format!("urn:ngsi-ld:Vehicle:{n:02}"), "type": "Vehicle",
+                       "speed": {"type": "Property", "value": n,
+                                 "accuracy": {"type": "Property", "value": n % 3}},
+                       "brandName": {"type": "Property",
+                                     "value": if n % 2 == 0 { "Civic" } else { "Golf" }},
+                       "address": {"type": "Property", "value": {"city": if n < 10 { "Lyon" } else { "Nice" }}},
+                       "parkedAt": {"type": "Relationship",
+                                    "object": format!("urn:ngsi-ld:Parking:{}", n % 4)}})
+            })
+            .chain([json!({"id": "urn:ngsi-ld:Building:01", "type": "Building",
+                           "speed": {"type": "Property", "value": 12}})])
+            .collect();
+        let loaded = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/upsert",
+                &json!(entities),
+                ctx,
+            )
+            .await;
+        assert_eq!(loaded.status, 201, "{}", loaded.text);
+        let ids = |query: &str| {
+            let query = query.to_owned();
+            let app = &app;
+            async move {
+                let reply = app.get(&format!("/ngsi-ld/v1/entities?{query}"), ctx).await;
+                assert_eq!(reply.status, 200, "{query}: {}", reply.text);
+                let ids = reply
+                    .json()
+                    .as_array()
+                    .expect("array")
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+                let ids: Vec<String> = ids;
+                (ids, reply.header("ngsild-results-count").map(str::to_owned))
+            }
+        };
+        let vehicles = |ns: &[u32]| -> Vec<String> {
+            ns.iter()
+                .map(|n| format!("urn:ngsi-ld:Vehicle:{n:02}"))
+                .collect()
+        };
+
+        // A range and a string, both conditions; the count and the page are of the matches.
+        let (page, count) = ids(
+            "type=Vehicle&q=speed>=10;speed<20;brandName==%22Golf%22&limit=2&offset=1&count=true",
+        )
+        .await;
+        assert_eq!(page, vehicles(&[13, 15]));
+        assert_eq!(count.as_deref(), Some("5"));
+        // Or, grouping, sub-attributes, structured values and relationships.
+        let (page, _) = ids("type=Vehicle&q=(speed==1|speed==28);brandName!=%22Civic%22").await;
+        assert_eq!(page, vehicles(&[1]));
+        let (page, _) = ids("type=Vehicle&q=speed.accuracy==2;address%5Bcity%5D==%22Lyon%22").await;
+        assert_eq!(page, vehicles(&[2, 5, 8]));
+        let (page, _) = ids("type=Vehicle&q=parkedAt==urn:ngsi-ld:Parking:3;speed<12").await;
+        assert_eq!(page, vehicles(&[3, 7, 11]));
+        let (page, _) = ids("type=Vehicle&q=speed==2..4").await;
+        assert_eq!(page, vehicles(&[2, 3, 4]));
+        // q alone selects across types.
+        let (page, _) = ids("q=speed==12").await;
+        assert_eq!(
+            page,
+            [
+                "urn:ngsi-ld:Building:01".to_owned(),
+                "urn:ngsi-ld:Vehicle:12".to_owned()
+            ]
+        );
+
+        // A query that does not parse is a 400.
+        app.get("/ngsi-ld/v1/entities?type=Vehicle&q=speed%3E%3E1", ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+    }
+}
+
+#[actix_web::test]
 async fn a_query_posted_as_a_body_answers_as_the_same_get_would() {
     for app in apps().await {
         let ctx = Some(TEST_CONTEXT_URL);
@@ -212,9 +295,9 @@ async fn a_query_posted_as_a_body_answers_as_the_same_get_would() {
             ),
             (json!({"type": "Query"}), 400, "BadRequestData"),
             (
-                json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed>2"}),
-                501,
-                "OperationNotSupported",
+                json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "(speed>2"}),
+                400,
+                "BadRequestData",
             ),
             (
                 json!({"type": "Query", "entities": [{"id": "urn:ngsi-ld:Vehicle:00", "type": "Vehicle"},

@@ -217,10 +217,56 @@ async fn malformed_registrations_are_refused_and_nothing_is_stored() {
         app.get(&format!("{PATH}/not-a-uri"), ctx)
             .await
             .assert_problem(400, "BadRequestData");
-        // Filters not evaluated yet are refused, never ignored.
-        app.get(&format!("{PATH}?q=speed>3"), ctx)
+        // Filters not evaluated yet are refused, never ignored; a q that does not parse is a 400.
+        app.get(&format!("{PATH}?type=Vehicle&csf=a==1"), ctx)
             .await
             .assert_problem(501, "OperationNotSupported");
+        app.get(&format!("{PATH}?q=speed>>3"), ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+    }
+}
+
+#[actix_web::test]
+async fn q_selects_registrations_by_their_own_properties() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        for (n, provider, level) in [(1, "city", 1), (2, "utility", 2), (3, "city", 3)] {
+            let mut body = vehicles(
+                &format!("urn:ngsi-ld:ContextSourceRegistration:q{n}"),
+                "http://127.0.0.1:9",
+            );
+            body["dataProvider"] = json!(provider);
+            body["level"] = json!({"type": "Property", "value": level});
+            create(&app, &body).await;
+        }
+        let ids = |reply: crate::helpers::Reply| -> Vec<String> {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            reply
+                .json()
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let found = ids(app
+            .get(&format!("{PATH}?q=dataProvider==%22city%22"), ctx)
+            .await);
+        assert_eq!(
+            found,
+            [
+                "urn:ngsi-ld:ContextSourceRegistration:q1",
+                "urn:ngsi-ld:ContextSourceRegistration:q3"
+            ]
+        );
+        let found = ids(app
+            .get(
+                &format!("{PATH}?type=Vehicle&q=dataProvider==%22city%22;level>1"),
+                ctx,
+            )
+            .await);
+        assert_eq!(found, ["urn:ngsi-ld:ContextSourceRegistration:q3"]);
     }
 }
 
