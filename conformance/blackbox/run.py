@@ -1008,6 +1008,9 @@ def g_purge(run: Run) -> None:
     problem("purge.keep_and_drop", c.delete("/entities", query={"type": ptype, "keep": "name", "drop": "level"},
                                             link_url=url), 400, "BadRequestData")
     problem("purge.no_filter", c.delete("/entities", link_url=url), 400, "BadRequestData")
+    r = c.delete("/entities", query={"type": ptype, "q": "level==3"}, link_url=url)
+    status("purge.q.status", r, 204)
+    check("purge.q.effect", not run.exists(p[3]) and run.exists(p[1]) and run.exists(p[2]))
     r = c.delete("/entities", query={"idPattern": run.pattern("purge-"), "type": ptype}, link_url=url)
     status("purge.pattern.status", r, 204)
     r = c.get("/entities", query={"type": ptype, "count": "true", "limit": "0"}, link_url=url)
@@ -1173,7 +1176,6 @@ def g_errors(run: Run) -> None:
         ("temporal", "GET", "/temporal/entities", {"query": {"type": run.type}}),
         ("georel", "GET", "/entities", {"query": {"type": run.type, "georel": "near;maxDistance==10",
                                                   "geometry": "Point", "coordinates": "[4,50]"}}),
-        ("purge.q", "DELETE", "/entities", {"query": {"type": run.type, "q": "level>1"}}),
     ]:
         problem(f"error.not_implemented.{cid}", c.request(method, path, **kw), 501, "OperationNotSupported")
 

@@ -767,20 +767,23 @@ impl Entities {
         auth: &Authorized,
         query: &EntityQuery,
         trim: Option<Trim>,
+        q: Option<&civitas_ngsild::q::Query>,
     ) -> Result<u64, Problem> {
         check_names(auth, &query.types, &query.ids, &[])?;
         auth.note_types(&query.types);
-        let purged = self.purge_visible(auth, query, trim).await?;
+        let purged = self.purge_visible(auth, query, trim, q).await?;
         auth.note_count(purged);
         Ok(purged)
     }
 
-    /// [`Entities::purge`] once the request's names are decided.
+    /// [`Entities::purge`] once the request's names are decided. With `q`, only the matches that
+    /// satisfy it as the caller sees them are purged.
     async fn purge_visible(
         &self,
         auth: &Authorized,
         query: &EntityQuery,
         trim: Option<Trim>,
+        q: Option<&civitas_ngsild::q::Query>,
     ) -> Result<u64, Problem> {
         match &trim {
             None => check_may_remove_entities(auth)?,
@@ -792,7 +795,7 @@ impl Entities {
             return Ok(0);
         };
         let query = &query;
-        let Some(trim) = trim else {
+        if trim.is_none() && q.is_none() {
             let mut tx = self.store.begin().await.map_err(store_problem)?;
             let deleted = tx
                 .purge(auth.tenant(), query)
@@ -800,8 +803,9 @@ impl Entities {
                 .map_err(store_problem)?;
             tx.commit().await.map_err(store_problem)?;
             return Ok(deleted);
-        };
-        // Collect the matching ids first, then rewrite them in chunks, each in one transaction.
+        }
+        // Collect the matching ids first, then delete or rewrite them in chunks, each in one
+        // transaction.
         let mut ids = Vec::new();
         let mut page = EntityQuery {
             limit: 1_000,
@@ -816,12 +820,34 @@ impl Entities {
                 .await
                 .map_err(store_problem)?;
             let done = found.records.len() < page.limit as usize;
-            ids.extend(found.records.into_iter().map(|r| r.id));
+            for record in found.records {
+                if let Some(q) = q {
+                    let mut entity = from_record(&record)?;
+                    project(auth, &mut entity);
+                    if !q.matches(&entity) {
+                        continue;
+                    }
+                }
+                ids.push(record.id);
+            }
             if done {
                 break;
             }
             page.offset += page.limit;
         }
+        let Some(trim) = trim else {
+            let mut deleted = 0;
+            for chunk in ids.chunks(1_000) {
+                let mut tx = self.store.begin().await.map_err(store_problem)?;
+                let gone = tx
+                    .delete_many(auth.tenant(), chunk)
+                    .await
+                    .map_err(store_problem)?;
+                tx.commit().await.map_err(store_problem)?;
+                deleted += gone.iter().filter(|gone| **gone).count() as u64;
+            }
+            return Ok(deleted);
+        };
         let now = self.clock.now();
         for chunk in ids.chunks(1_000) {
             let mut tx = self.store.begin().await.map_err(store_problem)?;

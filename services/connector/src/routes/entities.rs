@@ -663,23 +663,29 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             "local",
         ],
     )?;
-    params.refuse_unimplemented(&[
-        "q",
-        "scopeQ",
-        "georel",
-        "geometry",
-        "coordinates",
-        "geoproperty",
-    ])?;
+    params.refuse_unimplemented(&["scopeQ", "georel", "geometry", "coordinates", "geoproperty"])?;
     negotiation::response_type(&req, false)?;
     let input = write_link_input(&state, &req, &params).await?;
     let context = input.context.clone();
-    let query = entity_filter(&params, &context)?;
+    let mut query = entity_filter(&params, &context)?;
+    let q = params
+        .get("q")
+        .map(|text| Query::parse(text, &context.active))
+        .transpose()?;
     let local = params.flag("local")?;
-    if query.ids.is_empty() && query.types.is_empty() && query.id_pattern.is_none() && !local {
+    if query.ids.is_empty()
+        && query.types.is_empty()
+        && query.id_pattern.is_none()
+        && q.is_none()
+        && !local
+    {
         return Err(Problem::bad_request(
-            "purge needs at least one of id, idPattern, type or local=true",
+            "purge needs at least one of id, idPattern, type, q or local=true",
         ));
+    }
+    if let Some(q) = &q {
+        // Every entity that satisfies q has one of the attributes it names.
+        query.attributes = q.attributes();
     }
     let names = |list: Vec<&str>| -> Result<std::collections::HashSet<String>, Problem> {
         list.into_iter()
@@ -705,7 +711,10 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         attributes: &[],
     };
     provision::purge(&state, &req, input, &selector, async |auth| {
-        state.entities.purge(&auth, &query, trim).await?;
+        state
+            .entities
+            .purge(&auth, &query, trim, q.as_ref())
+            .await?;
         Ok(no_content())
     })
     .await

@@ -190,6 +190,23 @@ async fn q_filters_by_attribute_values_before_paging() {
         app.get("/ngsi-ld/v1/entities?type=Vehicle&q=speed%3E%3E1", ctx)
             .await
             .assert_problem(400, "BadRequestData");
+
+        // Purge by q deletes the matches only.
+        let purged = app
+            .request(
+                "DELETE",
+                "/ngsi-ld/v1/entities?type=Vehicle&q=speed>=25|brandName==%22Golf%22",
+                &[("link", &crate::helpers::link(TEST_CONTEXT_URL))],
+                None,
+            )
+            .await;
+        assert_eq!(purged.status, 204, "{}", purged.text);
+        let (left, count) = ids("type=Vehicle&count=true&limit=100").await;
+        assert_eq!(count.as_deref(), Some("13"));
+        assert_eq!(
+            left,
+            vehicles(&[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24])
+        );
     }
 }
 
