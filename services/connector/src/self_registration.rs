@@ -4,10 +4,12 @@
 //! One registration per tenant the connector serves, in the same tenant at the broker:
 //! `urn:ngsi-ld:ContextSourceRegistration:civitas:<department>`, inclusive, for the retrieve
 //! operations, naming every entity type the tenant holds (by IRI, so no @context is needed) and no
-//! attributes (so all of them). Every `refresh` the connector compares what each tenant holds with
-//! what it registered and, when they differ, updates the registration (or creates it, or deletes it
-//! once the tenant holds nothing). A broker that is down or refuses is tried again, every second
-//! until every tenant's registration is in place.
+//! attributes (so all of them); its `location` is the bounding box of the entities' locations (a
+//! point or a line when it is one) and its `managementInterval` starts at the earliest creation
+//! of an entity held. Every `refresh` the connector compares what each tenant holds with what it
+//! registered and, when they differ, updates the registration (or creates it, or deletes it once
+//! the tenant holds nothing). A broker that is down or refuses is tried again, every second until
+//! every tenant's registration is in place.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -81,25 +83,25 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        // What the broker has per tenant: absent before the first success, then the types.
-        let mut registered: HashMap<String, Vec<String>> = HashMap::new();
+        // What the broker has per tenant: absent before the first success.
+        let mut registered: HashMap<String, Held> = HashMap::new();
         loop {
             let Some(state) = weak.upgrade() else {
                 return;
             };
             for tenant in &tenants {
-                match held_types(&state, tenant).await {
-                    Ok(types) if registered.get(tenant) != Some(&types) => {
-                        match update(&client, &target, tenant, &id, &state.public_url, &types).await
+                match held(&state, tenant).await {
+                    Ok(held) if registered.get(tenant) != Some(&held) => {
+                        match update(&client, &target, tenant, &id, &state.public_url, &held).await
                         {
                             Ok(()) => {
                                 tracing::info!(
                                     broker = target.broker,
                                     tenant,
-                                    types = types.len(),
+                                    types = held.types.len(),
                                     "registered at the broker"
                                 );
-                                registered.insert(tenant.clone(), types);
+                                registered.insert(tenant.clone(), held);
                             }
                             Err(error) => tracing::warn!(
                                 broker = target.broker,
@@ -128,16 +130,40 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
     receiver
 }
 
-/// The entity types `tenant` holds, in order.
-async fn held_types(state: &AppState, tenant: &str) -> Result<Vec<String>, civitas_store::Error> {
-    Ok(state
-        .entities
-        .store
+/// What a tenant holds, as registered.
+#[derive(Debug, Clone, PartialEq)]
+struct Held {
+    /// Entity types, in order.
+    types: Vec<String>,
+    extent: civitas_store::Extent,
+}
+
+/// What `tenant` holds now.
+async fn held(state: &AppState, tenant: &str) -> Result<Held, civitas_store::Error> {
+    let store = &state.entities.store;
+    let types = store
         .type_counts(tenant)
         .await?
         .into_iter()
         .map(|(kind, _)| kind)
-        .collect())
+        .collect();
+    let extent = store.extent(tenant).await?;
+    Ok(Held { types, extent })
+}
+
+/// A GeoJSON geometry covering `bbox` (min lon, min lat, max lon, max lat): the point or line it
+/// degenerates to, else its rectangle.
+fn geometry(bbox: [f64; 4]) -> Value {
+    let [west, south, east, north] = bbox;
+    if west == east && south == north {
+        json!({"type": "Point", "coordinates": [west, south]})
+    } else if west == east || south == north {
+        json!({"type": "LineString", "coordinates": [[west, south], [east, north]]})
+    } else {
+        json!({"type": "Polygon", "coordinates": [[
+            [west, south], [east, south], [east, north], [west, north], [west, south]
+        ]]})
+    }
 }
 
 /// Makes the broker's registration name `types`: an update of the one there, else a new one;
@@ -148,8 +174,9 @@ async fn update(
     tenant: &str,
     id: &str,
     endpoint: &str,
-    types: &[String],
+    held: &Held,
 ) -> Result<(), String> {
+    let types = &held.types;
     let url = format!(
         "{}/ngsi-ld/v1/csourceRegistrations/{}",
         target.broker.trim_end_matches('/'),
@@ -177,11 +204,16 @@ async fn update(
         };
     }
     let entities: Vec<Value> = types.iter().map(|t| json!({ "type": t })).collect();
+    // Null removes a member the registration no longer has (an update merges).
     let members = json!({
         "endpoint": endpoint,
         "information": [{ "entities": entities }],
         "mode": "inclusive",
         "operations": ["retrieveOps"],
+        "location": held.extent.bbox.map(geometry),
+        "managementInterval": held.extent.first_created.map(|since| json!({
+            "startAt": since.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        })),
     });
     let response = with_token(client.patch(&url))
         .header("content-type", "application/json")
@@ -200,6 +232,9 @@ async fn update(
         }
     }
     let mut body = members;
+    if let Some(members) = body.as_object_mut() {
+        members.retain(|_, value| !value.is_null());
+    }
     body["id"] = Value::from(id);
     body["type"] = Value::from("ContextSourceRegistration");
     let response = with_token(client.post(format!(

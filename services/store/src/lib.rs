@@ -20,7 +20,7 @@ use sqlx::{Postgres, Sqlite};
 pub use crate::error::Error;
 pub use crate::ops::Documents;
 pub use crate::record::{
-    BBox, ContextRecord, EntityQuery, EntityRecord, QueryPage, RegistrationRecord,
+    BBox, ContextRecord, EntityQuery, EntityRecord, Extent, QueryPage, RegistrationRecord,
 };
 use crate::sql::Sql;
 
@@ -362,6 +362,14 @@ impl Store {
     pub async fn type_counts(&self, tenant: &str) -> Result<Vec<(String, i64)>, Error> {
         on_pool!(self.readers(), |connection, Db| {
             ops::type_counts::<Db>(&mut connection, tenant).await
+        })
+    }
+
+    /// Where and since when `tenant` holds entities: the bounding box of their `location`s and the
+    /// earliest creation. One pass over the tenant's rows.
+    pub async fn extent(&self, tenant: &str) -> Result<Extent, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::extent::<Db>(&mut connection, tenant).await
         })
     }
 

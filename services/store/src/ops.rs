@@ -1415,6 +1415,33 @@ where
         .collect()
 }
 
+/// Where and since when `tenant` holds entities (see [`crate::Extent`]).
+pub(crate) async fn extent<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+) -> Result<crate::Extent, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(
+        "SELECT MIN(min_lon), MIN(min_lat), MAX(max_lon), MAX(max_lat), MIN(created_at) \
+         FROM entities WHERE tenant = ",
+    );
+    DB::push_text(&mut query, tenant);
+    let row = query.build().fetch_one(&mut *connection).await?;
+    let (bbox, created) = DB::extent_row(&row)?;
+    let bbox = match bbox {
+        [Some(min_lon), Some(min_lat), Some(max_lon), Some(max_lat)] => {
+            Some([min_lon, min_lat, max_lon, max_lat])
+        }
+        _ => None,
+    };
+    Ok(crate::Extent {
+        bbox,
+        first_created: created.map(crate::sql::from_micros).transpose()?,
+    })
+}
+
 /// Every (entity type, attribute name) pair some entity of `tenant` has, in that order
 /// (discovery, clauses 5.7.1 and 5.7.3).
 pub(crate) async fn type_attribute_pairs<DB: Sql>(

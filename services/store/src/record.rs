@@ -98,3 +98,13 @@ pub struct RegistrationRecord {
     /// Last modification time; microsecond precision.
     pub modified_at: DateTime<Utc>,
 }
+
+/// Where and since when a tenant holds entities ([`crate::Store::extent`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Extent {
+    /// The bounding box of every entity's `location` (min longitude, min latitude, max
+    /// longitude, max latitude); `None` when no entity has one.
+    pub bbox: Option<[f64; 4]>,
+    /// The earliest creation of an entity held; `None` when it holds none.
+    pub first_created: Option<DateTime<Utc>>,
+}

@@ -100,6 +100,8 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error>;
     /// An `audit_hashes` row: `level` (`SMALLINT`), `idx`, `hash`.
     fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error>;
+    /// Four nullable reals and a nullable integer (a bounding box and a time).
+    fn extent_row(row: &Self::Row) -> Result<([Option<f64>; 4], Option<i64>), sqlx::Error>;
 }
 
 /// The first key of the PostgreSQL advisory locks serialising appends to an audit log (the
@@ -202,6 +204,18 @@ macro_rules! decode_rows {
 
         fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error> {
             Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        }
+
+        fn extent_row(row: &Self::Row) -> Result<([Option<f64>; 4], Option<i64>), sqlx::Error> {
+            Ok((
+                [
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ],
+                row.try_get(4)?,
+            ))
         }
     };
 }
@@ -568,7 +582,7 @@ pub(crate) fn to_micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
-fn from_micros(micros: i64) -> Result<DateTime<Utc>, Error> {
+pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, Error> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| Error::Corrupt(format!("timestamp {micros} is out of range")))
 }

@@ -1633,3 +1633,44 @@ async fn audit_key_seed_is_stored_once_and_kept() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn extent_spans_every_location_and_the_first_creation() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let empty = store.extent(TENANT).await?;
+        assert_eq!(empty.bbox, None, "{kind}");
+        assert_eq!(empty.first_created, None, "{kind}");
+        let mut records = fixtures();
+        records[0].location = Some(BBox {
+            min_lon: 2.0,
+            min_lat: 48.0,
+            max_lon: 2.5,
+            max_lat: 48.5,
+        });
+        records[3].location = Some(BBox {
+            min_lon: -1.0,
+            min_lat: 49.0,
+            max_lon: -1.0,
+            max_lat: 49.0,
+        });
+        records[4].created_at = fixed_time(-60);
+        let mut transaction = store.begin().await?;
+        transaction.insert_many(TENANT, &records).await?;
+        let mut far = record("urn:ngsi-ld:Far:1", &[SPOT], &[]);
+        far.location = Some(BBox {
+            min_lon: 100.0,
+            min_lat: 10.0,
+            max_lon: 100.0,
+            max_lat: 10.0,
+        });
+        far.created_at = fixed_time(-3_600);
+        transaction.insert("other", &far).await?;
+        transaction.commit().await?;
+
+        let extent = store.extent(TENANT).await?;
+        assert_eq!(extent.bbox, Some([-1.0, 48.0, 2.5, 49.0]), "{kind}");
+        assert_eq!(extent.first_created, Some(fixed_time(-60)), "{kind}");
+    }
+    Ok(())
+}

@@ -964,6 +964,48 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     }
     let (_, body) = registration_when(&broker, "fleet", |_, _| true).await;
     assert_eq!(registered_types(&body), [bus, vehicle]);
+    // Since when the connector manages data: the first creation (the test clock's time).
+    assert_eq!(
+        body["managementInterval"],
+        json!({"startAt": "2026-01-01T00:00:00Z"}),
+        "{body}"
+    );
+    assert!(body.get("location").is_none(), "{body}");
+
+    // Where its entities are: the bounding box of their locations, kept current.
+    let located = |id: &str, lon: f64, lat: f64| {
+        json!({"id": id, "type": vehicle,
+               "https://uri.etsi.org/ngsi-ld/location": {"type": "GeoProperty",
+                   "value": {"type": "Point", "coordinates": [lon, lat]}}})
+    };
+    for (id, lon, lat) in [
+        ("urn:ngsi-ld:V:2", 2.0, 48.0),
+        ("urn:ngsi-ld:V:3", 3.0, 49.0),
+    ] {
+        let reply = connector
+            .send_json("POST", ENTITIES, &located(id, lon, lat), None)
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    let (_, body) = registration_when(&broker, "fleet", |_, body| {
+        body["location"]["type"] == "Polygon"
+    })
+    .await;
+    assert_eq!(
+        body["location"],
+        json!({"type": "Polygon", "coordinates": [[[2.0, 48.0], [3.0, 48.0], [3.0, 49.0],
+                                                    [2.0, 49.0], [2.0, 48.0]]]}),
+        "{body}"
+    );
+    for id in ["urn:ngsi-ld:V:2", "urn:ngsi-ld:V:3"] {
+        let reply = connector
+            .request("DELETE", &format!("{ENTITIES}/{id}"), &[], None)
+            .await;
+        assert_eq!(reply.status, 204, "{}", reply.text);
+    }
+    let (_, body) =
+        registration_when(&broker, "fleet", |_, body| body.get("location").is_none()).await;
+    assert!(body.get("location").is_none(), "{body}");
 
     // The broker forwards by it: the connector's entity comes back through the broker.
     let reply = broker
