@@ -99,7 +99,8 @@ fn forbidden() -> Problem {
 
 /// Refuses members that select by something not evaluated yet (501, never ignored).
 fn refuse_unevaluated(canonical: &Map<String, Value>) -> Result<(), Problem> {
-    // A q that does not even parse is the caller's error, whatever this service evaluates.
+    // q is read with the creator's @context when registrations are matched; one that does not
+    // parse is refused here.
     match canonical.get("q") {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => {
@@ -452,17 +453,67 @@ impl RegistrationSubscriptions {
     }
 }
 
-/// The registrations of `tenant` that `subscription` matches now, unexpired, in id order.
+/// The creator's @context of a subscription, resolved (the core context when it cannot be).
+async fn context_of(state: &AppState, stored: &Stored) -> Resolved {
+    if stored.context.is_null() {
+        return state.contexts.core().clone();
+    }
+    let source = match &stored.context {
+        Value::String(url) => ContextSource::Link(url.clone()),
+        other => ContextSource::Inline(other.clone()),
+    };
+    match state.contexts.resolve(&source).await {
+        Ok(context) => context,
+        Err(problem) => {
+            tracing::warn!(
+                subscription = stored.subscription.id,
+                "the subscription's @context cannot be resolved, the core context is used: {}",
+                problem.detail
+            );
+            state.contexts.core().clone()
+        }
+    }
+}
+
+/// A subscription's `q` (clause 5.11.7: against the registrations' own properties), read with
+/// its creator's @context; `None` when it has none (or, stored before, it no longer parses).
+async fn q_of(state: &AppState, stored: &Stored) -> Option<civitas_ngsild::q::Query> {
+    let text = stored.canonical.get("q")?.as_str()?;
+    let context = context_of(state, stored).await;
+    match civitas_ngsild::q::Query::parse(text, &context.active) {
+        Ok(q) => Some(q),
+        Err(error) => {
+            tracing::warn!(subscription = stored.subscription.id, "q: {error}");
+            None
+        }
+    }
+}
+
+/// Whether `subscription` (with its `q`) matches the registration now.
+fn selects(
+    subscription: &Subscription,
+    q: Option<&civitas_ngsild::q::Query>,
+    registration: &registrations::Stored,
+    now: DateTime<Utc>,
+) -> bool {
+    !registration.registration.expired(now)
+        && subscription.matches(&registration.registration)
+        && q.is_none_or(|q| q.matches_members(&registration.canonical))
+}
+
+/// The registrations of `tenant` that the subscription matches now, unexpired, in id order.
 async fn matching_registrations(
     state: &AppState,
     tenant: &str,
-    subscription: &Subscription,
+    stored: &Stored,
 ) -> Vec<registrations::Stored> {
+    let subscription = &stored.subscription;
+    let q = q_of(state, stored).await;
     let now = state.clock.now();
     match state.registrations.all_stored(tenant).await {
         Ok(all) => all
             .into_iter()
-            .filter(|r| !r.registration.expired(now) && subscription.matches(&r.registration))
+            .filter(|r| selects(subscription, q.as_ref(), r, now))
             .collect(),
         Err(problem) => {
             tracing::warn!(
@@ -485,7 +536,7 @@ pub fn subscribed(state: web::Data<AppState>, tenant: String, stored: Stored) {
         return;
     }
     tokio::spawn(async move {
-        let data = matching_registrations(&state, &tenant, &stored.subscription).await;
+        let data = matching_registrations(&state, &tenant, &stored).await;
         if !data.is_empty() {
             notify(&state, &tenant, &stored, &data, Trigger::NewlyMatching).await;
         }
@@ -513,20 +564,18 @@ pub fn registration_changed(
             }
         };
         let now = state.clock.now();
-        let matched = |stored: &Option<registrations::Stored>, subscription: &Subscription| {
-            stored.as_ref().is_some_and(|r| {
-                !r.registration.expired(now) && subscription.matches(&r.registration)
-            })
-        };
         for stored in subscriptions {
             let subscription = &stored.subscription;
             if subscription.time_interval.is_some() || subscription.status(now) != Status::Active {
                 continue;
             }
-            let Some(trigger) = Trigger::of(
-                matched(&before, subscription),
-                matched(&after, subscription),
-            ) else {
+            let q = q_of(&state, &stored).await;
+            let matched = |registration: &Option<registrations::Stored>| {
+                registration
+                    .as_ref()
+                    .is_some_and(|r| selects(subscription, q.as_ref(), r, now))
+            };
+            let Some(trigger) = Trigger::of(matched(&before), matched(&after)) else {
                 continue;
             };
             // The latest information: the registration as it is now, or as it was when deleted.
@@ -610,7 +659,7 @@ async fn notify_periodic(state: &AppState, tenant: &str, id: &str) {
     if !due {
         return;
     }
-    let data = matching_registrations(state, tenant, &stored.subscription).await;
+    let data = matching_registrations(state, tenant, &stored).await;
     if data.is_empty() {
         return;
     }
@@ -668,25 +717,7 @@ async fn notify(
     if let Ok(wait) = (at - state.clock.now()).to_std() {
         tokio::time::sleep(wait).await;
     }
-    let context = if stored.context.is_null() {
-        state.contexts.core().clone()
-    } else {
-        let source = match &stored.context {
-            Value::String(url) => ContextSource::Link(url.clone()),
-            other => ContextSource::Inline(other.clone()),
-        };
-        match state.contexts.resolve(&source).await {
-            Ok(context) => context,
-            Err(problem) => {
-                tracing::warn!(
-                    subscription = subscription.id,
-                    "the subscription's @context cannot be resolved, the core context is used: {}",
-                    problem.detail
-                );
-                state.contexts.core().clone()
-            }
-        }
-    };
+    let context = context_of(state, stored).await;
     let now = state.clock.now();
     let mut body = Map::new();
     body.insert(
