@@ -99,17 +99,19 @@ fn forbidden() -> Problem {
 
 /// Refuses members that select by something not evaluated yet (501, never ignored).
 fn refuse_unevaluated(canonical: &Map<String, Value>) -> Result<(), Problem> {
-    // q is read with the creator's @context when registrations are matched; one that does not
-    // parse is refused here.
-    match canonical.get("q") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => {
-            civitas_ngsild::q::Query::parse(
-                text,
-                &civitas_ngsild::context::ActiveContext::empty(),
-            )?;
+    // q and csf are read with the creator's @context when registrations are matched; one that
+    // does not parse is refused here.
+    for name in ["q", "csf"] {
+        match canonical.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) => {
+                civitas_ngsild::q::Query::parse(
+                    text,
+                    &civitas_ngsild::context::ActiveContext::empty(),
+                )?;
+            }
+            Some(_) => return Err(Problem::bad_request(format!("{name} must be a string"))),
         }
-        Some(_) => return Err(Problem::bad_request("q must be a string")),
     }
     for name in UNEVALUATED {
         if canonical.get(*name).is_some_and(|v| !v.is_null()) {
@@ -475,30 +477,44 @@ async fn context_of(state: &AppState, stored: &Stored) -> Resolved {
     }
 }
 
-/// A subscription's `q` (clause 5.11.7: against the registrations' own properties), read with
-/// its creator's @context; `None` when it has none (or, stored before, it no longer parses).
-async fn q_of(state: &AppState, stored: &Stored) -> Option<civitas_ngsild::q::Query> {
-    let text = stored.canonical.get("q")?.as_str()?;
-    let context = context_of(state, stored).await;
-    match civitas_ngsild::q::Query::parse(text, &context.active) {
-        Ok(q) => Some(q),
-        Err(error) => {
-            tracing::warn!(subscription = stored.subscription.id, "q: {error}");
-            None
-        }
+/// A subscription's `q` and `csf` (clause 5.11.7: both against the registrations' own
+/// properties), read with its creator's @context; a filter stored before that no longer parses
+/// is left out (and logged).
+async fn q_of(state: &AppState, stored: &Stored) -> Vec<civitas_ngsild::q::Query> {
+    let texts: Vec<&str> = ["q", "csf"]
+        .iter()
+        .filter_map(|name| stored.canonical.get(*name)?.as_str())
+        .collect();
+    if texts.is_empty() {
+        return Vec::new();
     }
+    let context = context_of(state, stored).await;
+    texts
+        .into_iter()
+        .filter_map(
+            |text| match civitas_ngsild::q::Query::parse(text, &context.active) {
+                Ok(q) => Some(q),
+                Err(error) => {
+                    tracing::warn!(subscription = stored.subscription.id, "{error}");
+                    None
+                }
+            },
+        )
+        .collect()
 }
 
-/// Whether `subscription` (with its `q`) matches the registration now.
+/// Whether `subscription` (with its `q` and `csf`) matches the registration now.
 fn selects(
     subscription: &Subscription,
-    q: Option<&civitas_ngsild::q::Query>,
+    filters: &[civitas_ngsild::q::Query],
     registration: &registrations::Stored,
     now: DateTime<Utc>,
 ) -> bool {
     !registration.registration.expired(now)
         && subscription.matches(&registration.registration)
-        && q.is_none_or(|q| q.matches_members(&registration.canonical))
+        && filters
+            .iter()
+            .all(|q| q.matches_members(&registration.canonical))
 }
 
 /// The registrations of `tenant` that the subscription matches now, unexpired, in id order.
@@ -513,7 +529,7 @@ async fn matching_registrations(
     match state.registrations.all_stored(tenant).await {
         Ok(all) => all
             .into_iter()
-            .filter(|r| selects(subscription, q.as_ref(), r, now))
+            .filter(|r| selects(subscription, &q, r, now))
             .collect(),
         Err(problem) => {
             tracing::warn!(
@@ -573,7 +589,7 @@ pub fn registration_changed(
             let matched = |registration: &Option<registrations::Stored>| {
                 registration
                     .as_ref()
-                    .is_some_and(|r| selects(subscription, q.as_ref(), r, now))
+                    .is_some_and(|r| selects(subscription, &q, r, now))
             };
             let Some(trigger) = Trigger::of(matched(&before), matched(&after)) else {
                 continue;

@@ -42,6 +42,8 @@ pub struct RegistrationQuery {
     pub geo: Option<(civitas_ngsild::geoquery::GeoQuery, String)>,
     /// `q`, against the registration's own properties (clause 5.10.2).
     pub q: Option<civitas_ngsild::q::Query>,
+    /// `csf` (context source filter), likewise against the registration's own properties.
+    pub csf: Option<civitas_ngsild::q::Query>,
 }
 
 pub struct Registrations {
@@ -220,10 +222,10 @@ impl Registrations {
                             .any(|entity| entity.id.as_ref().is_none_or(|id| pattern.is_match(id)))
                 })
             });
-            let q_ok = query
-                .q
-                .as_ref()
-                .is_none_or(|q| q.matches_members(&stored.canonical));
+            let q_ok = [&query.q, &query.csf]
+                .into_iter()
+                .flatten()
+                .all(|q| q.matches_members(&stored.canonical));
             let time_ok = q_ok
                 && query
                     .temporal
@@ -249,11 +251,24 @@ impl Registrations {
         selector: &Selector<'_>,
         operation: &str,
     ) -> Result<Vec<Registration>, Problem> {
+        self.matching_where(tenant, selector, operation, None).await
+    }
+
+    /// [`Registrations::matching`], keeping only the registrations whose own properties satisfy
+    /// the context source filter `csf` (clause 4.9 syntax), if any.
+    pub async fn matching_where(
+        &self,
+        tenant: &str,
+        selector: &Selector<'_>,
+        operation: &str,
+        csf: Option<&civitas_ngsild::q::Query>,
+    ) -> Result<Vec<Registration>, Problem> {
         let now = self.clock.now();
         Ok(self
             .all(tenant)
             .await?
             .into_iter()
+            .filter(|stored| csf.is_none_or(|csf| csf.matches_members(&stored.canonical)))
             .map(|stored| stored.registration)
             .filter(|r| !r.expired(now) && r.supports(operation) && r.matches(selector))
             .collect())

@@ -43,7 +43,7 @@ const NOTIFICATION_READ_ONLY: &[&str] = &[
 
 /// Members of the Subscription data type that select registrations by something this service
 /// does not evaluate yet. A subscription naming one is refused rather than notified wrongly.
-pub const UNEVALUATED: &[&str] = &["csf", "scopeQ", "lang"];
+pub const UNEVALUATED: &[&str] = &["scopeQ", "lang"];
 
 /// Media types a notification may be sent as (clause 5.2.15, `accept`).
 const ACCEPT: &[&str] = &["application/json", "application/ld+json"];
@@ -295,9 +295,9 @@ pub fn expand(
                 value.clone()
             }
             // Kept as given: read with the creator's @context when registrations are matched.
-            "q" => {
+            "q" | "csf" => {
                 if !value.is_string() {
-                    return Err(Error::bad("q must be a string"));
+                    return Err(Error::bad(format!("{name} must be a string")));
                 }
                 value.clone()
             }

@@ -85,14 +85,10 @@ const QUERY_PARAMS: &[&str] = &[
     "options",
 ];
 
-/// Filters not evaluated yet: refused with 501 rather than ignored.
-const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &["csf"];
-
 /// `GET /csourceRegistrations` (clause 6.8.3.2): by entity id, type, idPattern and attrs,
 /// paginated.
 async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let params = Params::parse(&req, QUERY_PARAMS)?;
-    params.refuse_unimplemented(UNIMPLEMENTED_QUERY_PARAMS)?;
     let media = negotiation::response_type(&req, false)?;
     let (auth, context) = link_input(&state, &req, Operation::Read).await?;
     if ![
@@ -150,6 +146,9 @@ fn registration_filter(params: &Params, context: &Resolved) -> Result<Registrati
     let mut query = RegistrationQuery::default();
     if let Some(text) = params.get("q") {
         query.q = Some(civitas_ngsild::q::Query::parse(text, &context.active)?);
+    }
+    if let Some(text) = params.get("csf") {
+        query.csf = Some(civitas_ngsild::q::Query::parse(text, &context.active)?);
     }
     for id in params.list("id") {
         query.ids.push(EntityId::parse(id)?.as_str().to_owned());

@@ -156,7 +156,6 @@ const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
     "geometry",
     "coordinates",
     "geoproperty",
-    "csf",
     "lang",
     "scopeQ",
     "datasetId",
@@ -352,6 +351,12 @@ async fn answer_query(
         .get("q")
         .map(|text| Query::parse(text, &context.active))
         .transpose()?;
+    // The context source filter selects a broker's sources; a connector has none, so it changes
+    // nothing there (and is still checked).
+    let csf = params
+        .get("csf")
+        .map(|text| Query::parse(text, &context.active))
+        .transpose()?;
     if query.ids.is_empty()
         && query.types.is_empty()
         && query.id_pattern.is_none()
@@ -380,7 +385,11 @@ async fn answer_query(
     let mut warnings = Vec::new();
     let mut map_id = None;
     let (entities, total) = if federated {
-        let page = federated_query(state, req, params, auth, context, &query, q.as_ref()).await?;
+        let filters = Filters {
+            q: q.as_ref(),
+            csf: csf.as_ref(),
+        };
+        let page = federated_query(state, req, params, auth, context, &query, filters).await?;
         warnings = page.warnings;
         map_id = page.map_id;
         (page.entities, page.total.filter(|_| query.count))
@@ -490,6 +499,13 @@ fn federation_headers(
     }
 }
 
+/// A query's filters in the query language: `q` on entities, `csf` on the sources' registrations.
+#[derive(Clone, Copy)]
+struct Filters<'a> {
+    q: Option<&'a Query>,
+    csf: Option<&'a Query>,
+}
+
 /// A broker's query: its own store (when it can evaluate the query) and every registered source
 /// that may hold matches, merged into one page of a stable, id-ordered entity map.
 async fn federated_query(
@@ -499,7 +515,7 @@ async fn federated_query(
     auth: &civitas_auth::authorizer::Authorized,
     context: &Resolved,
     query: &EntityQuery,
-    q: Option<&Query>,
+    Filters { q, csf }: Filters<'_>,
 ) -> Result<federation::Page, Problem> {
     let federation = state
         .federation
@@ -514,7 +530,7 @@ async fn federated_query(
     };
     let registrations = state
         .registrations
-        .matching(auth.tenant(), &selector, "queryEntity")
+        .matching_where(auth.tenant(), &selector, "queryEntity", csf)
         .await?;
     let sources = federation.sources(&registrations);
     let filters = forwarded(params);

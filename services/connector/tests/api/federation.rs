@@ -807,6 +807,55 @@ async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_a
 }
 
 #[actix_web::test]
+async fn csf_selects_the_sources_a_broker_asks() {
+    let (city_source, city_handle, city_seen) = recording_source().await;
+    let (utility_source, utility_handle, utility_seen) = recording_source().await;
+    let broker = broker(&[], 2_000).await;
+    for (endpoint, provider) in [(&city_source, "city"), (&utility_source, "utility")] {
+        let reply = send(
+            &broker,
+            &[],
+            "POST",
+            "/ngsi-ld/v1/csourceRegistrations",
+            Some(
+                &json!({"type": "ContextSourceRegistration", "endpoint": endpoint,
+                         "information": [{"entities": [{"type": "Vehicle"}]}],
+                         "dataProvider": provider}),
+            ),
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&csf=dataProvider==%22city%22"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(ids(&reply), ["urn:ngsi-ld:Vehicle:foreign"]);
+    assert_eq!(city_seen.lock().expect("not poisoned").len(), 1);
+    assert!(utility_seen.lock().expect("not poisoned").is_empty());
+    // A filter that does not parse is a 400, at the broker as at a connector.
+    let reply = send(
+        &broker,
+        &[],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&csf=("),
+        None,
+        &[],
+    )
+    .await;
+    reply.assert_problem(400, "BadRequestData");
+    city_handle.stop(false).await;
+    utility_handle.stop(false).await;
+}
+
+#[actix_web::test]
 async fn a_source_is_asked_only_for_the_entities_and_attributes_it_registers() {
     let (source, handle, seen) = recording_source().await;
     let broker = broker(&[], 2_000).await;
