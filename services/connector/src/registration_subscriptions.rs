@@ -528,8 +528,9 @@ async fn matching_registrations(
     let now = state.clock.now();
     match state.registrations.all_stored(tenant).await {
         Ok(all) => all
-            .into_iter()
+            .iter()
             .filter(|r| selects(subscription, &q, r, now))
+            .cloned()
             .collect(),
         Err(problem) => {
             tracing::warn!(

@@ -7,6 +7,7 @@
 //! registration that names no type needs the right on every type. So a department allowed to
 //! write its own types here may register itself as their source, and nothing else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -49,6 +50,11 @@ pub struct RegistrationQuery {
 pub struct Registrations {
     store: Store,
     clock: Arc<dyn Clock>,
+    /// Every tenant's registrations as last read, decoded: a broker consults them on every
+    /// federated request. Only this service writes them; each write drops its tenant's entry.
+    cache: std::sync::Mutex<HashMap<String, Arc<Vec<Stored>>>>,
+    /// Bumped by every write, so that a read that raced a write does not cache what it read.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Registrations {
@@ -100,7 +106,22 @@ fn types_of(canonical: &Map<String, Value>) -> Vec<String> {
 
 impl Registrations {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Registrations {
-        Registrations { store, clock }
+        Registrations {
+            store,
+            clock,
+            cache: Default::default(),
+            version: Default::default(),
+        }
+    }
+
+    /// After a write to `tenant`'s registrations: the cached ones are stale.
+    fn forget(&self, tenant: &str) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tenant);
     }
 
     fn decode(record: RegistrationRecord) -> Result<Stored, Problem> {
@@ -154,10 +175,12 @@ impl Registrations {
             created_at: now,
             modified_at: now,
         };
-        self.store
+        let stored = self
+            .store
             .put_document(Documents::Registrations, auth.tenant(), &record)
-            .await
-            .map_err(store_problem)?;
+            .await;
+        self.forget(auth.tenant());
+        stored.map_err(store_problem)?;
         Self::decode(record)
     }
 
@@ -200,7 +223,7 @@ impl Registrations {
         };
         let now = self.clock.now();
         let mut out = Vec::new();
-        for stored in self.all(auth.tenant()).await? {
+        for stored in self.all(auth.tenant()).await?.iter() {
             let types = types_of(&stored.canonical);
             if stored.registration.expired(now) || !covers(auth, &types, false) {
                 continue;
@@ -237,7 +260,7 @@ impl Registrations {
                 .is_none_or(|(geo, property)| stored.registration.matches_geo(geo, property));
             if ids_ok && pattern_ok && time_ok && geo_ok && stored.registration.matches(&selector) {
                 auth.note_types(&types);
-                out.push(stored);
+                out.push(stored.clone());
             }
         }
         Ok(out)
@@ -267,26 +290,43 @@ impl Registrations {
         Ok(self
             .all(tenant)
             .await?
-            .into_iter()
+            .iter()
             .filter(|stored| csf.is_none_or(|csf| csf.matches_members(&stored.canonical)))
-            .map(|stored| stored.registration)
+            .map(|stored| &stored.registration)
             .filter(|r| !r.expired(now) && r.supports(operation) && r.matches(selector))
+            .cloned()
             .collect())
     }
 
     /// Every registration of `tenant`, expired or not, in id order.
-    pub async fn all_stored(&self, tenant: &str) -> Result<Vec<Stored>, Problem> {
+    pub async fn all_stored(&self, tenant: &str) -> Result<Arc<Vec<Stored>>, Problem> {
         self.all(tenant).await
     }
 
-    async fn all(&self, tenant: &str) -> Result<Vec<Stored>, Problem> {
-        self.store
-            .list_documents(Documents::Registrations, tenant)
-            .await
-            .map_err(store_problem)?
-            .into_iter()
-            .map(Self::decode)
-            .collect()
+    async fn all(&self, tenant: &str) -> Result<Arc<Vec<Stored>>, Problem> {
+        if let Some(cached) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let version = self.version.load(std::sync::atomic::Ordering::SeqCst);
+        let all: Arc<Vec<Stored>> = Arc::new(
+            self.store
+                .list_documents(Documents::Registrations, tenant)
+                .await
+                .map_err(store_problem)?
+                .into_iter()
+                .map(Self::decode)
+                .collect::<Result<_, _>>()?,
+        );
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if self.version.load(std::sync::atomic::Ordering::SeqCst) == version {
+            cache.insert(tenant.to_owned(), Arc::clone(&all));
+        }
+        Ok(all)
     }
 
     /// Applies an update fragment (clause 5.9.3); returns the registration before and after.
@@ -337,7 +377,7 @@ impl Registrations {
                 created_at: stored.created_at,
                 modified_at,
             };
-            if self
+            let replaced = self
                 .store
                 .replace_document(
                     Documents::Registrations,
@@ -345,9 +385,9 @@ impl Registrations {
                     &record,
                     stored.modified_at,
                 )
-                .await
-                .map_err(store_problem)?
-            {
+                .await;
+            self.forget(auth.tenant());
+            if replaced.map_err(store_problem)? {
                 let updated = Self::decode(record)?;
                 return Ok((stored, updated));
             }
@@ -365,12 +405,12 @@ impl Registrations {
         if !covers(auth, &types, true) {
             return Err(forbidden());
         }
-        if self
+        let deleted = self
             .store
             .delete_document(Documents::Registrations, auth.tenant(), id)
-            .await
-            .map_err(store_problem)?
-        {
+            .await;
+        self.forget(auth.tenant());
+        if deleted.map_err(store_problem)? {
             Ok(stored)
         } else {
             Err(not_found(id))
