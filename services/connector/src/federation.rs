@@ -17,7 +17,9 @@
 //!
 //! A source that is slow (beyond `source_timeout_ms`), down, refuses, or answers with something
 //! that is not NGSI-LD leaves an `NGSILD-Warning` on the answer instead of failing it, unless the
-//! caller asked for all or nothing (`Civitas-Completeness: all`).
+//! caller asked for all or nothing (`Civitas-Completeness: all`). Of a source's first entities
+//! only those that make the page are read as NGSI-LD (the others only for their ids); an invalid
+//! one among them sets the whole answer of that source aside.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -613,6 +615,53 @@ impl Federation {
         })
     }
 
+    /// A source's answer as its entities' JSON objects, each with its id, not yet read as
+    /// NGSI-LD ([`Federation::entity_of`] reads the ones a page needs).
+    fn items_of(
+        &self,
+        source: &Source,
+        body: Value,
+    ) -> Result<Vec<(String, Value)>, SourceWarning> {
+        let items = match body {
+            Value::Array(items) => items,
+            Value::Object(_) => vec![body],
+            _ => {
+                return Err(source_failed(
+                    source,
+                    "answered with something not an entity list",
+                ));
+            }
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                let id = item
+                    .get("id")
+                    .or_else(|| item.get("@id"))
+                    .and_then(Value::as_str)
+                    .filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok())
+                    .ok_or_else(|| {
+                        source_failed(source, "answered with an entity without a valid id")
+                    })?
+                    .to_owned();
+                Ok((id, item))
+            })
+            .collect()
+    }
+
+    /// One entity of a source's answer, read as NGSI-LD (normalized or not, compacted with the
+    /// caller's @context).
+    fn entity_of(
+        &self,
+        source: &Source,
+        item: &Value,
+        context: &ActiveContext,
+    ) -> Result<Entity, SourceWarning> {
+        expand::entity(item, context, Payload::Entity)
+            .and_then(|canonical| canonical::decode_entity(&canonical, Trust::Caller))
+            .map_err(|e| source_failed(source, format!("answered with an invalid entity: {e}")))
+    }
+
     /// Reads a source's entities (normalized, compacted with the caller's @context); an entity
     /// that is not valid NGSI-LD makes the whole answer of that source suspect.
     fn entities_of(
@@ -764,43 +813,81 @@ impl Federation {
                 merge_into(&mut merged, entity);
             }
         }
-        let tasks = sources.iter().map(|source| async move {
-            let Some(mut query) = source.narrow(filters, forward.context) else {
-                return Ok(Vec::new());
-            };
-            let authorization = self.credentials(source, forward)?;
-            if ask_limit {
-                query.push(("limit".to_owned(), want.to_string()));
-            }
-            match self
-                .get(
-                    source,
-                    forward,
-                    authorization.as_deref(),
-                    "entities",
-                    &query,
-                )
-                .await?
-            {
-                None => Ok(Vec::new()),
-                Some(body) => self.entities_of(source, body, forward.context),
-            }
-        });
+        let tasks = sources
+            .iter()
+            .enumerate()
+            .map(|(index, source)| async move {
+                let Some(mut query) = source.narrow(filters, forward.context) else {
+                    return Ok((index, Vec::new()));
+                };
+                let authorization = self.credentials(source, forward)?;
+                if ask_limit {
+                    query.push(("limit".to_owned(), want.to_string()));
+                }
+                match self
+                    .get(
+                        source,
+                        forward,
+                        authorization.as_deref(),
+                        "entities",
+                        &query,
+                    )
+                    .await?
+                {
+                    None => Ok((index, Vec::new())),
+                    Some(body) => Ok((index, self.items_of(source, body)?)),
+                }
+            });
         let mut warnings = Vec::new();
+        // Each source's entities as JSON, by id: only those that make the page are read as
+        // NGSI-LD (a source answers up to `want`, the page is `limit` of all of them).
+        let mut answers: Vec<(usize, Vec<(String, Value)>)> = Vec::new();
         for outcome in futures_util::future::join_all(tasks).await {
             match outcome {
-                Ok(entities) => {
-                    for entity in entities {
-                        merge_into(&mut merged, entity);
-                    }
-                }
+                Ok(answer) => answers.push(answer),
                 Err(warning) => warnings.push(warning),
             }
         }
+        let entities = loop {
+            let mut ids: Vec<&str> = merged.keys().map(String::as_str).collect();
+            ids.extend(
+                answers
+                    .iter()
+                    .flat_map(|(_, items)| items.iter().map(|(id, _)| id.as_str())),
+            );
+            ids.sort_unstable();
+            ids.dedup();
+            let page: std::collections::HashSet<&str> =
+                ids.into_iter().skip(offset).take(limit).collect();
+            let mut entities: HashMap<String, Entity> = merged
+                .iter()
+                .filter(|(id, _)| page.contains(id.as_str()))
+                .map(|(id, entity)| (id.clone(), entity.clone()))
+                .collect();
+            // A source with an invalid entity on the page is left out, and the page made again.
+            let mut broken = None;
+            'sources: for (position, (index, items)) in answers.iter().enumerate() {
+                for (_, item) in items.iter().filter(|(id, _)| page.contains(id.as_str())) {
+                    match self.entity_of(&sources[*index], item, forward.context) {
+                        Ok(entity) => merge_into(&mut entities, entity),
+                        Err(warning) => {
+                            broken = Some((position, warning));
+                            break 'sources;
+                        }
+                    }
+                }
+            }
+            match broken {
+                Some((position, warning)) => {
+                    answers.remove(position);
+                    warnings.push(warning);
+                }
+                None => break entities,
+            }
+        };
         self.check_complete(forward, &warnings)?;
-        let mut entities: Vec<Entity> = merged.into_values().collect();
+        let mut entities: Vec<Entity> = entities.into_values().collect();
         entities.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-        let entities = entities.into_iter().skip(offset).take(limit).collect();
         Ok(Page {
             entities,
             total: None,

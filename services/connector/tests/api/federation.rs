@@ -184,8 +184,8 @@ fn warnings(reply: &crate::helpers::Reply) -> Vec<String> {
         .collect()
 }
 
-/// A source that misbehaves: `/garbage` answers with something that is not NGSI-LD, `/slow`
-/// answers after five seconds.
+/// A source that misbehaves: `/garbage` answers with something that is not JSON, `/invalid`
+/// with a list holding an entity that is not valid NGSI-LD, `/slow` after five seconds.
 async fn bad_source() -> (String, actix_web::dev::ServerHandle) {
     use actix_web::{App, HttpResponse, HttpServer, web};
     let server = HttpServer::new(|| {
@@ -196,6 +196,19 @@ async fn bad_source() -> (String, actix_web::dev::ServerHandle) {
                     HttpResponse::Ok()
                         .content_type("application/json")
                         .body(r#"[{"id": 7, "type": []}, "nonsense"#)
+                }),
+            )
+            .route(
+                "/invalid/ngsi-ld/v1/entities",
+                web::get().to(|| async {
+                    HttpResponse::Ok().content_type("application/json").body(
+                        json!([
+                            {"id": "urn:ngsi-ld:Vehicle:0", "type": "Vehicle"},
+                            {"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle",
+                             "speed": {"type": "Property"}}
+                        ])
+                        .to_string(),
+                    )
                 }),
             )
             .route(
@@ -568,6 +581,7 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
     register(&broker, &environment.url, &["Vehicle"]).await;
     let (bad, _bad_handle) = bad_source().await;
     register(&broker, &format!("{bad}/garbage"), &["Vehicle"]).await;
+    register(&broker, &format!("{bad}/invalid"), &["Vehicle"]).await;
     register(&broker, &format!("{bad}/slow"), &["Vehicle"]).await;
     let (t1, t2) = (token(1), token(2));
 
@@ -592,11 +606,18 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
         ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
     );
     let failed = warnings(&reply);
-    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(
         failed
             .iter()
             .any(|w| w.contains("/garbage") && w.contains("invalid JSON")),
+        "{failed:?}"
+    );
+    // An invalid entity makes its source's whole answer suspect: Vehicle:0 is not shown either.
+    assert!(
+        failed
+            .iter()
+            .any(|w| w.contains("/invalid") && w.contains("invalid entity")),
         "{failed:?}"
     );
     assert!(
@@ -633,7 +654,7 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(ids(&reply), ["urn:ngsi-ld:Vehicle:1"]);
-    assert_eq!(warnings(&reply).len(), 3, "{:?}", warnings(&reply));
+    assert_eq!(warnings(&reply).len(), 4, "{:?}", warnings(&reply));
 }
 
 #[actix_web::test]
