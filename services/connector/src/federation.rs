@@ -220,7 +220,7 @@ pub enum Paging<'a> {
 /// What the broker forwards a request with.
 pub struct Forward<'a> {
     pub req: &'a HttpRequest,
-    pub request_id: &'a str,
+    pub request_id: String,
     /// The caller's tokens.
     pub tokens: Vec<&'a str>,
     /// The caller's tenant (`""`: the default one).
@@ -228,7 +228,7 @@ pub struct Forward<'a> {
     /// The caller's @context, to read the sources' answers with.
     pub context: &'a ActiveContext,
     /// The caller's Link context URL, forwarded as is (`None`: the core context).
-    pub link: Option<&'a str>,
+    pub link: Option<String>,
     pub now: chrono::DateTime<chrono::Utc>,
     /// The `Authorization` value for each department, once bound to this request.
     pub relayed: Mutex<HashMap<usize, String>>,
@@ -427,7 +427,7 @@ impl Federation {
             let token = civitas_auth::token::bind_to_request(
                 token,
                 &self.name,
-                forward.request_id,
+                &forward.request_id,
                 chrono::Duration::seconds(self.settings.relay_ttl_s as i64),
                 forward.now,
             )
@@ -490,7 +490,10 @@ impl Federation {
             .client
             .request(method, url)
             .header("accept", "application/json")
-            .header(crate::routes::REQUEST_ID_HEADER, forward.request_id);
+            .header(
+                crate::routes::REQUEST_ID_HEADER,
+                forward.request_id.as_str(),
+            );
         let mut via: Vec<String> = forward
             .req
             .headers()
@@ -500,7 +503,7 @@ impl Federation {
             .collect();
         via.push(format!("1.1 {}", self.via_name()));
         request = request.header("via", via.join(", "));
-        if let Some(link) = forward.link {
+        if let Some(link) = forward.link.as_deref() {
             request = request.header("link", civitas_http::negotiation::context_link(link));
         }
         let tenant = source.tenant.as_deref().unwrap_or(forward.tenant);
@@ -1260,7 +1263,7 @@ fn fingerprint(forward: &Forward<'_>, filters: &[(String, String)]) -> String {
     }
     text.push_str(forward.tenant);
     text.push('\n');
-    text.push_str(forward.link.unwrap_or(""));
+    text.push_str(forward.link.as_deref().unwrap_or(""));
     for (name, value) in filters {
         text.push('\n');
         text.push_str(name);

@@ -449,32 +449,6 @@ fn forwarded(params: &Params) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What a broker forwards a request with.
-fn forward<'a>(
-    state: &AppState,
-    req: &'a HttpRequest,
-    auth: &'a civitas_auth::authorizer::Authorized,
-    context: &'a Resolved,
-    request_id: &'a str,
-    link: Option<&'a str>,
-) -> federation::Forward<'a> {
-    federation::Forward {
-        req,
-        request_id,
-        tokens: req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(civitas_auth::authorizer::bearer_tokens)
-            .unwrap_or_default(),
-        tenant: auth.tenant(),
-        context: &context.active,
-        link,
-        now: state.clock.now(),
-        relayed: Default::default(),
-    }
-}
-
 /// `NGSILD-EntityMap` and one `NGSILD-Warning` per source that was skipped or failed.
 fn federation_headers(
     response: &mut HttpResponse,
@@ -534,9 +508,7 @@ async fn federated_query(
         .await?;
     let sources = federation.sources(&registrations);
     let filters = forwarded(params);
-    let link = negotiation::link_context(req)?;
-    let request_id = super::current_request_id(req);
-    let forward = forward(state, req, auth, context, &request_id, link.as_deref());
+    let forward = provision::forward(state, req, auth.tenant(), context)?;
     // The broker's own store cannot evaluate everything its sources may: then only they answer.
     let local_possible = !UNIMPLEMENTED_QUERY_PARAMS
         .iter()
@@ -854,9 +826,7 @@ async fn federated_retrieve(
         Err(problem) if problem.code == ErrorType::ResourceNotFound.into() => None,
         Err(problem) => return Err(problem),
     };
-    let link = negotiation::link_context(req)?;
-    let request_id = super::current_request_id(req);
-    let forward = forward(state, req, auth, context, &request_id, link.as_deref());
+    let forward = provision::forward(state, req, auth.tenant(), context)?;
     let filters = forwarded(params);
     let (entity, warnings) = federation
         .retrieve(&forward, sources, id.as_str(), &filters, local)

@@ -18,6 +18,12 @@
 //! When every part succeeds the answer is the operation's usual one. When any part fails, it is a
 //! 207 whose body lists the parts that failed (`errors`: `entityId`, `registrationId` for a
 //! source, and the ProblemDetails with its `status`) and whether any part succeeded (`success`).
+//! What the broker's store lacks (the entity, or some attributes) but a source wrote is not a
+//! failure: it was written where it lives.
+//!
+//! Batches are divided entity by entity and sent as one batch per source, their results merged
+//! per entity. A purge goes to every source registered for entities it may concern, and the
+//! broker's store purges what it holds.
 
 use std::collections::BTreeSet;
 
@@ -264,18 +270,17 @@ impl Outgoing {
     }
 }
 
-/// What the broker forwards with for this request (see [`federation::Forward`]).
-fn forward<'a>(
+/// What the broker forwards this request with (see [`federation::Forward`]): the caller's
+/// tokens, tenant, @context and Link, and the request's id.
+pub(crate) fn forward<'a>(
     state: &AppState,
     req: &'a HttpRequest,
     tenant: &'a str,
     context: &'a Resolved,
-    request_id: &'a str,
-    link: Option<&'a str>,
-) -> federation::Forward<'a> {
-    federation::Forward {
+) -> Result<federation::Forward<'a>, Problem> {
+    Ok(federation::Forward {
         req,
-        request_id,
+        request_id: super::current_request_id(req),
         tokens: req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
@@ -284,10 +289,10 @@ fn forward<'a>(
             .unwrap_or_default(),
         tenant,
         context: &context.active,
-        link,
+        link: civitas_http::negotiation::link_context(req)?,
         now: state.clock.now(),
         relayed: Default::default(),
-    }
+    })
 }
 
 fn tenant_of(req: &HttpRequest) -> Result<String, Problem> {
@@ -488,9 +493,7 @@ where
     let (local_body, parts) = divide(&plan, &body, attribute.as_deref(), &context.active);
 
     let outgoing = Outgoing::of(req)?;
-    let link = civitas_http::negotiation::link_context(req)?;
-    let request_id = super::current_request_id(req);
-    let forward = forward(state, req, &tenant, &context, &request_id, link.as_deref());
+    let forward = forward(state, req, &tenant, &context)?;
     let sends = plan.targets.iter().zip(parts).map(|(target, part)| {
         let (outgoing, forward) = (&outgoing, &forward);
         async move {
@@ -651,9 +654,7 @@ where
     }
 
     let outgoing = Outgoing::of(req)?;
-    let link = civitas_http::negotiation::link_context(req)?;
-    let request_id = super::current_request_id(req);
-    let forward = forward(state, req, &tenant, context, &request_id, link.as_deref());
+    let forward = forward(state, req, &tenant, context)?;
     let sends = groups.iter().map(|(target, parts)| {
         let body = Value::Array(parts.iter().map(|(_, part)| part.clone()).collect());
         let (outgoing, forward) = (&outgoing, &forward);
@@ -805,9 +806,7 @@ where
         return local(auth).await;
     }
     let outgoing = Outgoing::of(req)?;
-    let link = civitas_http::negotiation::link_context(req)?;
-    let request_id = super::current_request_id(req);
-    let forward = forward(state, req, &tenant, &context, &request_id, link.as_deref());
+    let forward = forward(state, req, &tenant, &context)?;
     let sends = sources.iter().map(|source| {
         let (outgoing, forward) = (&outgoing, &forward);
         async move {

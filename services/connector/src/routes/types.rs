@@ -105,23 +105,7 @@ async fn ask_sources(
             "federation is off",
         )
     })?;
-    let link = negotiation::link_context(req)?;
-    let request_id = super::current_request_id(req);
-    let forward = federation::Forward {
-        req,
-        request_id: &request_id,
-        tokens: req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(civitas_auth::authorizer::bearer_tokens)
-            .unwrap_or_default(),
-        tenant: auth.tenant(),
-        context: &context.active,
-        link: link.as_deref(),
-        now: state.clock.now(),
-        relayed: Default::default(),
-    };
+    let forward = super::provision::forward(state, req, auth.tenant(), context)?;
     let (bodies, warnings) = federation.gather(&forward, &sources, path, query).await?;
     super::note_federation(req, federation::summary(&forward, &endpoints, &warnings));
     Ok((bodies, warnings, endpoints))
