@@ -254,6 +254,20 @@ pub struct Touched {
 }
 
 impl Journal {
+    /// Notes an entity the request concerned, without a decision of this service (a broker's
+    /// write it only forwarded): its types, id and the attributes written.
+    pub fn note_entity<'a>(
+        &self,
+        types: &[String],
+        id: &str,
+        attributes: impl IntoIterator<Item = &'a String>,
+    ) {
+        let mut touched = self.lock();
+        touched.entity_types.extend(types.iter().cloned());
+        touched.entity_ids.insert(id.to_owned());
+        touched.attributes.extend(attributes.into_iter().cloned());
+    }
+
     /// What was noted so far, leaving the journal empty.
     pub fn take(&self) -> Touched {
         std::mem::take(&mut *self.lock())

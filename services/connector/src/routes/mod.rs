@@ -519,8 +519,13 @@ fn note_decision(
     req.extensions_mut().insert(pending);
 }
 
-/// Records that a broker forwarded the whole of a request and decided nothing itself.
-pub(crate) fn note_forwarded(req: &HttpRequest, operation: Operation) {
+/// Records that a broker forwarded the whole of a request and decided nothing itself; `journal`
+/// says which entities it concerned.
+pub(crate) fn note_forwarded(
+    req: &HttpRequest,
+    operation: Operation,
+    journal: std::sync::Arc<civitas_auth::authorizer::Journal>,
+) {
     use actix_web::HttpMessage;
     use civitas_audit::record::{Access, Decision};
     if req.extensions().contains::<PendingRecord>() {
@@ -541,7 +546,7 @@ pub(crate) fn note_forwarded(req: &HttpRequest, operation: Operation) {
     };
     req.extensions_mut().insert(PendingRecord {
         access,
-        journal: None,
+        journal: Some(journal),
     });
 }
 

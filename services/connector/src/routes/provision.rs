@@ -26,10 +26,11 @@
 //! broker's store purges what it holds.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use civitas_auth::authorizer::{Authorized, Operation};
+use civitas_auth::authorizer::{Authorized, Journal, Operation};
 use civitas_http::{ErrorCode, Problem};
 use civitas_ngsild::ErrorType;
 use civitas_ngsild::expand::{self, Payload};
@@ -363,11 +364,12 @@ fn divide(
 }
 
 /// The broker's own part of a write: decided by its authorizer and applied by `local`; or, when
-/// there is none, the request is recorded as forwarded.
+/// there is none, the request is recorded as forwarded, with what `forwarded` noted.
 async fn local_part<T, F>(
     state: &AppState,
     req: &HttpRequest,
     part: Option<T>,
+    forwarded: Arc<Journal>,
     local: F,
 ) -> Option<Result<HttpResponse, Problem>>
 where
@@ -375,7 +377,7 @@ where
 {
     match part {
         None => {
-            note_forwarded(req, Operation::Write);
+            note_forwarded(req, Operation::Write, forwarded);
             None
         }
         Some(part) => Some(match authorize(state, req, Operation::Write).await {
@@ -509,7 +511,9 @@ where
                 .await
         }
     });
-    let mine = local_part(state, req, local_body, async |auth, part| {
+    let forwarded = Arc::new(Journal::default());
+    forwarded.note_entity(&types, id, &attributes);
+    let mine = local_part(state, req, local_body, forwarded, async |auth, part| {
         local(auth, part, &context).await
     });
     let (local_outcome, answers) =
@@ -614,6 +618,8 @@ where
         let auth = authorize(state, req, Operation::Write).await?;
         return local(auth, items).await;
     }
+    // What the batch concerns, for the record when the broker's store has no part of it.
+    let forwarded = Arc::new(Journal::default());
     // Per source (endpoint and tenant): the registration, and the parts with their entity ids.
     let mut groups: Vec<(Target, Vec<(String, Value)>)> = Vec::new();
     let mut mine = Vec::new();
@@ -629,6 +635,7 @@ where
         };
         let types = types_of(state, &tenant, &id, &item.payload, &item.context).await?;
         let attributes = attribute_names(&item.payload, &item.context);
+        forwarded.note_entity(&types, &id, &attributes);
         let plan = plan(federation, &registrations, &id, &types, &attributes);
         let (local_part, parts) = divide(&plan, &item.payload, None, &item.context);
         for (target, part) in plan.targets.into_iter().zip(parts) {
@@ -679,7 +686,7 @@ where
         .collect();
     let local_batch = async {
         if mine.is_empty() {
-            note_forwarded(req, Operation::Write);
+            note_forwarded(req, Operation::Write, forwarded);
             return None;
         }
         Some(match authorize(state, req, Operation::Write).await {
@@ -821,7 +828,9 @@ where
                 .await
         }
     });
-    let mine = local_part(state, req, Some(()), async |auth, ()| local(auth).await);
+    let mine = local_part(state, req, Some(()), Arc::default(), async |auth, ()| {
+        local(auth).await
+    });
     let (local_outcome, answers) =
         futures_util::future::join(mine, futures_util::future::join_all(sends)).await;
     let mut errors = Vec::new();

@@ -1222,6 +1222,22 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
         .to_owned();
     let record = audit_record(&broker, &crate::helpers::root_key(), &request_id).await;
     assert_eq!(record["event"]["decision"], "forwarded", "{record}");
+    // It still says what was written: one entity (its id pseudonymized), its type, its attribute.
+    assert_eq!(
+        record["event"]["entityIds"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
+    assert_eq!(
+        record["event"]["entityTypes"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
+    assert_eq!(
+        record["event"]["attributes"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
     assert_eq!(
         record["event"]["federation"]["asked"],
         json!([transport.url]),
