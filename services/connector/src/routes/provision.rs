@@ -205,6 +205,19 @@ fn has_attributes(body: &Map<String, Value>) -> bool {
         .any(|key| !NOT_ATTRIBUTES.contains(&key.as_str()))
 }
 
+/// The expanded types a write's body names (none for a fragment without `type`).
+fn named_types(body: &Value, context: &civitas_ngsild::context::ActiveContext) -> Vec<String> {
+    match body.get("type").or_else(|| body.get("@type")) {
+        Some(Value::String(name)) => vec![context.expand_name(name)],
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|name| context.expand_name(name))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The expanded types a write is about: those of its body, else those of the entity in the
 /// broker's store (empty when it holds none: registrations of any type then match by id).
 async fn types_of(
@@ -214,15 +227,7 @@ async fn types_of(
     body: &Value,
     context: &civitas_ngsild::context::ActiveContext,
 ) -> Result<Vec<String>, Problem> {
-    let named: Vec<String> = match body.get("type").or_else(|| body.get("@type")) {
-        Some(Value::String(name)) => vec![context.expand_name(name)],
-        Some(Value::Array(names)) => names
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|name| context.expand_name(name))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let named = named_types(body, context);
     if !named.is_empty() {
         return Ok(named);
     }
@@ -623,17 +628,40 @@ where
     // Per source (endpoint and tenant): the registration, and the parts with their entity ids.
     let mut groups: Vec<(Target, Vec<(String, Value)>)> = Vec::new();
     let mut mine = Vec::new();
+    let id_of = |item: &BatchItem| match &item.payload {
+        Value::String(id) => Some(id.clone()),
+        payload => payload.get("id").and_then(Value::as_str).map(str::to_owned),
+    };
+    // The types of the entities whose entries do not name them, from the broker's store at once.
+    let unnamed: Vec<String> = items
+        .iter()
+        .filter(|item| named_types(&item.payload, &item.context).is_empty())
+        .filter_map(id_of)
+        .collect();
+    let held: std::collections::HashMap<String, Vec<String>> = if unnamed.is_empty() {
+        Default::default()
+    } else {
+        state
+            .entities
+            .store
+            .get_many(&tenant, &unnamed)
+            .await
+            .map_err(crate::entities::store_problem)?
+            .into_iter()
+            .map(|record| (record.id, record.types))
+            .collect()
+    };
     for item in items {
-        let id = match &item.payload {
-            Value::String(id) => Some(id.clone()),
-            payload => payload.get("id").and_then(Value::as_str).map(str::to_owned),
-        };
-        let Some(id) = id.filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok()) else {
+        let Some(id) = id_of(&item).filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok())
+        else {
             // The store reports what is wrong with it.
             mine.push(item);
             continue;
         };
-        let types = types_of(state, &tenant, &id, &item.payload, &item.context).await?;
+        let mut types = named_types(&item.payload, &item.context);
+        if types.is_empty() {
+            types = held.get(&id).cloned().unwrap_or_default();
+        }
         let attributes = attribute_names(&item.payload, &item.context);
         forwarded.note_entity(&types, &id, &attributes);
         let plan = plan(federation, &registrations, &id, &types, &attributes);
