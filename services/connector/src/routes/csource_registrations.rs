@@ -128,6 +128,7 @@ async fn query(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         &context.link_url,
     );
     page.count_header(&mut response, total);
+    page.links(&req, &mut response, shown.len(), Some(total), &[]);
     Ok(response)
 }
 

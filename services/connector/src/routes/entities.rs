@@ -421,6 +421,19 @@ async fn answer_query(
     if let Some(total) = total {
         page.count_header(&mut response, total as usize);
     }
+    // A broker's pages of one entity map link to further pages of the same map.
+    let replace: Vec<(&str, &str)> = map_id
+        .as_deref()
+        .map(|id| ("entityMap", id))
+        .into_iter()
+        .collect();
+    page.links(
+        req,
+        &mut response,
+        entities.len(),
+        total.map(|total| total as usize),
+        &replace,
+    );
     federation_headers(&mut response, map_id.as_deref(), &warnings);
     Ok(response)
 }

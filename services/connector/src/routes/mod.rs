@@ -160,6 +160,69 @@ impl Page {
         (&items[start..end], items.len())
     }
 
+    /// Adds the links to the previous and the next page (clause 5.5.9; `Link` with `rel="prev"`
+    /// and `rel="next"`) of a GET listing `req` to `response`, which shows `shown` items of
+    /// `total` (`None`: unknown, so a full page is taken to have a next one). The links repeat
+    /// the request's own parameters, with `limit` and `offset` last, and `replace` applied (or
+    /// added).
+    pub(crate) fn links(
+        &self,
+        req: &HttpRequest,
+        response: &mut HttpResponse,
+        shown: usize,
+        total: Option<usize>,
+        replace: &[(&str, &str)],
+    ) {
+        if req.method() != actix_web::http::Method::GET || self.limit == 0 {
+            return;
+        }
+        let next = match total {
+            Some(total) => self.offset.saturating_add(self.limit) < total,
+            None => shown >= self.limit,
+        };
+        let link = |offset: usize, rel: &str| {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            let mut replaced = Vec::new();
+            for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+                if name == "limit" || name == "offset" {
+                    continue;
+                }
+                let value = match replace.iter().find(|(by_name, _)| *by_name == name) {
+                    Some((by_name, by)) => {
+                        replaced.push(*by_name);
+                        *by
+                    }
+                    None => value.as_ref(),
+                };
+                query.append_pair(&name, value);
+            }
+            for (name, value) in replace.iter().filter(|(name, _)| !replaced.contains(name)) {
+                query.append_pair(name, value);
+            }
+            query.append_pair("limit", &self.limit.to_string());
+            query.append_pair("offset", &offset.to_string());
+            format!(
+                "<{}?{}>;rel=\"{rel}\";type=\"application/ld+json\"",
+                req.path(),
+                query.finish()
+            )
+        };
+        let mut values = Vec::new();
+        if self.offset > 0 {
+            values.push(link(self.offset.saturating_sub(self.limit), "prev"));
+        }
+        if next {
+            values.push(link(self.offset.saturating_add(self.limit), "next"));
+        }
+        for value in values {
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&value) {
+                response
+                    .headers_mut()
+                    .append(actix_web::http::header::LINK, value);
+            }
+        }
+    }
+
     /// Adds `NGSILD-Results-Count` to `response` when the caller asked for it.
     pub(crate) fn count_header(&self, response: &mut HttpResponse, total: usize) {
         if self.count

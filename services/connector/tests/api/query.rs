@@ -41,6 +41,42 @@ async fn queries_filter_and_paginate() {
             .collect();
         assert_eq!(ids.len(), 7);
         assert_eq!(ids[0], "urn:ngsi-ld:Building:09");
+        // Links to the pages before and after, beside the @context link.
+        let links = |reply: &crate::helpers::Reply| -> Vec<String> {
+            reply
+                .headers
+                .get_all("link")
+                .iter()
+                .map(|v| v.to_str().expect("ascii").to_owned())
+                .filter(|v| v.contains("rel=\"prev\"") || v.contains("rel=\"next\""))
+                .collect()
+        };
+        assert_eq!(
+            links(&page),
+            [
+                "</ngsi-ld/v1/entities?type=Building&count=true&limit=7&offset=0>;rel=\"prev\";type=\"application/ld+json\"",
+                "</ngsi-ld/v1/entities?type=Building&count=true&limit=7&offset=14>;rel=\"next\";type=\"application/ld+json\""
+            ]
+        );
+        let last = app
+            .get(
+                "/ngsi-ld/v1/entities?type=Building&limit=7&offset=14&count=true",
+                ctx,
+            )
+            .await;
+        assert_eq!(
+            links(&last),
+            [
+                "</ngsi-ld/v1/entities?type=Building&count=true&limit=7&offset=7>;rel=\"prev\";type=\"application/ld+json\""
+            ]
+        );
+        assert!(
+            last.headers
+                .get_all("link")
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.contains("json-ld#context"))),
+            "the @context link stays"
+        );
 
         // Default page size is 20.
         let all = app

@@ -276,6 +276,26 @@ async fn q_selects_registrations_by_their_own_properties() {
         app.get(&format!("{PATH}?csf=level<"), ctx)
             .await
             .assert_problem(400, "BadRequestData");
+        // Pages link to the ones before and after.
+        let page = app
+            .get(&format!("{PATH}?type=Vehicle&limit=1&offset=1"), ctx)
+            .await;
+        let links: Vec<String> = page
+            .headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.contains("json-ld#context"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ids(page), ["urn:ngsi-ld:ContextSourceRegistration:q2"]);
+        assert_eq!(
+            links,
+            [
+                "</ngsi-ld/v1/csourceRegistrations?type=Vehicle&limit=1&offset=0>;rel=\"prev\";type=\"application/ld+json\"",
+                "</ngsi-ld/v1/csourceRegistrations?type=Vehicle&limit=1&offset=2>;rel=\"next\";type=\"application/ld+json\""
+            ]
+        );
     }
 }
 
