@@ -1422,6 +1422,28 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
     .await;
     assert_eq!(at_transport.status, 404, "{}", at_transport.text);
 
+    // A purge goes to the sources registered for the type, and the broker purges its own.
+    let reply = send(
+        &broker,
+        &[&t1],
+        "DELETE",
+        &format!("{ENTITIES}?type=Bus"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let at_transport = send(
+        &transport,
+        &[&t1],
+        "GET",
+        &format!("{ENTITIES}?type=Bus"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(ids(&at_transport), Vec::<String>::new());
+
     // local=true writes to the broker's store alone.
     let reply = send(
         &broker,
