@@ -266,9 +266,13 @@ impl Application {
         &self.state.public_url
     }
 
-    /// Serves until the server is stopped (Ctrl-C / SIGTERM, or a handle's `stop`).
+    /// Serves until the server is stopped (Ctrl-C / SIGTERM, or a handle's `stop`), then stores
+    /// what the audit log still has spooled and stops its merger.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let closer = self.state.audit.closer();
+        let served = self.server.await;
+        closer.close().await;
+        served
     }
 
     /// The department's audit log (to add witnesses once their addresses are known).

@@ -149,6 +149,36 @@ pub struct AuditLog {
     witnessing: tokio::sync::Mutex<()>,
     /// Starts the task that submits this log's checkpoints to a witness.
     cosigners: Cosigners,
+    /// Stops the spool's merger (see [`AuditLog::closer`]).
+    closing: Arc<Closing>,
+}
+
+/// How the spool's merger is stopped: told, then awaited.
+#[derive(Debug, Default)]
+struct Closing {
+    stop: tokio::sync::Notify,
+    merger: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Stops a log's spool merger once its service has stopped serving: what is spooled is merged
+/// first. Without it the merger runs as long as the process (which is what a real stop is).
+#[derive(Debug, Clone)]
+pub struct Closer(Arc<Closing>);
+
+impl Closer {
+    /// Merges what is spooled and stops the merger; returns once it has.
+    pub async fn close(self) {
+        self.0.stop.notify_one();
+        let merger = self
+            .0
+            .merger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(merger) = merger {
+            let _ = merger.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -215,6 +245,7 @@ impl AuditLog {
             tree,
             heads,
         };
+        let closing = Arc::new(Closing::default());
         let intake = match &settings.spool_dir {
             Some(dir) => {
                 let (spool, recovered) = Spool::open(dir, appender.tree.size)?;
@@ -240,7 +271,12 @@ impl AuditLog {
                     wake: tokio::sync::Notify::new(),
                     hurry: tokio::sync::Notify::new(),
                 });
-                tokio::spawn(Arc::clone(&spooled).merge(appender));
+                let merger =
+                    tokio::spawn(Arc::clone(&spooled).merge(appender, Arc::clone(&closing)));
+                *closing
+                    .merger
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(merger);
                 Intake::Spool(spooled)
             }
             None => Intake::Commit(Arc::new(AppendQueue {
@@ -272,7 +308,13 @@ impl AuditLog {
             watched,
             witnessing: tokio::sync::Mutex::new(()),
             cosigners,
+            closing,
         })
+    }
+
+    /// What stops this log's spool merger once the service has stopped (see [`Closer`]).
+    pub fn closer(&self) -> Closer {
+        Closer(Arc::clone(&self.closing))
     }
 
     /// The log's name in the store.
@@ -424,15 +466,22 @@ impl Spooled {
         }
     }
 
-    /// Stores what is spooled, at most once per [`MERGE_WAIT`], until the process ends. A batch
-    /// that cannot be stored is tried again (its records are acknowledged: they must not be
-    /// lost), while new requests wait for room once [`QUEUE`] records are pending.
-    async fn merge(self: Arc<Self>, mut appender: Appender) {
+    /// Stores what is spooled, at most once per [`MERGE_WAIT`], until the process ends or the
+    /// log is closed (then what is spooled is stored first). A batch that cannot be stored is
+    /// tried again (its records are acknowledged: they must not be lost), while new requests
+    /// wait for room once [`QUEUE`] records are pending.
+    async fn merge(self: Arc<Self>, mut appender: Appender, closing: Arc<Closing>) {
+        let mut last = false;
         loop {
-            self.wake.notified().await;
             tokio::select! {
-                () = tokio::time::sleep(MERGE_WAIT) => {}
-                () = self.hurry.notified() => {}
+                () = self.wake.notified() => {
+                    tokio::select! {
+                        () = tokio::time::sleep(MERGE_WAIT) => {}
+                        () = self.hurry.notified() => {}
+                        () = closing.stop.notified() => last = true,
+                    }
+                }
+                () = closing.stop.notified() => last = true,
             }
             let batch = self.spool.take();
             let count = batch.entries.len();
@@ -460,6 +509,9 @@ impl Spooled {
             }
             self.spool.merged(appender.tree.size);
             self.room.add_permits(count);
+            if last {
+                return;
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct TestApp {
     pub backend: &'static str,
     client: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
+    /// The running service: done once it stopped serving and closed its audit log.
+    running: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     database: Option<TestDatabase>,
     _context_dir: tempfile::TempDir,
 }
@@ -153,12 +155,13 @@ async fn spawn_app(database: TestDatabase, configure: &impl Fn(&mut Settings)) -
         .expect("the connector starts");
     let url = application.public_url().to_owned();
     let handle = application.handle();
-    actix_web::rt::spawn(application.run_until_stopped());
+    let running = actix_web::rt::spawn(application.run_until_stopped());
     TestApp {
         url,
         backend: database.kind,
         client: reqwest::Client::new(),
         handle,
+        running: Some(running),
         database: Some(database),
         _context_dir: context_dir,
     }
@@ -169,11 +172,12 @@ impl TestApp {
     pub async fn restart(mut self, configure: impl Fn(&mut Settings)) -> TestApp {
         let database = self.database.take().expect("the database is held");
         self.handle.stop(true).await;
+        // Once it returns, the stopped connector has merged its spool and its merger is gone:
+        // the new connector does not recover the same spool alongside it.
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
         drop(self);
-        // The stopped connector's audit merger runs on in this process (a real restart is a new
-        // process) and may still store its last spooled batch, at most one merge delay (100 ms)
-        // away; the new connector must not recover the same spool alongside it.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         spawn_app(database, &configure).await
     }
 
