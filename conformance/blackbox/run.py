@@ -960,6 +960,21 @@ def g_query(run: Run) -> None:
                link_url=url)
     check("query.q_post.ids", r.status == 200 and [x.get("id") for x in r.json() or []] == [ids[0]], r.brief())
 
+    # geo-queries (clause 4.10)
+    gtype = f"BbGeo{run.rid}"
+    near_id, far_id = run.id("geo"), run.id("geo")
+    for cid, x, lon, lat in (("near", near_id, 4.35, 50.85), ("far", far_id, 5.57, 50.63)):
+        run.create(f"query.geo.setup.{cid}", {"id": x, "type": gtype, "location": {
+            "type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}}, link_url=url)
+    r = q("query.geo_near", type=gtype, georel="near;maxDistance==2000", geometry="Point",
+          coordinates="[4.35,50.84]")
+    check("query.geo_near.ids", [x.get("id") for x in r.json()] == [near_id], r.brief())
+    r = q("query.geo_within", type=gtype, georel="within", geometry="Polygon",
+          coordinates="[[[5,50],[6,50],[6,51],[5,51],[5,50]]]")
+    check("query.geo_within.ids", [x.get("id") for x in r.json()] == [far_id], r.brief())
+    problem("query.geo_incomplete", c.get("/entities", query={"type": gtype, "georel": "within"},
+                                          link_url=url), 400, "BadRequestData")
+
     # pagination and count
     r = q("query.count", type=qtype, limit="2", count="true")
     check("query.count.page", len(r.json()) == 2, r.brief())
@@ -1171,8 +1186,6 @@ def g_errors(run: Run) -> None:
                                                               "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}}),
         ("subscriptions.list", "GET", "/subscriptions", {}),
         ("temporal", "GET", "/temporal/entities", {"query": {"type": run.type}}),
-        ("georel", "GET", "/entities", {"query": {"type": run.type, "georel": "near;maxDistance==10",
-                                                  "geometry": "Point", "coordinates": "[4,50]"}}),
     ]:
         problem(f"error.not_implemented.{cid}", c.request(method, path, **kw), 501, "OperationNotSupported")
 

@@ -35,6 +35,46 @@ pub struct BatchError {
     pub problem: Problem,
 }
 
+/// What a query keeps of its candidates beyond what the store selects: the query language (`q`)
+/// and a geo-query on a GeoProperty (expanded name). Both are evaluated on the entity as the
+/// caller sees it.
+#[derive(Debug, Clone, Default)]
+pub struct EntityFilter {
+    pub q: Option<civitas_ngsild::q::Query>,
+    pub geo: Option<(civitas_ngsild::geoquery::GeoQuery, String)>,
+}
+
+impl EntityFilter {
+    pub fn is_empty(&self) -> bool {
+        self.q.is_none() && self.geo.is_none()
+    }
+
+    pub fn matches(&self, entity: &Entity) -> bool {
+        self.q.as_ref().is_none_or(|q| q.matches(entity))
+            && self.geo.as_ref().is_none_or(|(geo, property)| {
+                entity.attributes.get(property).is_some_and(|instances| {
+                    instances.iter().any(|instance| match &instance.value {
+                        civitas_ngsild::entity::AttributeValue::GeoProperty(value) => {
+                            geo.matches(value)
+                        }
+                        _ => false,
+                    })
+                })
+            })
+    }
+
+    /// Attributes every match has one of (for the store to narrow the candidates by).
+    pub fn attributes(&self) -> Vec<String> {
+        let mut names = self.q.as_ref().map(|q| q.attributes()).unwrap_or_default();
+        if let Some((_, property)) = &self.geo
+            && !names.contains(property)
+        {
+            names.push(property.clone());
+        }
+        names
+    }
+}
+
 /// The outcome of a batch operation (clause 5.2.16 `BatchOperationResult`).
 #[derive(Debug, Clone, Default)]
 pub struct BatchOutcome {
@@ -429,17 +469,17 @@ impl Entities {
         &self,
         auth: &Authorized,
         query: &EntityQuery,
-        q: Option<&civitas_ngsild::q::Query>,
+        filter: Option<&EntityFilter>,
     ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
         check_names(auth, &query.types, &query.ids, &query.attributes)?;
         auth.note_types(&query.types);
-        let (entities, total) = match q {
+        let (entities, total) = match filter.filter(|filter| !filter.is_empty()) {
             None => self.query_visible(auth, query).await?,
-            Some(q) => {
+            Some(filter) => {
                 let Some(narrowed) = narrow_query(auth, query) else {
                     return Ok((Vec::new(), query.count.then_some(0)));
                 };
-                self.query_each(auth, &narrowed, Some(q)).await?
+                self.query_each(auth, &narrowed, Some(filter)).await?
             }
         };
         for entity in &entities {
@@ -483,7 +523,7 @@ impl Entities {
         &self,
         auth: &Authorized,
         query: &EntityQuery,
-        q: Option<&civitas_ngsild::q::Query>,
+        filter: Option<&EntityFilter>,
     ) -> Result<(Vec<Entity>, Option<u64>), Problem> {
         let (offset, limit) = (u64::from(query.offset), query.limit as usize);
         let mut scan = EntityQuery {
@@ -508,7 +548,7 @@ impl Entities {
                     continue;
                 }
                 project(auth, &mut entity);
-                if q.is_some_and(|q| !q.matches(&entity)) {
+                if filter.is_some_and(|filter| !filter.matches(&entity)) {
                     continue;
                 }
                 if visible >= offset && entities.len() < limit {

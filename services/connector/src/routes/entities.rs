@@ -22,7 +22,7 @@ use super::{
 };
 use crate::AppState;
 use crate::contexts::Resolved;
-use crate::entities::Trim;
+use crate::entities::{EntityFilter, Trim};
 use crate::federation;
 use civitas_ngsild::expand::Payload;
 use civitas_ngsild::registration::Selector;
@@ -152,10 +152,6 @@ const QUERY_PARAMS: &[&str] = &[
 
 /// Parameters of the query language and other features not evaluated yet.
 const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
-    "georel",
-    "geometry",
-    "coordinates",
-    "geoproperty",
     "lang",
     "scopeQ",
     "datasetId",
@@ -347,10 +343,13 @@ async fn answer_query(
 ) -> Result<HttpResponse, Problem> {
     let federated = state.federation.is_some() && !params.flag("local")?;
     let mut query = entity_filter(params, context)?;
-    let q = params
-        .get("q")
-        .map(|text| Query::parse(text, &context.active))
-        .transpose()?;
+    let filter = EntityFilter {
+        q: params
+            .get("q")
+            .map(|text| Query::parse(text, &context.active))
+            .transpose()?,
+        geo: geo_query(params, context)?,
+    };
     // The context source filter selects a broker's sources; a connector has none, so it changes
     // nothing there (and is still checked).
     let csf = params
@@ -361,19 +360,16 @@ async fn answer_query(
         && query.types.is_empty()
         && query.id_pattern.is_none()
         && query.attributes.is_empty()
-        && q.is_none()
-        && !(federated && params.get("georel").is_some())
+        && filter.is_empty()
     {
         return Err(Problem::bad_request(
             "a query needs at least one of id, idPattern, type, attrs, q or a geo-query",
         ));
     }
-    if let Some(q) = &q
-        && query.attributes.is_empty()
-    {
-        // Every entity that satisfies q has one of the attributes q names: the store narrows
-        // the candidates by them.
-        query.attributes = q.attributes();
+    if !filter.is_empty() && query.attributes.is_empty() {
+        // Every entity that satisfies q or the geo-query has one of the attributes they name:
+        // the store narrows the candidates by them.
+        query.attributes = filter.attributes();
     }
     let page = params.page(&state.settings.limits)?;
     query.limit = page.limit as u32;
@@ -386,7 +382,7 @@ async fn answer_query(
     let mut map_id = None;
     let (entities, total) = if federated {
         let filters = Filters {
-            q: q.as_ref(),
+            entities: &filter,
             csf: csf.as_ref(),
         };
         let page = federated_query(state, req, params, auth, context, &query, filters).await?;
@@ -394,7 +390,10 @@ async fn answer_query(
         map_id = page.map_id;
         (page.entities, page.total.filter(|_| query.count))
     } else {
-        state.entities.query_where(auth, &query, q.as_ref()).await?
+        state
+            .entities
+            .query_where(auth, &query, Some(&filter))
+            .await?
     };
     let body = match media {
         ResponseType::GeoJson => {
@@ -486,10 +485,10 @@ fn federation_headers(
     }
 }
 
-/// A query's filters in the query language: `q` on entities, `csf` on the sources' registrations.
+/// A query's filters: `q` and the geo-query on entities, `csf` on the sources' registrations.
 #[derive(Clone, Copy)]
 struct Filters<'a> {
-    q: Option<&'a Query>,
+    entities: &'a EntityFilter,
     csf: Option<&'a Query>,
 }
 
@@ -502,7 +501,7 @@ async fn federated_query(
     auth: &civitas_auth::authorizer::Authorized,
     context: &Resolved,
     query: &EntityQuery,
-    Filters { q, csf }: Filters<'_>,
+    Filters { entities, csf }: Filters<'_>,
 ) -> Result<federation::Page, Problem> {
     let federation = state
         .federation
@@ -540,17 +539,32 @@ async fn federated_query(
             federation::LocalFetch::Ids(ids) => {
                 local.limit = ids.len() as u32;
                 local.ids = ids;
-                Ok(Some(state.entities.query_where(auth, &local, q).await?.0))
+                Ok(Some(
+                    state
+                        .entities
+                        .query_where(auth, &local, Some(entities))
+                        .await?
+                        .0,
+                ))
             }
             federation::LocalFetch::First(count) => {
                 local.limit = count.min(page_size as usize) as u32;
-                Ok(Some(state.entities.query_where(auth, &local, q).await?.0))
+                Ok(Some(
+                    state
+                        .entities
+                        .query_where(auth, &local, Some(entities))
+                        .await?
+                        .0,
+                ))
             }
             federation::LocalFetch::All => {
                 let mut all = Vec::new();
                 local.limit = page_size;
                 loop {
-                    let (entities, _) = state.entities.query_where(auth, &local, q).await?;
+                    let (entities, _) = state
+                        .entities
+                        .query_where(auth, &local, Some(entities))
+                        .await?;
                     let done = entities.len() < page_size as usize;
                     all.extend(entities);
                     if done {
@@ -642,6 +656,42 @@ fn geometry_property(params: &Params, context: &Resolved) -> Result<String, Prob
             "{name:?} is not a valid attribute name"
         ))),
     }
+}
+
+/// The geo-query of a query (`georel`, `geometry`, `coordinates`, and `geoproperty`, `location`
+/// when absent), with the GeoProperty's expanded name; `None` without `georel`.
+fn geo_query(
+    params: &Params,
+    context: &Resolved,
+) -> Result<Option<(civitas_ngsild::geoquery::GeoQuery, String)>, Problem> {
+    let Some(georel) = params.get("georel") else {
+        if ["geometry", "coordinates", "geoproperty"]
+            .iter()
+            .any(|name| params.get(name).is_some())
+        {
+            return Err(Problem::bad_request(
+                "geometry, coordinates and geoproperty need georel",
+            ));
+        }
+        return Ok(None);
+    };
+    let (Some(geometry), Some(coordinates)) = (params.get("geometry"), params.get("coordinates"))
+    else {
+        return Err(Problem::bad_request(
+            "georel needs geometry and coordinates",
+        ));
+    };
+    let geo = civitas_ngsild::geoquery::GeoQuery::parse(georel, geometry, coordinates)?;
+    let property = match params.get("geoproperty") {
+        None | Some("") => "location",
+        Some(name) if is_valid_name(name) => name,
+        Some(name) => {
+            return Err(Problem::bad_request(format!(
+                "{name:?} is not a valid attribute name"
+            )));
+        }
+    };
+    Ok(Some((geo, context.active.expand_name(property))))
 }
 
 /// `DELETE /entities` (purge, clause 6.4.3.3): deletes every entity matching id / type / idPattern,

@@ -247,6 +247,75 @@ async fn q_filters_by_attribute_values_before_paging() {
 }
 
 #[actix_web::test]
+async fn geo_queries_select_by_location() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let place = |n: u32, lon: f64, lat: f64| {
+            json!({"id": format!("urn:ngsi-ld:Building:{n}"), "type": "Building",
+                   "location": {"type": "GeoProperty",
+                                "value": {"type": "Point", "coordinates": [lon, lat]}}})
+        };
+        let entities = json!([
+            place(1, 2.3522, 48.8566),   // Paris
+            place(2, 2.2945, 48.8584),   // 5 km west
+            place(3, 4.8357, 45.7640),   // Lyon
+            {"id": "urn:ngsi-ld:Building:4", "type": "Building"}
+        ]);
+        let loaded = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/upsert",
+                &entities,
+                ctx,
+            )
+            .await;
+        assert_eq!(loaded.status, 201, "{}", loaded.text);
+        let ids = |path: String| {
+            let app = &app;
+            async move {
+                let reply = app.get(&path, ctx).await;
+                assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+                reply
+                    .json()
+                    .as_array()
+                    .expect("array")
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        let near =
+            "georel=near%3BmaxDistance%3D%3D2000&geometry=Point&coordinates=%5B2.35%2C48.85%5D";
+        assert_eq!(
+            ids(format!("/ngsi-ld/v1/entities?type=Building&{near}")).await,
+            ["urn:ngsi-ld:Building:1"]
+        );
+        let far =
+            "georel=near%3BminDistance%3D%3D100000&geometry=Point&coordinates=%5B2.35%2C48.85%5D";
+        assert_eq!(
+            ids(format!("/ngsi-ld/v1/entities?type=Building&{far}")).await,
+            ["urn:ngsi-ld:Building:3"]
+        );
+        // Within a box around Paris, with no type: the geo-query alone selects.
+        let within = "georel=within&geometry=Polygon&coordinates=%5B%5B%5B2.0%2C48.5%5D%2C%5B3.0%2C48.5%5D%2C%5B3.0%2C49.0%5D%2C%5B2.0%2C49.0%5D%2C%5B2.0%2C48.5%5D%5D%5D";
+        assert_eq!(
+            ids(format!("/ngsi-ld/v1/entities?{within}")).await,
+            ["urn:ngsi-ld:Building:1", "urn:ngsi-ld:Building:2"]
+        );
+        // An incomplete or invalid geo-query is a 400.
+        app.get("/ngsi-ld/v1/entities?type=Building&georel=within", ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+        app.get(
+            "/ngsi-ld/v1/entities?type=Building&georel=near%3Bfar&geometry=Point&coordinates=%5B1%2C2%5D",
+            ctx,
+        )
+        .await
+        .assert_problem(400, "BadRequestData");
+    }
+}
+
+#[actix_web::test]
 async fn a_query_posted_as_a_body_answers_as_the_same_get_would() {
     for app in apps().await {
         let ctx = Some(TEST_CONTEXT_URL);
