@@ -807,23 +807,23 @@ impl Entities {
         auth: &Authorized,
         query: &EntityQuery,
         trim: Option<Trim>,
-        q: Option<&civitas_ngsild::q::Query>,
+        filter: Option<&EntityFilter>,
     ) -> Result<u64, Problem> {
         check_names(auth, &query.types, &query.ids, &[])?;
         auth.note_types(&query.types);
-        let purged = self.purge_visible(auth, query, trim, q).await?;
+        let purged = self.purge_visible(auth, query, trim, filter).await?;
         auth.note_count(purged);
         Ok(purged)
     }
 
-    /// [`Entities::purge`] once the request's names are decided. With `q`, only the matches that
-    /// satisfy it as the caller sees them are purged.
+    /// [`Entities::purge`] once the request's names are decided. With a `filter` (`q`, a
+    /// geo-query), only the matches that satisfy it as the caller sees them are purged.
     async fn purge_visible(
         &self,
         auth: &Authorized,
         query: &EntityQuery,
         trim: Option<Trim>,
-        q: Option<&civitas_ngsild::q::Query>,
+        filter: Option<&EntityFilter>,
     ) -> Result<u64, Problem> {
         match &trim {
             None => check_may_remove_entities(auth)?,
@@ -835,7 +835,8 @@ impl Entities {
             return Ok(0);
         };
         let query = &query;
-        if trim.is_none() && q.is_none() {
+        let filter = filter.filter(|filter| !filter.is_empty());
+        if trim.is_none() && filter.is_none() {
             let mut tx = self.store.begin().await.map_err(store_problem)?;
             let deleted = tx
                 .purge(auth.tenant(), query)
@@ -861,10 +862,10 @@ impl Entities {
                 .map_err(store_problem)?;
             let done = found.records.len() < page.limit as usize;
             for record in found.records {
-                if let Some(q) = q {
+                if let Some(filter) = filter {
                     let mut entity = from_record(&record)?;
                     project(auth, &mut entity);
-                    if !q.matches(&entity) {
+                    if !filter.matches(&entity) {
                         continue;
                     }
                 }

@@ -714,29 +714,32 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             "local",
         ],
     )?;
-    params.refuse_unimplemented(&["scopeQ", "georel", "geometry", "coordinates", "geoproperty"])?;
+    params.refuse_unimplemented(&["scopeQ"])?;
     negotiation::response_type(&req, false)?;
     let input = write_link_input(&state, &req, &params).await?;
     let context = input.context.clone();
     let mut query = entity_filter(&params, &context)?;
-    let q = params
-        .get("q")
-        .map(|text| Query::parse(text, &context.active))
-        .transpose()?;
+    let filter = EntityFilter {
+        q: params
+            .get("q")
+            .map(|text| Query::parse(text, &context.active))
+            .transpose()?,
+        geo: geo_query(&params, &context)?,
+    };
     let local = params.flag("local")?;
     if query.ids.is_empty()
         && query.types.is_empty()
         && query.id_pattern.is_none()
-        && q.is_none()
+        && filter.is_empty()
         && !local
     {
         return Err(Problem::bad_request(
-            "purge needs at least one of id, idPattern, type, q or local=true",
+            "purge needs at least one of id, idPattern, type, q, a geo-query or local=true",
         ));
     }
-    if let Some(q) = &q {
-        // Every entity that satisfies q has one of the attributes it names.
-        query.attributes = q.attributes();
+    if !filter.is_empty() {
+        // Every entity that satisfies the filter has one of the attributes it names.
+        query.attributes = filter.attributes();
     }
     let names = |list: Vec<&str>| -> Result<std::collections::HashSet<String>, Problem> {
         list.into_iter()
@@ -764,7 +767,7 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     provision::purge(&state, &req, input, &selector, async |auth| {
         state
             .entities
-            .purge(&auth, &query, trim, q.as_ref())
+            .purge(&auth, &query, trim, Some(&filter))
             .await?;
         Ok(no_content())
     })

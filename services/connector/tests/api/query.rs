@@ -302,6 +302,20 @@ async fn geo_queries_select_by_location() {
             ids(format!("/ngsi-ld/v1/entities?{within}")).await,
             ["urn:ngsi-ld:Building:1", "urn:ngsi-ld:Building:2"]
         );
+        // Purge by a geo-query deletes the matches only.
+        let purged = app
+            .request(
+                "DELETE",
+                &format!("/ngsi-ld/v1/entities?type=Building&{within}"),
+                &[("link", &crate::helpers::link(TEST_CONTEXT_URL))],
+                None,
+            )
+            .await;
+        assert_eq!(purged.status, 204, "{}", purged.text);
+        assert_eq!(
+            ids("/ngsi-ld/v1/entities?type=Building".to_owned()).await,
+            ["urn:ngsi-ld:Building:3", "urn:ngsi-ld:Building:4"]
+        );
         // An incomplete or invalid geo-query is a 400.
         app.get("/ngsi-ld/v1/entities?type=Building&georel=within", ctx)
             .await
