@@ -35,22 +35,27 @@ pub struct BatchError {
     pub problem: Problem,
 }
 
-/// What a query keeps of its candidates beyond what the store selects: the query language (`q`)
-/// and a geo-query on a GeoProperty (expanded name). Both are evaluated on the entity as the
-/// caller sees it.
+/// What a query keeps of its candidates beyond what the store selects: a type expression, the
+/// query language (`q`) and a geo-query on a GeoProperty (expanded name). They are evaluated on
+/// the entity as the caller sees it.
 #[derive(Debug, Clone, Default)]
 pub struct EntityFilter {
+    /// A type expression with `;` (clause 4.17); a plain list is the store's to select.
+    pub types: Option<civitas_ngsild::q::TypeQuery>,
     pub q: Option<civitas_ngsild::q::Query>,
     pub geo: Option<(civitas_ngsild::geoquery::GeoQuery, String)>,
 }
 
 impl EntityFilter {
     pub fn is_empty(&self) -> bool {
-        self.q.is_none() && self.geo.is_none()
+        self.types.is_none() && self.q.is_none() && self.geo.is_none()
     }
 
     pub fn matches(&self, entity: &Entity) -> bool {
-        self.q.as_ref().is_none_or(|q| q.matches(entity))
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.matches(&entity.types))
+            && self.q.as_ref().is_none_or(|q| q.matches(entity))
             && self.geo.as_ref().is_none_or(|(geo, property)| {
                 entity.attributes.get(property).is_some_and(|instances| {
                     instances.iter().any(|instance| match &instance.value {

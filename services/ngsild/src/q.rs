@@ -561,6 +561,150 @@ fn literal(token: &str) -> Literal {
     Literal::Bare(token.to_owned())
 }
 
+/// A type expression (clause 4.17): type names joined by `,` or `|` (either) and `;` (all),
+/// grouped with parentheses; `;` binds tighter. Names are expanded when it is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeQuery {
+    Name(String),
+    All(Vec<TypeQuery>),
+    Any(Vec<TypeQuery>),
+}
+
+impl TypeQuery {
+    /// Parses `text`; `valid` says which names are entity type names.
+    pub fn parse(
+        text: &str,
+        context: &ActiveContext,
+        valid: impl Fn(&str) -> bool,
+    ) -> Result<TypeQuery, Error> {
+        let bad = |message: String| Error::bad(format!("invalid type expression: {message}"));
+        let mut tokens = Vec::new();
+        let mut name = String::new();
+        for c in text.chars() {
+            if matches!(c, ',' | '|' | ';' | '(' | ')') {
+                if !name.trim().is_empty() {
+                    tokens.push(name.trim().to_owned());
+                }
+                name.clear();
+                tokens.push(c.to_string());
+            } else {
+                name.push(c);
+            }
+        }
+        if !name.trim().is_empty() {
+            tokens.push(name.trim().to_owned());
+        }
+        let mut position = 0;
+        let expr = Self::any(&tokens, &mut position, context, &valid, &bad)?;
+        if position != tokens.len() {
+            return Err(bad(format!("unexpected {:?}", tokens[position])));
+        }
+        Ok(expr)
+    }
+
+    fn any(
+        tokens: &[String],
+        position: &mut usize,
+        context: &ActiveContext,
+        valid: &impl Fn(&str) -> bool,
+        bad: &impl Fn(String) -> Error,
+    ) -> Result<TypeQuery, Error> {
+        let mut any = vec![Self::all(tokens, position, context, valid, bad)?];
+        while tokens.get(*position).is_some_and(|t| t == "," || t == "|") {
+            *position += 1;
+            any.push(Self::all(tokens, position, context, valid, bad)?);
+        }
+        Ok(if any.len() == 1 {
+            any.remove(0)
+        } else {
+            TypeQuery::Any(any)
+        })
+    }
+
+    fn all(
+        tokens: &[String],
+        position: &mut usize,
+        context: &ActiveContext,
+        valid: &impl Fn(&str) -> bool,
+        bad: &impl Fn(String) -> Error,
+    ) -> Result<TypeQuery, Error> {
+        let mut all = vec![Self::one(tokens, position, context, valid, bad)?];
+        while tokens.get(*position).is_some_and(|t| t == ";") {
+            *position += 1;
+            all.push(Self::one(tokens, position, context, valid, bad)?);
+        }
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            TypeQuery::All(all)
+        })
+    }
+
+    fn one(
+        tokens: &[String],
+        position: &mut usize,
+        context: &ActiveContext,
+        valid: &impl Fn(&str) -> bool,
+        bad: &impl Fn(String) -> Error,
+    ) -> Result<TypeQuery, Error> {
+        let Some(token) = tokens.get(*position) else {
+            return Err(bad("a type name is missing at the end".to_owned()));
+        };
+        *position += 1;
+        match token.as_str() {
+            "(" => {
+                let inner = Self::any(tokens, position, context, valid, bad)?;
+                if tokens.get(*position).is_none_or(|t| t != ")") {
+                    return Err(bad("missing )".to_owned()));
+                }
+                *position += 1;
+                Ok(inner)
+            }
+            "," | "|" | ";" | ")" => Err(bad(format!("a type name is missing before {token:?}"))),
+            name if valid(name) => Ok(TypeQuery::Name(context.expand_name(name))),
+            name => Err(bad(format!("{name:?} is not a valid entity type"))),
+        }
+    }
+
+    /// Every type name the expression mentions (expanded), each once.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect(&self, out: &mut Vec<String>) {
+        match self {
+            TypeQuery::Name(name) => {
+                if !out.contains(name) {
+                    out.push(name.clone());
+                }
+            }
+            TypeQuery::All(parts) | TypeQuery::Any(parts) => {
+                parts.iter().for_each(|part| part.collect(out));
+            }
+        }
+    }
+
+    /// Whether an entity of `types` (expanded) satisfies the expression.
+    pub fn matches(&self, types: &[String]) -> bool {
+        match self {
+            TypeQuery::Name(name) => types.contains(name),
+            TypeQuery::All(parts) => parts.iter().all(|part| part.matches(types)),
+            TypeQuery::Any(parts) => parts.iter().any(|part| part.matches(types)),
+        }
+    }
+
+    /// Whether it is a plain list of alternatives (what an index lookup answers exactly).
+    pub fn is_list(&self) -> bool {
+        match self {
+            TypeQuery::Name(_) => true,
+            TypeQuery::Any(parts) => parts.iter().all(|part| matches!(part, TypeQuery::Name(_))),
+            TypeQuery::All(_) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,6 +809,33 @@ mod tests {
         assert!(q("csourceProperty1==\"aValue\""));
         assert!(!q("csourceProperty1==\"other\""));
         assert!(q("level>2"));
+    }
+
+    #[test]
+    fn type_expressions_and_or_and_group() {
+        let parse = |text: &str| TypeQuery::parse(text, &context(), |n| !n.is_empty());
+        let t = |names: &[&str]| -> Vec<String> {
+            names
+                .iter()
+                .map(|n| format!("https://example.org/{n}"))
+                .collect()
+        };
+        let both = parse("(Building;Tourist),Parking").expect("valid");
+        assert!(both.matches(&t(&["Building", "Tourist"])));
+        assert!(both.matches(&t(&["Parking"])));
+        assert!(!both.matches(&t(&["Building"])));
+        assert!(!both.is_list());
+        assert_eq!(both.names(), t(&["Building", "Tourist", "Parking"]));
+        let list = parse("Building|Parking").expect("valid");
+        assert!(list.is_list());
+        assert!(
+            parse("Building;Parking")
+                .expect("valid")
+                .matches(&t(&["Parking", "Building"]))
+        );
+        for text in ["", "(Building", "Building;", ";Building", "Building)", "()"] {
+            assert!(parse(text).is_err(), "{text:?} parsed");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use civitas_http::Problem;
 use civitas_http::negotiation::{self, ResponseType};
 use civitas_ngsild::ErrorType;
 use civitas_ngsild::names::{EntityId, is_valid_name};
-use civitas_ngsild::q::Query;
+use civitas_ngsild::q::{Query, TypeQuery};
 use civitas_ngsild::render;
 use civitas_ngsild::update::UpdateReport;
 use civitas_store::EntityQuery;
@@ -342,8 +342,9 @@ async fn answer_query(
     context: &Resolved,
 ) -> Result<HttpResponse, Problem> {
     let federated = state.federation.is_some() && !params.flag("local")?;
-    let mut query = entity_filter(params, context)?;
+    let (mut query, types) = entity_filter(params, context)?;
     let filter = EntityFilter {
+        types,
         q: params
             .get("q")
             .map(|text| Query::parse(text, &context.active))
@@ -603,32 +604,22 @@ async fn federated_query(
 }
 
 /// The id / type / idPattern / attrs filter shared by query and purge.
-fn entity_filter(params: &Params, context: &Resolved) -> Result<EntityQuery, Problem> {
+fn entity_filter(
+    params: &Params,
+    context: &Resolved,
+) -> Result<(EntityQuery, Option<TypeQuery>), Problem> {
     let mut query = EntityQuery::default();
     for id in params.list("id") {
         query.ids.push(EntityId::parse(id)?.as_str().to_owned());
     }
+    let mut expression = None;
     if let Some(types) = params.get("type") {
-        if types.contains([';', '(', ')']) {
-            return Err(Problem::new(
-                civitas_http::ErrorCode::NotImplemented,
-                "type expressions with ';' or parentheses are not implemented by this connector yet; use ',' or '|'",
-            ));
-        }
-        for name in types
-            .split([',', '|'])
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            if !is_valid_name(name) {
-                return Err(Problem::bad_request(format!(
-                    "{name:?} is not a valid entity type"
-                )));
-            }
-            query.types.push(context.active.expand_name(name));
-        }
-        if query.types.is_empty() {
-            return Err(Problem::bad_request("type is empty"));
+        let parsed = TypeQuery::parse(types, &context.active, is_valid_name)?;
+        // The store selects entities of any of the types named; an expression with `;` is then
+        // evaluated on each of them.
+        query.types = parsed.names();
+        if !parsed.is_list() {
+            expression = Some(parsed);
         }
     }
     if let Some(pattern) = params.get("idPattern") {
@@ -645,7 +636,7 @@ fn entity_filter(params: &Params, context: &Resolved) -> Result<EntityQuery, Pro
         }
         query.attributes.push(context.active.expand_name(name));
     }
-    Ok(query)
+    Ok((query, expression))
 }
 
 fn geometry_property(params: &Params, context: &Resolved) -> Result<String, Problem> {
@@ -718,8 +709,9 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     negotiation::response_type(&req, false)?;
     let input = write_link_input(&state, &req, &params).await?;
     let context = input.context.clone();
-    let mut query = entity_filter(&params, &context)?;
+    let (mut query, types) = entity_filter(&params, &context)?;
     let filter = EntityFilter {
+        types,
         q: params
             .get("q")
             .map(|text| Query::parse(text, &context.active))

@@ -247,6 +247,66 @@ async fn q_filters_by_attribute_values_before_paging() {
 }
 
 #[actix_web::test]
+async fn type_expressions_select_by_all_or_any_of_the_types() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let entities = json!([
+            {"id": "urn:ngsi-ld:Thing:a", "type": ["Building", "Tourist"]},
+            {"id": "urn:ngsi-ld:Thing:b", "type": "Building"},
+            {"id": "urn:ngsi-ld:Thing:c", "type": "Parking"}
+        ]);
+        let loaded = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/upsert",
+                &entities,
+                ctx,
+            )
+            .await;
+        assert_eq!(loaded.status, 201, "{}", loaded.text);
+        for (types, expected) in [
+            ("%28Building%3BTourist%29", vec!["urn:ngsi-ld:Thing:a"]),
+            (
+                "%28Building%3BTourist%29%2CParking",
+                vec!["urn:ngsi-ld:Thing:a", "urn:ngsi-ld:Thing:c"],
+            ),
+            (
+                "Building%7CParking",
+                vec![
+                    "urn:ngsi-ld:Thing:a",
+                    "urn:ngsi-ld:Thing:b",
+                    "urn:ngsi-ld:Thing:c",
+                ],
+            ),
+        ] {
+            let reply = app
+                .get(
+                    &format!("/ngsi-ld/v1/entities?type={types}&count=true"),
+                    ctx,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{types}: {}", reply.text);
+            let ids: Vec<String> = reply
+                .json()
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(ids, expected, "{types}");
+            assert_eq!(
+                reply.header("ngsild-results-count"),
+                Some(expected.len().to_string().as_str()),
+                "{types}"
+            );
+        }
+        app.get("/ngsi-ld/v1/entities?type=Building%3B", ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+    }
+}
+
+#[actix_web::test]
 async fn geo_queries_select_by_location() {
     for app in apps().await {
         let ctx = Some(TEST_CONTEXT_URL);
