@@ -44,11 +44,13 @@ pub struct EntityFilter {
     pub types: Option<civitas_ngsild::q::TypeQuery>,
     pub q: Option<civitas_ngsild::q::Query>,
     pub geo: Option<(civitas_ngsild::geoquery::GeoQuery, String)>,
+    /// `scopeQ` (clause 4.19).
+    pub scopes: Option<civitas_ngsild::q::TypeQuery>,
 }
 
 impl EntityFilter {
     pub fn is_empty(&self) -> bool {
-        self.types.is_none() && self.q.is_none() && self.geo.is_none()
+        self.types.is_none() && self.q.is_none() && self.geo.is_none() && self.scopes.is_none()
     }
 
     pub fn matches(&self, entity: &Entity) -> bool {
@@ -56,6 +58,10 @@ impl EntityFilter {
             .as_ref()
             .is_none_or(|types| types.matches(&entity.types))
             && self.q.as_ref().is_none_or(|q| q.matches(entity))
+            && self
+                .scopes
+                .as_ref()
+                .is_none_or(|scopes| scopes.matches_scopes(&entity.scopes))
             && self.geo.as_ref().is_none_or(|(geo, property)| {
                 entity.attributes.get(property).is_some_and(|instances| {
                     instances.iter().any(|instance| match &instance.value {

@@ -577,7 +577,41 @@ impl TypeQuery {
         context: &ActiveContext,
         valid: impl Fn(&str) -> bool,
     ) -> Result<TypeQuery, Error> {
-        let bad = |message: String| Error::bad(format!("invalid type expression: {message}"));
+        Self::parse_leaves(text, "type expression", |name| {
+            if valid(name) {
+                Ok(context.expand_name(name))
+            } else {
+                Err(format!("{name:?} is not a valid entity type"))
+            }
+        })
+    }
+
+    /// Parses a scope query (clause 4.19): scopes (`/a/b`, with `+` for any one level and a final
+    /// `#` for the level and everything below) joined like types.
+    pub fn parse_scopes(text: &str) -> Result<TypeQuery, Error> {
+        Self::parse_leaves(text, "scopeQ", |scope| {
+            let segments: Vec<&str> = scope.split('/').collect();
+            let well_formed = scope.starts_with('/')
+                && segments[1..].iter().enumerate().all(|(i, segment)| {
+                    !segment.is_empty()
+                        && (*segment == "+"
+                            || (*segment == "#" && i + 2 == segments.len())
+                            || !segment.contains(['+', '#']))
+                });
+            if well_formed {
+                Ok(scope.to_owned())
+            } else {
+                Err(format!("{scope:?} is not a scope"))
+            }
+        })
+    }
+
+    fn parse_leaves(
+        text: &str,
+        what: &str,
+        leaf: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<TypeQuery, Error> {
+        let bad = |message: String| Error::bad(format!("invalid {what}: {message}"));
         let mut tokens = Vec::new();
         let mut name = String::new();
         for c in text.chars() {
@@ -595,7 +629,7 @@ impl TypeQuery {
             tokens.push(name.trim().to_owned());
         }
         let mut position = 0;
-        let expr = Self::any(&tokens, &mut position, context, &valid, &bad)?;
+        let expr = Self::any(&tokens, &mut position, &leaf, &bad)?;
         if position != tokens.len() {
             return Err(bad(format!("unexpected {:?}", tokens[position])));
         }
@@ -605,14 +639,13 @@ impl TypeQuery {
     fn any(
         tokens: &[String],
         position: &mut usize,
-        context: &ActiveContext,
-        valid: &impl Fn(&str) -> bool,
+        leaf: &impl Fn(&str) -> Result<String, String>,
         bad: &impl Fn(String) -> Error,
     ) -> Result<TypeQuery, Error> {
-        let mut any = vec![Self::all(tokens, position, context, valid, bad)?];
+        let mut any = vec![Self::all(tokens, position, leaf, bad)?];
         while tokens.get(*position).is_some_and(|t| t == "," || t == "|") {
             *position += 1;
-            any.push(Self::all(tokens, position, context, valid, bad)?);
+            any.push(Self::all(tokens, position, leaf, bad)?);
         }
         Ok(if any.len() == 1 {
             any.remove(0)
@@ -624,14 +657,13 @@ impl TypeQuery {
     fn all(
         tokens: &[String],
         position: &mut usize,
-        context: &ActiveContext,
-        valid: &impl Fn(&str) -> bool,
+        leaf: &impl Fn(&str) -> Result<String, String>,
         bad: &impl Fn(String) -> Error,
     ) -> Result<TypeQuery, Error> {
-        let mut all = vec![Self::one(tokens, position, context, valid, bad)?];
+        let mut all = vec![Self::one(tokens, position, leaf, bad)?];
         while tokens.get(*position).is_some_and(|t| t == ";") {
             *position += 1;
-            all.push(Self::one(tokens, position, context, valid, bad)?);
+            all.push(Self::one(tokens, position, leaf, bad)?);
         }
         Ok(if all.len() == 1 {
             all.remove(0)
@@ -643,8 +675,7 @@ impl TypeQuery {
     fn one(
         tokens: &[String],
         position: &mut usize,
-        context: &ActiveContext,
-        valid: &impl Fn(&str) -> bool,
+        leaf: &impl Fn(&str) -> Result<String, String>,
         bad: &impl Fn(String) -> Error,
     ) -> Result<TypeQuery, Error> {
         let Some(token) = tokens.get(*position) else {
@@ -653,7 +684,7 @@ impl TypeQuery {
         *position += 1;
         match token.as_str() {
             "(" => {
-                let inner = Self::any(tokens, position, context, valid, bad)?;
+                let inner = Self::any(tokens, position, leaf, bad)?;
                 if tokens.get(*position).is_none_or(|t| t != ")") {
                     return Err(bad("missing )".to_owned()));
                 }
@@ -661,8 +692,7 @@ impl TypeQuery {
                 Ok(inner)
             }
             "," | "|" | ";" | ")" => Err(bad(format!("a type name is missing before {token:?}"))),
-            name if valid(name) => Ok(TypeQuery::Name(context.expand_name(name))),
-            name => Err(bad(format!("{name:?} is not a valid entity type"))),
+            name => leaf(name).map(TypeQuery::Name).map_err(bad),
         }
     }
 
@@ -695,12 +725,37 @@ impl TypeQuery {
         }
     }
 
+    /// Whether an entity with `scopes` satisfies a scope query: each named scope pattern matches
+    /// one of them.
+    pub fn matches_scopes(&self, scopes: &[String]) -> bool {
+        match self {
+            TypeQuery::Name(pattern) => scopes.iter().any(|scope| scope_matches(pattern, scope)),
+            TypeQuery::All(parts) => parts.iter().all(|part| part.matches_scopes(scopes)),
+            TypeQuery::Any(parts) => parts.iter().any(|part| part.matches_scopes(scopes)),
+        }
+    }
+
     /// Whether it is a plain list of alternatives (what an index lookup answers exactly).
     pub fn is_list(&self) -> bool {
         match self {
             TypeQuery::Name(_) => true,
             TypeQuery::Any(parts) => parts.iter().all(|part| matches!(part, TypeQuery::Name(_))),
             TypeQuery::All(_) => false,
+        }
+    }
+}
+
+/// Whether `scope` matches `pattern` (`+`: any one level; a final `#`: that level and below).
+fn scope_matches(pattern: &str, scope: &str) -> bool {
+    let mut pattern = pattern.split('/').skip(1);
+    let mut scope = scope.split('/').skip(1);
+    loop {
+        match (pattern.next(), scope.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
@@ -835,6 +890,31 @@ mod tests {
         );
         for text in ["", "(Building", "Building;", ";Building", "Building)", "()"] {
             assert!(parse(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn scope_queries_match_levels_and_wildcards() {
+        let scopes =
+            |list: &[&str]| -> Vec<String> { list.iter().map(|s| (*s).to_owned()).collect() };
+        let q = |text: &str| TypeQuery::parse_scopes(text).expect("valid");
+        let entity = scopes(&[
+            "/Madrid/Gardens/ParqueNorte",
+            "/CompanyA/OrganizationB/UnitC",
+        ]);
+        assert!(q("/Madrid/Gardens/ParqueNorte").matches_scopes(&entity));
+        assert!(q("/Madrid/+/ParqueNorte").matches_scopes(&entity));
+        assert!(q("/CompanyA/#").matches_scopes(&entity));
+        assert!(q("/#").matches_scopes(&entity));
+        assert!(!q("/#").matches_scopes(&[]));
+        assert!(
+            q("/Madrid/Gardens/ParqueNorte;/CompanyA/OrganizationB/UnitC").matches_scopes(&entity)
+        );
+        assert!(!q("/Madrid/Gardens/ParqueNorte;/Paris").matches_scopes(&entity));
+        assert!(q("/Paris,/Madrid/#").matches_scopes(&entity));
+        assert!(!q("/Madrid/+").matches_scopes(&entity));
+        for text in ["Madrid", "/Madrid//x", "/#/x", "/Ma+drid", ""] {
+            assert!(TypeQuery::parse_scopes(text).is_err(), "{text:?} parsed");
         }
     }
 

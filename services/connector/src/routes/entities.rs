@@ -153,7 +153,6 @@ const QUERY_PARAMS: &[&str] = &[
 /// Parameters of the query language and other features not evaluated yet.
 const UNIMPLEMENTED_QUERY_PARAMS: &[&str] = &[
     "lang",
-    "scopeQ",
     "datasetId",
     "entityMap",
     "containedBy",
@@ -350,6 +349,10 @@ async fn answer_query(
             .map(|text| Query::parse(text, &context.active))
             .transpose()?,
         geo: geo_query(params, context)?,
+        scopes: params
+            .get("scopeQ")
+            .map(TypeQuery::parse_scopes)
+            .transpose()?,
     };
     // The context source filter selects a broker's sources; a connector has none, so it changes
     // nothing there (and is still checked).
@@ -364,7 +367,7 @@ async fn answer_query(
         && filter.is_empty()
     {
         return Err(Problem::bad_request(
-            "a query needs at least one of id, idPattern, type, attrs, q or a geo-query",
+            "a query needs at least one of id, idPattern, type, attrs, q, scopeQ or a geo-query",
         ));
     }
     if !filter.is_empty() && query.attributes.is_empty() {
@@ -705,7 +708,6 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             "local",
         ],
     )?;
-    params.refuse_unimplemented(&["scopeQ"])?;
     negotiation::response_type(&req, false)?;
     let input = write_link_input(&state, &req, &params).await?;
     let context = input.context.clone();
@@ -717,6 +719,10 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             .map(|text| Query::parse(text, &context.active))
             .transpose()?,
         geo: geo_query(&params, &context)?,
+        scopes: params
+            .get("scopeQ")
+            .map(TypeQuery::parse_scopes)
+            .transpose()?,
     };
     let local = params.flag("local")?;
     if query.ids.is_empty()
@@ -726,7 +732,7 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         && !local
     {
         return Err(Problem::bad_request(
-            "purge needs at least one of id, idPattern, type, q, a geo-query or local=true",
+            "purge needs at least one of id, idPattern, type, q, scopeQ, a geo-query or local=true",
         ));
     }
     if !filter.is_empty() {

@@ -307,6 +307,59 @@ async fn type_expressions_select_by_all_or_any_of_the_types() {
 }
 
 #[actix_web::test]
+async fn scope_queries_select_by_scope() {
+    for app in apps().await {
+        let ctx = Some(TEST_CONTEXT_URL);
+        let entities = json!([
+            {"id": "urn:ngsi-ld:Park:a", "type": "Park",
+             "scope": ["/Madrid/Gardens/ParqueNorte", "/CompanyA/OrganizationB/UnitC"]},
+            {"id": "urn:ngsi-ld:Park:b", "type": "Park", "scope": "/Madrid/Gardens/ParqueNorte"},
+            {"id": "urn:ngsi-ld:Park:c", "type": "Park"}
+        ]);
+        let loaded = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/upsert",
+                &entities,
+                ctx,
+            )
+            .await;
+        assert_eq!(loaded.status, 201, "{}", loaded.text);
+        for (scope_q, expected) in [
+            (
+                "/Madrid/%2B/ParqueNorte",
+                vec!["urn:ngsi-ld:Park:a", "urn:ngsi-ld:Park:b"],
+            ),
+            ("/CompanyA/%23", vec!["urn:ngsi-ld:Park:a"]),
+            ("/%23", vec!["urn:ngsi-ld:Park:a", "urn:ngsi-ld:Park:b"]),
+            (
+                "/Madrid/Gardens/ParqueNorte%3B/CompanyA/OrganizationB/UnitC",
+                vec!["urn:ngsi-ld:Park:a"],
+            ),
+        ] {
+            let reply = app
+                .get(
+                    &format!("/ngsi-ld/v1/entities?type=Park&scopeQ={scope_q}"),
+                    ctx,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{scope_q}: {}", reply.text);
+            let ids: Vec<String> = reply
+                .json()
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(ids, expected, "{scope_q}");
+        }
+        app.get("/ngsi-ld/v1/entities?type=Park&scopeQ=Madrid", ctx)
+            .await
+            .assert_problem(400, "BadRequestData");
+    }
+}
+
+#[actix_web::test]
 async fn geo_queries_select_by_location() {
     for app in apps().await {
         let ctx = Some(TEST_CONTEXT_URL);
