@@ -673,25 +673,9 @@ impl Federation {
         body: Value,
         context: &ActiveContext,
     ) -> Result<Vec<Entity>, SourceWarning> {
-        let items = match body {
-            Value::Array(items) => items,
-            Value::Object(_) => vec![body],
-            _ => {
-                return Err(source_failed(
-                    source,
-                    "answered with something not an entity list",
-                ));
-            }
-        };
-        items
+        self.items_of(source, body)?
             .iter()
-            .map(|item| {
-                expand::entity(item, context, Payload::Entity)
-                    .and_then(|canonical| canonical::decode_entity(&canonical, Trust::Caller))
-                    .map_err(|e| {
-                        source_failed(source, format!("answered with an invalid entity: {e}"))
-                    })
-            })
+            .map(|(_, item)| self.entity_of(source, item, context))
             .collect()
     }
 

@@ -177,36 +177,14 @@ fn registration_filter(params: &Params, context: &Resolved) -> Result<Registrati
             return Err(Problem::bad_request("type is empty"));
         }
     }
-    match params.get("georel") {
-        Some(georel) => {
-            let (Some(geometry), Some(coordinates)) =
-                (params.get("geometry"), params.get("coordinates"))
-            else {
-                return Err(Problem::bad_request(
-                    "georel needs geometry and coordinates",
-                ));
-            };
-            let geo = civitas_ngsild::geoquery::GeoQuery::parse(georel, geometry, coordinates)?;
-            let property = match params.get("geoproperty") {
-                None | Some("") => "location",
-                Some(name) if registration::GEO_PROPERTIES.contains(&name) => name,
-                Some(other) => {
-                    return Err(Problem::bad_request(format!(
-                        "geoproperty must be one of {:?} for registrations, not {other:?}",
-                        registration::GEO_PROPERTIES
-                    )));
-                }
-            };
-            query.geo = Some((geo, property.to_owned()));
+    if let Some((geo, property)) = super::geo_params(params)? {
+        if !registration::GEO_PROPERTIES.contains(&property) {
+            return Err(Problem::bad_request(format!(
+                "geoproperty must be one of {:?} for registrations, not {property:?}",
+                registration::GEO_PROPERTIES
+            )));
         }
-        None => {
-            if let Some(name) = ["geometry", "coordinates", "geoproperty"]
-                .into_iter()
-                .find(|name| params.get(name).is_some_and(|v| !v.is_empty()))
-            {
-                return Err(Problem::bad_request(format!("{name} needs georel")));
-            }
-        }
+        query.geo = Some((geo, property.to_owned()));
     }
     match params.get("timerel") {
         Some(timerel) => {

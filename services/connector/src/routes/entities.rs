@@ -658,33 +658,14 @@ fn geo_query(
     params: &Params,
     context: &Resolved,
 ) -> Result<Option<(civitas_ngsild::geoquery::GeoQuery, String)>, Problem> {
-    let Some(georel) = params.get("georel") else {
-        if ["geometry", "coordinates", "geoproperty"]
-            .iter()
-            .any(|name| params.get(name).is_some())
-        {
-            return Err(Problem::bad_request(
-                "geometry, coordinates and geoproperty need georel",
-            ));
-        }
+    let Some((geo, property)) = super::geo_params(params)? else {
         return Ok(None);
     };
-    let (Some(geometry), Some(coordinates)) = (params.get("geometry"), params.get("coordinates"))
-    else {
-        return Err(Problem::bad_request(
-            "georel needs geometry and coordinates",
-        ));
-    };
-    let geo = civitas_ngsild::geoquery::GeoQuery::parse(georel, geometry, coordinates)?;
-    let property = match params.get("geoproperty") {
-        None | Some("") => "location",
-        Some(name) if is_valid_name(name) => name,
-        Some(name) => {
-            return Err(Problem::bad_request(format!(
-                "{name:?} is not a valid attribute name"
-            )));
-        }
-    };
+    if !is_valid_name(property) {
+        return Err(Problem::bad_request(format!(
+            "{property:?} is not a valid attribute name"
+        )));
+    }
     Ok(Some((geo, context.active.expand_name(property))))
 }
 

@@ -559,16 +559,8 @@ fn note_decision(
         Err(problem) => PendingRecord {
             access: Access {
                 revocation_ids: refused_revocation_ids(state, req),
-                tenant: negotiation::tenant(req)
-                    .ok()
-                    .flatten()
-                    .map(|tenant| tenant.as_str().to_owned())
-                    .unwrap_or_default(),
-                purpose: req
-                    .headers()
-                    .get(PURPOSE_HEADER)
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_owned),
+                tenant: record_tenant(req),
+                purpose: record_purpose(req),
                 ..Access::new(
                     operation.name(),
                     Decision::Refused {
@@ -580,6 +572,53 @@ fn note_decision(
         },
     };
     req.extensions_mut().insert(pending);
+}
+
+/// The tenant a request addresses (`""`: the default one, or a header that is not a tenant), for
+/// its audit record.
+fn record_tenant(req: &HttpRequest) -> String {
+    negotiation::tenant(req)
+        .ok()
+        .flatten()
+        .map(|tenant| tenant.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The purpose a request declares, for its audit record.
+fn record_purpose(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(PURPOSE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A request's geo-query (`georel` with `geometry` and `coordinates`, clause 4.10) and the
+/// GeoProperty it is about as named (`location` when `geoproperty` is absent or empty); `None`
+/// without `georel`, whose companions alone are refused.
+pub(crate) fn geo_params(
+    params: &Params,
+) -> Result<Option<(civitas_ngsild::geoquery::GeoQuery, &str)>, Problem> {
+    let Some(georel) = params.get("georel") else {
+        if let Some(name) = ["geometry", "coordinates", "geoproperty"]
+            .into_iter()
+            .find(|name| params.get(name).is_some_and(|v| !v.is_empty()))
+        {
+            return Err(Problem::bad_request(format!("{name} needs georel")));
+        }
+        return Ok(None);
+    };
+    let (Some(geometry), Some(coordinates)) = (params.get("geometry"), params.get("coordinates"))
+    else {
+        return Err(Problem::bad_request(
+            "georel needs geometry and coordinates",
+        ));
+    };
+    let geo = civitas_ngsild::geoquery::GeoQuery::parse(georel, geometry, coordinates)?;
+    let property = match params.get("geoproperty") {
+        None | Some("") => "location",
+        Some(name) => name,
+    };
+    Ok(Some((geo, property)))
 }
 
 /// Records that a broker forwarded the whole of a request and decided nothing itself; `journal`
@@ -595,16 +634,8 @@ pub(crate) fn note_forwarded(
         return;
     }
     let access = Access {
-        tenant: negotiation::tenant(req)
-            .ok()
-            .flatten()
-            .map(|tenant| tenant.as_str().to_owned())
-            .unwrap_or_default(),
-        purpose: req
-            .headers()
-            .get(PURPOSE_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned),
+        tenant: record_tenant(req),
+        purpose: record_purpose(req),
         ..Access::new(operation.name(), Decision::Forwarded)
     };
     req.extensions_mut().insert(PendingRecord {

@@ -490,13 +490,22 @@ where
         Some(name) => vec![name.clone()],
         None => attribute_names(&body, &context.active),
     };
-    let types = types_of(state, &tenant, id, &body, &context.active).await?;
     let registrations = registrations_for(state, &tenant, write.operation).await?;
-    let plan = plan(federation, &registrations, id, &types, &attributes);
-    if plan.targets.is_empty() {
+    // Without a registration for the operation there is nothing to divide (and no entity type
+    // to look up in the store).
+    let plan = if registrations.is_empty() {
+        None
+    } else {
+        let types = types_of(state, &tenant, id, &body, &context.active).await?;
+        Some((
+            plan(federation, &registrations, id, &types, &attributes),
+            types,
+        ))
+    };
+    let Some((plan, types)) = plan.filter(|(plan, _)| !plan.targets.is_empty()) else {
         let auth = authorize(state, req, Operation::Write).await?;
         return local(auth, body, &context).await;
-    }
+    };
     let (local_body, parts) = divide(&plan, &body, attribute.as_deref(), &context.active);
 
     let outgoing = Outgoing::of(req)?;

@@ -1222,6 +1222,37 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
         .to_owned();
     let record = audit_record(&broker, &crate::helpers::root_key(), &request_id).await;
     assert_eq!(record["event"]["decision"], "forwarded", "{record}");
+    // Auditors find such records by their decision.
+    let auditor = issue(
+        &crate::helpers::root_key(),
+        &TokenSpec {
+            holder: "auditor".into(),
+            audit: true,
+            ..TokenSpec::default()
+        },
+        fixed_time(0),
+    )
+    .expect("a token");
+    let forwarded = broker
+        .request(
+            "GET",
+            "/audit/v1/records?decision=forwarded",
+            &[("authorization", &format!("Bearer {auditor}"))],
+            None,
+        )
+        .await;
+    assert_eq!(forwarded.status, 200, "{}", forwarded.text);
+    let listed = forwarded.json()["records"].clone();
+    assert!(
+        listed.as_array().is_some_and(|records| !records.is_empty()
+            && records
+                .iter()
+                .all(|r| r["record"]["event"]["decision"] == "forwarded")
+            && records
+                .iter()
+                .any(|r| r["record"]["requestId"] == request_id.as_str())),
+        "{listed}"
+    );
     // It still says what was written: one entity (its id pseudonymized), its type, its attribute.
     assert_eq!(
         record["event"]["entityIds"].as_array().map(Vec::len),
