@@ -530,6 +530,11 @@ async fn invalid_subscriptions_are_refused_with_the_right_problem() {
                 "BadRequestData",
             ),
             (
+                json!({"type": "Subscription", "csf": "dataProvider==", "notification": endpoint}),
+                400,
+                "BadRequestData",
+            ),
+            (
                 json!({"type": "Subscription", "geoQ": {"georel": "near", "geometry": "Point",
                        "coordinates": [1, 2]}, "notification": endpoint}),
                 400,
