@@ -380,6 +380,14 @@ impl Store {
         })
     }
 
+    /// What `tenant`'s entities are made of: every (entity type, attribute name) pair some entity
+    /// has, and `(type, "")` for a type with an entity that has no attribute, in that order.
+    pub async fn type_shapes(&self, tenant: &str) -> Result<Vec<(String, String)>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::type_shapes::<Db>(&mut connection, tenant).await
+        })
+    }
+
     /// Records capability-token revocation ids (hex) as revoked; ids already revoked stay as
     /// they were.
     pub async fn revoke(

@@ -118,7 +118,11 @@ fn check_pattern(query: &EntityQuery) -> Result<(), Error> {
     }
 }
 
-/// Pushes `AND EXISTS (…)`: the entity has one of `values` in the index `table`.
+/// Pushes `AND (EXISTS (…) OR …)`: the entity has one of `values` in the index `table`.
+///
+/// One `EXISTS` per value, each a probe of a unique key: the bundled SQLite turns a correlated
+/// `EXISTS (… IN (a, b))` into a join that yields the entity once per value it has, so `OFFSET`
+/// counted duplicates and pages skipped entities.
 fn push_exists<DB: Sql>(
     query: &mut QueryBuilder<DB>,
     table: &str,
@@ -128,12 +132,18 @@ fn push_exists<DB: Sql>(
     if values.is_empty() {
         return;
     }
-    let values: Vec<&str> = values.iter().map(String::as_str).collect();
-    query.push(format!(
-        " AND EXISTS (SELECT 1 FROM {table} x WHERE x.tenant = e.tenant AND x.entity_id = e.id \
-         AND x.{column} "
-    ));
-    DB::push_in_list(query, &values);
+    query.push(" AND (");
+    for (position, value) in values.iter().enumerate() {
+        if position > 0 {
+            query.push(" OR ");
+        }
+        query.push(format!(
+            "EXISTS (SELECT 1 FROM {table} x WHERE x.tenant = e.tenant AND x.entity_id = e.id \
+             AND x.{column} = "
+        ));
+        DB::push_text(query, value);
+        query.push(")");
+    }
     query.push(")");
 }
 
@@ -1461,6 +1471,32 @@ where
     rows.iter()
         .map(|row| DB::two_texts(row).map_err(Error::from))
         .collect()
+}
+
+/// Every (entity type, attribute name) pair some entity of `tenant` has, and `(type, "")` for a
+/// type with an entity that has no attribute at all, in that order.
+pub(crate) async fn type_shapes<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+) -> Result<Vec<(String, String)>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    // Attribute names are IRIs, never empty, so the empty string cannot be taken for one.
+    let mut query = QueryBuilder::new(
+        "SELECT DISTINCT t.type, COALESCE(a.attribute, '') FROM entity_types t \
+         LEFT JOIN entity_attributes a ON a.tenant = t.tenant AND a.entity_id = t.entity_id \
+         WHERE t.tenant = ",
+    );
+    DB::push_text(&mut query, tenant);
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    // Sorted here: byte order whatever the database's collation.
+    let mut shapes = rows
+        .iter()
+        .map(|row| DB::two_texts(row).map_err(Error::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    shapes.sort_unstable();
+    Ok(shapes)
 }
 
 #[cfg(test)]

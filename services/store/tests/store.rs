@@ -1674,3 +1674,82 @@ async fn extent_spans_every_location_and_the_first_creation() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn type_shapes_pair_types_with_attributes_and_mark_bare_entities() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        assert!(store.type_shapes(TENANT).await?.is_empty(), "{kind}");
+        let mut transaction = store.begin().await?;
+        transaction.insert_many(TENANT, &fixtures()).await?;
+        transaction
+            .insert("other", &record("urn:ngsi-ld:Far:1", &[SPOT], &[]))
+            .await?;
+        transaction.commit().await?;
+
+        let shapes = store.type_shapes(TENANT).await?;
+        let pair = |t: &str, a: &str| (t.to_owned(), a.to_owned());
+        let mut expected = vec![
+            pair(BUILDING, ""),
+            pair(BUILDING, LOCATION),
+            pair(BUILDING, NAME),
+            pair(OFFSTREET, NAME),
+            pair(OFFSTREET, STATUS),
+            pair(SPOT, LOCATION),
+            pair(SPOT, NAME),
+            pair(SPOT, STATUS),
+        ];
+        expected.sort();
+        assert_eq!(
+            shapes, expected,
+            "{kind}: the other tenant's bare spot is not there"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn pages_of_a_type_with_several_attributes_neither_skip_nor_repeat() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let records: Vec<EntityRecord> = (0..30)
+            .map(|n| {
+                record(
+                    &format!("urn:ngsi-ld:ParkingSpot:{n:02}"),
+                    &[SPOT],
+                    &[STATUS, NAME, LOCATION],
+                )
+            })
+            .collect();
+        let mut transaction = store.begin().await?;
+        transaction.insert_many(TENANT, &records).await?;
+        transaction.commit().await?;
+        for (types, attributes) in [
+            (vec![SPOT], vec![STATUS, NAME]),
+            (vec![], vec![STATUS, NAME]),
+            (vec![SPOT, OFFSTREET], vec![STATUS, NAME]),
+        ] {
+            let mut seen = Vec::new();
+            for offset in (0..40).step_by(10) {
+                let page = store
+                    .query(
+                        TENANT,
+                        &EntityQuery {
+                            types: strings(&types),
+                            attributes: strings(&attributes),
+                            limit: 10,
+                            offset,
+                            count: true,
+                            ..EntityQuery::default()
+                        },
+                    )
+                    .await?;
+                assert_eq!(page.total, Some(30), "{kind} {types:?} {attributes:?}");
+                seen.extend(page.records.into_iter().map(|r| r.id));
+            }
+            let expected: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+            assert_eq!(seen, expected, "{kind} {types:?} {attributes:?}");
+        }
+    }
+    Ok(())
+}
