@@ -26,6 +26,7 @@ use civitas_store::{BBox, EntityQuery, EntityRecord, Store};
 use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::self_registration::Shapes;
 
 /// One failed item of a batch operation (clause 5.2.17 `BatchEntityError`).
 #[derive(Debug, Clone)]
@@ -112,6 +113,8 @@ pub enum UpsertMode {
 pub struct Entities {
     pub(crate) store: Store,
     clock: Arc<dyn Clock>,
+    /// What the writes have shown the connector holds, for its registration at a broker.
+    pub(crate) shapes: Arc<Shapes>,
 }
 
 impl std::fmt::Debug for Entities {
@@ -387,7 +390,11 @@ fn check_fragment_id(payload: &Value, id: &str) -> Result<(), Problem> {
 
 impl Entities {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Entities {
-        Entities { store, clock }
+        Entities {
+            store,
+            clock,
+            shapes: Arc::default(),
+        }
     }
 
     /// Whether the store answers (readiness; no tenant data).
@@ -419,8 +426,9 @@ impl Entities {
         auth.note_entity(&entity.types, entity.id.as_str(), &attributes);
         auth.note_count(1);
         update::stamp_created(&mut entity, self.clock.now());
+        let record = to_record(&entity);
         let mut tx = self.store.begin().await.map_err(store_problem)?;
-        tx.insert(auth.tenant(), &to_record(&entity))
+        tx.insert(auth.tenant(), &record)
             .await
             .map_err(|e| match e {
                 civitas_store::Error::AlreadyExists => Problem::new(
@@ -430,6 +438,8 @@ impl Entities {
                 other => store_problem(other),
             })?;
         tx.commit().await.map_err(store_problem)?;
+        self.shapes
+            .note(auth.tenant(), std::slice::from_ref(&record));
         Ok(entity.id)
     }
 
@@ -601,10 +611,13 @@ impl Entities {
         check_names(auth, &entity.types, &[id.as_str().to_owned()], attributes)?;
         auth.note_entity(&entity.types, id.as_str(), attributes);
         auth.note_count(1);
-        tx.update(auth.tenant(), &to_record(&entity))
+        let record = to_record(&entity);
+        tx.update(auth.tenant(), &record)
             .await
             .map_err(store_problem)?;
         tx.commit().await.map_err(store_problem)?;
+        self.shapes
+            .note(auth.tenant(), std::slice::from_ref(&record));
         Ok(outcome)
     }
 
@@ -978,6 +991,7 @@ impl Entities {
                 .map_err(store_problem)?;
         }
         tx.commit().await.map_err(store_problem)?;
+        self.shapes.note(auth.tenant(), &plan.upserts);
         auth.note_count(plan.success.len() as u64);
         outcome.success = plan.success;
         outcome.created = plan.created;

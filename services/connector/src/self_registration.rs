@@ -3,16 +3,27 @@
 //!
 //! One registration per tenant the connector serves, in the same tenant at the broker:
 //! `urn:ngsi-ld:ContextSourceRegistration:civitas:<department>`, inclusive, for the retrieve
-//! operations, naming every entity type the tenant holds (by IRI, so no @context is needed) and no
-//! attributes (so all of them); its `location` is the bounding box of the entities' locations (a
-//! point or a line when it is one) and its `managementInterval` starts at the earliest creation
-//! of an entity held. Every `refresh` the connector compares what each tenant holds with what it
-//! registered and, when they differ, updates the registration (or creates it, or deletes it once
-//! the tenant holds nothing). A broker that is down or refuses is tried again, every second until
-//! every tenant's registration is in place.
+//! operations. Its `information` has one element per entity type the tenant holds, naming the
+//! type and the attributes its entities have, as `propertyNames` and `relationshipNames` (all by
+//! IRI, so no @context is needed); a type with an entity that has no attribute at all names none,
+//! which registers every attribute, so that the broker does not narrow the entity away. Its
+//! `location` is the bounding box of the entities' locations (a point or a line when it is one)
+//! and its `managementInterval` starts at the earliest creation of an entity held.
+//!
+//! Every `refresh` the connector compares what each tenant holds with what it registered and,
+//! when they differ, updates the registration (or creates it, or deletes it once the tenant holds
+//! nothing). A write of an entity type or attribute the registration does not name yet brings
+//! that comparison forward ([`Shapes`]), so the broker asks for it within moments rather than at
+//! the next refresh. A broker that is down or refuses is tried again, every second until every
+//! tenant's registration is in place.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use civitas_store::{EntityQuery, EntityRecord};
 
 use actix_web::web;
 use serde_json::{Value, json};
@@ -33,6 +44,73 @@ pub struct Target {
 
 /// How long one request to the broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time between two comparisons that writes brought forward.
+const NEWS_SPACING: Duration = Duration::from_millis(500);
+
+/// What a connector's writes have shown it holds, per tenant: entity type → attribute names,
+/// `""` standing for an entity without attributes. Once the connector registers itself, a write
+/// of a pair not seen (or registered) before wakes the registrar. Cheap when nothing is new: one
+/// lock and a few lookups per entity written.
+#[derive(Debug, Default)]
+pub struct Shapes {
+    watched: AtomicBool,
+    known: Mutex<HashMap<String, HashMap<String, HashSet<String>>>>,
+    news: tokio::sync::Notify,
+}
+
+impl Shapes {
+    /// Notes what `records`, just committed in `tenant`, are made of.
+    pub fn note(&self, tenant: &str, records: &[EntityRecord]) {
+        if records.is_empty() || !self.watched.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.contains_key(tenant) {
+            known.insert(tenant.to_owned(), HashMap::new());
+        }
+        let Some(types) = known.get_mut(tenant) else {
+            return;
+        };
+        let mut new = false;
+        for record in records {
+            for entity_type in &record.types {
+                if !types.contains_key(entity_type.as_str()) {
+                    types.insert(entity_type.clone(), HashSet::new());
+                }
+                let Some(names) = types.get_mut(entity_type.as_str()) else {
+                    continue;
+                };
+                if record.attributes.is_empty() {
+                    new |= names.insert(String::new());
+                }
+                for attribute in &record.attributes {
+                    if !names.contains(attribute.as_str()) {
+                        names.insert(attribute.clone());
+                        new = true;
+                    }
+                }
+            }
+        }
+        drop(known);
+        if new {
+            self.news.notify_one();
+        }
+    }
+
+    /// Takes what `held` names in `tenant` as known.
+    fn learn(&self, tenant: &str, held: &Held) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let types = known.entry(tenant.to_owned()).or_default();
+        for (entity_type, names) in &held.types {
+            let known_names = types.entry(entity_type.clone()).or_default();
+            if names.bare {
+                known_names.insert(String::new());
+            }
+            known_names.extend(names.properties.iter().cloned());
+            known_names.extend(names.relationships.iter().cloned());
+        }
+    }
+}
 
 /// Starts self-registration for a running connector ([`crate::Application::registrar`]).
 pub struct Registrar {
@@ -77,7 +155,9 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
     let mut tenants = vec![String::new()];
     tenants.extend(state.settings.tenants.iter().cloned());
     // Held weakly: a stopped connector is let go, and the task ends.
-    let weak = std::sync::Arc::downgrade(&state.into_inner());
+    let shapes = Arc::clone(&state.entities.shapes);
+    shapes.watched.store(true, Ordering::Relaxed);
+    let weak = Arc::downgrade(&state.into_inner());
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -85,12 +165,14 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             .unwrap_or_default();
         // What the broker has per tenant: absent before the first success.
         let mut registered: HashMap<String, Held> = HashMap::new();
+        let mut kinds = Kinds::default();
         loop {
             let Some(state) = weak.upgrade() else {
                 return;
             };
+            let started = Instant::now();
             for tenant in &tenants {
-                match held(&state, tenant).await {
+                match held(&state, tenant, &mut kinds).await {
                     Ok(held) if registered.get(tenant) != Some(&held) => {
                         match update(&client, &target, tenant, &id, &state.public_url, &held).await
                         {
@@ -101,6 +183,7 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
                                     types = held.types.len(),
                                     "registered at the broker"
                                 );
+                                shapes.learn(tenant, &held);
                                 registered.insert(tenant.clone(), held);
                             }
                             Err(error) => tracing::warn!(
@@ -124,31 +207,121 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             } else {
                 target.refresh.min(Duration::from_secs(1))
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shapes.news.notified() => {
+                    tokio::time::sleep_until((started + NEWS_SPACING).into()).await;
+                }
+            }
         }
     });
     receiver
 }
 
+/// The attribute names one entity type's entities have, by kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Names {
+    properties: BTreeSet<String>,
+    relationships: BTreeSet<String>,
+    /// Some entity of the type has no attribute at all.
+    bare: bool,
+}
+
+/// Whether an attribute (of one tenant and entity type) is a Relationship, as last sampled; an
+/// attribute keeps its kind as long as it exists.
+#[derive(Debug, Default)]
+struct Kinds(HashMap<(String, String, String), bool>);
+
 /// What a tenant holds, as registered.
 #[derive(Debug, Clone, PartialEq)]
 struct Held {
-    /// Entity types, in order.
-    types: Vec<String>,
+    /// Entity types, in order, with their attributes.
+    types: BTreeMap<String, Names>,
     extent: civitas_store::Extent,
 }
 
-/// What `tenant` holds now.
-async fn held(state: &AppState, tenant: &str) -> Result<Held, civitas_store::Error> {
+/// What `tenant` holds now. An attribute's kind is read from one entity that has it, the first
+/// time it is seen (an attribute name is, in practice, a Property or a Relationship throughout a
+/// type).
+async fn held(
+    state: &AppState,
+    tenant: &str,
+    kinds: &mut Kinds,
+) -> Result<Held, civitas_store::Error> {
     let store = &state.entities.store;
-    let types = store
-        .type_counts(tenant)
-        .await?
-        .into_iter()
-        .map(|(kind, _)| kind)
-        .collect();
+    let shapes = store.type_shapes(tenant).await?;
+    let mut types: BTreeMap<String, Names> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for (entity_type, attribute) in shapes {
+        let names = types.entry(entity_type.clone()).or_default();
+        if attribute.is_empty() {
+            names.bare = true;
+            continue;
+        }
+        let key = (tenant.to_owned(), entity_type, attribute);
+        let relationship = match kinds.0.get(&key) {
+            Some(&known) => known,
+            None => {
+                let sampled = is_relationship(store, tenant, &key.1, &key.2).await?;
+                kinds.0.insert(key.clone(), sampled);
+                sampled
+            }
+        };
+        let attribute = key.2.clone();
+        if relationship {
+            names.relationships.insert(attribute);
+        } else {
+            names.properties.insert(attribute);
+        }
+        seen.insert(key);
+    }
+    // Forget the kinds of what is gone, so that a name that comes back is read again.
+    kinds
+        .0
+        .retain(|key, _| key.0 != tenant || seen.contains(key));
     let extent = store.extent(tenant).await?;
     Ok(Held { types, extent })
+}
+
+/// Whether `attribute` of an entity of `entity_type` in `tenant` is a Relationship (or a
+/// ListRelationship); `false` when no such entity is left or its record does not decode.
+async fn is_relationship(
+    store: &civitas_store::Store,
+    tenant: &str,
+    entity_type: &str,
+    attribute: &str,
+) -> Result<bool, civitas_store::Error> {
+    let query = EntityQuery {
+        types: vec![entity_type.to_owned()],
+        attributes: vec![attribute.to_owned()],
+        limit: 1,
+        ..EntityQuery::default()
+    };
+    let page = store.query(tenant, &query).await?;
+    let Some(record) = page.records.first() else {
+        return Ok(false);
+    };
+    let entity = match civitas_ngsild::canonical::decode_stored(&record.body) {
+        Ok(entity) => entity,
+        Err(error) => {
+            tracing::warn!(
+                tenant,
+                id = record.id,
+                "a stored entity does not decode: {error}"
+            );
+            return Ok(false);
+        }
+    };
+    Ok(entity
+        .attributes
+        .get(attribute)
+        .and_then(|instances| instances.first())
+        .is_some_and(|instance| {
+            matches!(
+                instance.value.type_name(),
+                "Relationship" | "ListRelationship"
+            )
+        }))
 }
 
 /// A GeoJSON geometry covering `bbox` (min lon, min lat, max lon, max lat): the point or line it
@@ -166,8 +339,8 @@ fn geometry(bbox: [f64; 4]) -> Value {
     }
 }
 
-/// Makes the broker's registration name `types`: an update of the one there, else a new one;
-/// deleted when there is no type.
+/// Makes the broker's registration name what `held` says: an update of the one there, else a new
+/// one; deleted when there is no type.
 async fn update(
     client: &reqwest::Client,
     target: &Target,
@@ -203,11 +376,25 @@ async fn update(
             other => Err(format!("deleting the registration answered {other}")),
         };
     }
-    let entities: Vec<Value> = types.iter().map(|t| json!({ "type": t })).collect();
+    let information: Vec<Value> = types
+        .iter()
+        .map(|(entity_type, names)| {
+            let mut info = json!({ "entities": [{ "type": entity_type }] });
+            if !names.bare {
+                if !names.properties.is_empty() {
+                    info["propertyNames"] = json!(names.properties);
+                }
+                if !names.relationships.is_empty() {
+                    info["relationshipNames"] = json!(names.relationships);
+                }
+            }
+            info
+        })
+        .collect();
     // Null removes a member the registration no longer has (an update merges).
     let members = json!({
         "endpoint": endpoint,
-        "information": [{ "entities": entities }],
+        "information": information,
         "mode": "inclusive",
         "operations": ["retrieveOps"],
         "location": held.extent.bbox.map(geometry),

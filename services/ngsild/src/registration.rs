@@ -280,6 +280,13 @@ impl Registration {
             .any(|info| info_matches(info, selector))
     }
 
+    /// Keeps only the elements of `information` that can contribute to a request about
+    /// `selector`, so that what the registration says of other entity types does not narrow or
+    /// widen what the source is asked for.
+    pub fn restrict(&mut self, selector: &Selector<'_>) {
+        self.information.retain(|info| info_matches(info, selector));
+    }
+
     /// Whether the registration declares support for `operation` (clause 4.3.6.3, table
     /// 4.3.6.3-1), by its name or one of the groups that include it. Without `operations`, a
     /// registration supports the federation operations (`federationOps`).
@@ -1243,6 +1250,48 @@ mod tests {
             json!([{"entities": [{"type": "Car", "id": "urn:ngsi-ld:Car:A1"}], "propertyNames": ["speed"]}]),
         );
         assert!(expand(&body, &ctx(), false).is_ok());
+    }
+
+    #[test]
+    fn restricting_keeps_only_what_concerns_the_request() {
+        let mut body = payload();
+        body.insert(
+            "information".to_owned(),
+            json!([
+                {"entities": [{"type": "Car"}], "propertyNames": ["speed"]},
+                {"entities": [{"type": "https://example.org/Bus"}], "relationshipNames": ["owner"]},
+                {"entities": [{"type": "https://example.org/Tram"}]}
+            ]),
+        );
+        let registration = decode(&expand(&body, &ctx(), false).unwrap()).unwrap();
+        let car = ["https://example.org/Car".to_owned()];
+        let owner = ["https://example.org/owner".to_owned()];
+        let names = |registration: &Registration| -> Vec<Vec<String>> {
+            registration
+                .information
+                .iter()
+                .map(|info| info.attributes().map(str::to_owned).collect())
+                .collect()
+        };
+        let mut by_type = registration.clone();
+        by_type.restrict(&Selector {
+            types: &car,
+            ..Selector::default()
+        });
+        assert_eq!(names(&by_type), [["https://example.org/speed"]]);
+        let mut by_attribute = registration.clone();
+        by_attribute.restrict(&Selector {
+            attributes: &owner,
+            ..Selector::default()
+        });
+        assert_eq!(
+            names(&by_attribute),
+            [vec!["https://example.org/owner".to_owned()], vec![]],
+            "the Tram element registers every attribute"
+        );
+        let mut everything = registration.clone();
+        everything.restrict(&Selector::default());
+        assert_eq!(everything.information.len(), 3);
     }
 
     #[test]

@@ -518,10 +518,13 @@ async fn federated_query(
         id_pattern: query.id_pattern.as_deref(),
         attributes: &query.attributes,
     };
-    let registrations = state
+    let mut registrations = state
         .registrations
         .matching_where(auth.tenant(), &selector, "queryEntity", csf)
         .await?;
+    for registration in &mut registrations {
+        registration.restrict(&selector);
+    }
     let sources = federation.sources(&registrations);
     let filters = forwarded(params);
     let forward = provision::forward(state, req, auth.tenant(), context)?;

@@ -975,10 +975,11 @@ async fn registration_when(
 }
 
 fn registered_types(registration: &Value) -> Vec<String> {
-    let mut types: Vec<String> = registration["information"][0]["entities"]
+    let mut types: Vec<String> = registration["information"]
         .as_array()
         .into_iter()
         .flatten()
+        .flat_map(|info| info["entities"].as_array().into_iter().flatten())
         .filter_map(|entity| entity["type"].as_str().map(str::to_owned))
         .collect();
     types.sort();
@@ -1131,6 +1132,111 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     }
     let (status, body) = registration_when(&broker, "fleet", |status, _| status == 404).await;
     assert_eq!(status, 404, "{body}");
+}
+
+#[actix_web::test]
+async fn a_connector_registers_the_attributes_it_holds_as_soon_as_it_writes_them() {
+    let broker = apps_with(|settings| {
+        settings.department = "broker".to_owned();
+        settings.federation = Some(FederationSettings::default());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
+    // Far beyond the test: only writes bring the registration up to date.
+    let registration = civitas_connector::settings::RegistrationSettings {
+        broker: broker.url.clone(),
+        token_file: None,
+        refresh_s: 3_600,
+    };
+    let connector = apps_with(move |settings| {
+        settings.department = "fleet".to_owned();
+        settings.registration = Some(registration.clone());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
+
+    let ns = |name: &str| format!("https://example.org/ns#{name}");
+    let vehicle = json!({"id": "urn:ngsi-ld:V:1", "type": ns("Vehicle"),
+        ns("speed"): {"type": "Property", "value": 7},
+        ns("owner"): {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"}});
+    let reply = connector.send_json("POST", ENTITIES, &vehicle, None).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let (status, body) = registration_when(&broker, "fleet", |status, _| status == 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["information"],
+        json!([{"entities": [{"type": ns("Vehicle")}],
+                "propertyNames": [ns("speed")], "relationshipNames": [ns("owner")]}]),
+        "{body}"
+    );
+
+    // An attribute appended, and a type whose entity has none: registered within moments.
+    let reply = connector
+        .send_json(
+            "POST",
+            &format!("{ENTITIES}/urn:ngsi-ld:V:1/attrs"),
+            &json!({ns("colour"): {"type": "Property", "value": "red"}}),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let reply = connector
+        .send_json(
+            "POST",
+            ENTITIES,
+            &json!({"id": "urn:ngsi-ld:B:1", "type": ns("Bus")}),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let (_, body) = registration_when(&broker, "fleet", |_, body| {
+        body["information"].as_array().is_some_and(|i| i.len() == 2)
+            && body["information"][1]["propertyNames"]
+                .as_array()
+                .is_some_and(|names| names.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        body["information"],
+        json!([{"entities": [{"type": ns("Bus")}]},
+               {"entities": [{"type": ns("Vehicle")}],
+                "propertyNames": [ns("colour"), ns("speed")],
+                "relationshipNames": [ns("owner")]}]),
+        "a Bus without attributes registers every attribute, so that it is never narrowed away"
+    );
+
+    // The broker routes by it: a query for the new attribute reaches the connector, and a
+    // query of Vehicles asks only for what Vehicles have.
+    let reply = broker
+        .get(
+            &format!(
+                "{ENTITIES}?type={}&attrs={}",
+                "https%3A%2F%2Fexample.org%2Fns%23Vehicle",
+                "https%3A%2F%2Fexample.org%2Fns%23colour"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.json()[0][ns("colour")]["value"],
+        "red",
+        "{}",
+        reply.text
+    );
+    assert!(reply.json()[0].get(ns("speed")).is_none(), "{}", reply.text);
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type={}", "https%3A%2F%2Fexample.org%2Fns%23Bus"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:B:1", "{}", reply.text);
 }
 
 /// Registers `endpoint` at the broker for `entities`, in `mode`, for every write
