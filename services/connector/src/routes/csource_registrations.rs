@@ -4,7 +4,7 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use civitas_http::negotiation;
-use civitas_http::{ErrorCode, Problem};
+use civitas_http::Problem;
 use civitas_ngsild::names::{EntityId, is_valid_name};
 use civitas_ngsild::registration::{self, SystemMembers};
 use serde_json::Value;
@@ -155,27 +155,11 @@ fn registration_filter(params: &Params, context: &Resolved) -> Result<Registrati
         query.ids.push(EntityId::parse(id)?.as_str().to_owned());
     }
     if let Some(types) = params.get("type") {
-        if types.contains([';', '(', ')']) {
-            return Err(Problem::new(
-                ErrorCode::NotImplemented,
-                "type expressions with ';' or parentheses are not implemented yet; use ',' or '|'",
-            ));
-        }
-        for name in types
-            .split([',', '|'])
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            if !is_valid_name(name) {
-                return Err(Problem::bad_request(format!(
-                    "{name:?} is not a valid entity type"
-                )));
-            }
-            query.types.push(context.active.expand_name(name));
-        }
-        if query.types.is_empty() {
-            return Err(Problem::bad_request("type is empty"));
-        }
+        // A type expression (clause 4.17) selects the registrations of any type it names: a
+        // source registered for one type of a conjunction may hold entities that also have the
+        // others, which its registration cannot tell.
+        let parsed = civitas_ngsild::q::TypeQuery::parse(types, &context.active, is_valid_name)?;
+        query.types = parsed.names();
     }
     if let Some((geo, property)) = super::geo_params(params)? {
         if !registration::GEO_PROPERTIES.contains(&property) {

@@ -84,6 +84,19 @@ async fn a_registration_is_created_retrieved_queried_updated_and_deleted() {
         let found = by_type.json();
         assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
         assert_eq!(found[0]["id"], id);
+        // A type expression selects the registrations of any type it names: a Vehicle source
+        // may hold Vehicles that are Buildings too.
+        let expression = app
+            .get(&format!("{PATH}?type=(Vehicle;Building)"), ctx)
+            .await;
+        assert_eq!(expression.status, 200, "{}", expression.text);
+        assert_eq!(expression.json().as_array().map(Vec::len), Some(2));
+        let expression = app
+            .get(&format!("{PATH}?type=(Vehicle;Bus)|Tram"), ctx)
+            .await;
+        assert_eq!(expression.json().as_array().map(Vec::len), Some(1));
+        let invalid = app.get(&format!("{PATH}?type=(Vehicle;"), ctx).await;
+        invalid.assert_problem(400, "BadRequestData");
         // A registration that lists no attributes covers them all.
         let by_attribute = app.get(&format!("{PATH}?attrs=speed"), ctx).await.json();
         assert_eq!(by_attribute.as_array().map(Vec::len), Some(2));
