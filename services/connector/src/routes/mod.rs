@@ -164,7 +164,8 @@ impl Page {
     /// and `rel="next"`) of a GET listing `req` to `response`, which shows `shown` items of
     /// `total` (`None`: unknown, so a full page is taken to have a next one). The links repeat
     /// the request's own parameters, with `limit` and `offset` last, and `replace` applied (or
-    /// added).
+    /// added). A `POST /entityOperations/query` gets them too: its URL carries the paging, so
+    /// a link is where to post the same body for that page.
     pub(crate) fn links(
         &self,
         req: &HttpRequest,
@@ -173,7 +174,9 @@ impl Page {
         total: Option<usize>,
         replace: &[(&str, &str)],
     ) {
-        if req.method() != actix_web::http::Method::GET || self.limit == 0 {
+        let post_query = req.method() == actix_web::http::Method::POST
+            && req.path().ends_with("/entityOperations/query");
+        if (req.method() != actix_web::http::Method::GET && !post_query) || self.limit == 0 {
             return;
         }
         let next = match total {

@@ -78,6 +78,25 @@ async fn queries_filter_and_paginate() {
             "the @context link stays"
         );
 
+        // The same query posted: links to post the same body to, paging in the URL.
+        let posted = app
+            .send_json(
+                "POST",
+                "/ngsi-ld/v1/entityOperations/query?limit=7&offset=7&count=true",
+                &json!({"type": "Query", "entities": [{"type": "Building"}]}),
+                ctx,
+            )
+            .await;
+        assert_eq!(posted.status, 200, "{}", posted.text);
+        assert_eq!(posted.json()[0]["id"], "urn:ngsi-ld:Building:09");
+        assert_eq!(
+            links(&posted),
+            [
+                "</ngsi-ld/v1/entityOperations/query?count=true&limit=7&offset=0>;rel=\"prev\";type=\"application/ld+json\"",
+                "</ngsi-ld/v1/entityOperations/query?count=true&limit=7&offset=14>;rel=\"next\";type=\"application/ld+json\""
+            ]
+        );
+
         // Default page size is 20.
         let all = app
             .get("/ngsi-ld/v1/entities?type=Building,Vehicle", ctx)
