@@ -3,8 +3,8 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use civitas_http::negotiation;
 use civitas_http::Problem;
+use civitas_http::negotiation;
 use civitas_ngsild::names::{EntityId, is_valid_name};
 use civitas_ngsild::registration::{self, SystemMembers};
 use serde_json::Value;
