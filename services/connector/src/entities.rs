@@ -821,7 +821,9 @@ impl Entities {
         tx.delete(auth.tenant(), id.as_str())
             .await
             .map_err(store_problem)?;
-        tx.commit().await.map_err(store_problem)
+        tx.commit().await.map_err(store_problem)?;
+        self.shapes.changed();
+        Ok(())
     }
 
     /// Purge entities (clause 5.6.21, `DELETE /entities`): deletes every match, or with `keep` /
@@ -867,6 +869,7 @@ impl Entities {
                 .await
                 .map_err(store_problem)?;
             tx.commit().await.map_err(store_problem)?;
+            self.shapes.changed();
             return Ok(deleted);
         }
         // Collect the matching ids first, then delete or rewrite them in chunks, each in one
@@ -909,6 +912,7 @@ impl Entities {
                     .await
                     .map_err(store_problem)?;
                 tx.commit().await.map_err(store_problem)?;
+                self.shapes.changed();
                 deleted += gone.iter().filter(|gone| **gone).count() as u64;
             }
             return Ok(deleted);
@@ -937,6 +941,7 @@ impl Entities {
                 .await
                 .map_err(store_problem)?;
             tx.commit().await.map_err(store_problem)?;
+            self.shapes.changed();
         }
         Ok(ids.len() as u64)
     }
