@@ -14,6 +14,11 @@ use anyhow::Context;
 use civitas_connector::{Application, Settings};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: the services allocate and free many small JSON values
+/// per request, from several threads (BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Civitas: a governed, federated smart-city data space speaking NGSI-LD.
 #[derive(Debug, Parser)]
 #[command(name = "civitas", version, about, long_about = None)]
