@@ -375,9 +375,9 @@ impl Store {
 
     /// Every (entity type, attribute name) pair some entity of `tenant` has, in that order.
     pub async fn type_attribute_pairs(&self, tenant: &str) -> Result<Vec<(String, String)>, Error> {
-        on_pool!(self.readers(), |connection, Db| {
-            ops::type_attribute_pairs::<Db>(&mut connection, tenant).await
-        })
+        let mut shapes = self.type_shapes(tenant).await?;
+        shapes.retain(|(_, attribute)| !attribute.is_empty());
+        Ok(shapes)
     }
 
     /// What `tenant`'s entities are made of: every (entity type, attribute name) pair some entity

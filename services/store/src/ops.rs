@@ -1452,27 +1452,6 @@ where
     })
 }
 
-/// Every (entity type, attribute name) pair some entity of `tenant` has, in that order
-/// (discovery, clauses 5.7.1 and 5.7.3).
-pub(crate) async fn type_attribute_pairs<DB: Sql>(
-    connection: &mut DB::Connection,
-    tenant: &str,
-) -> Result<Vec<(String, String)>, Error>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let mut query = QueryBuilder::new(
-        "SELECT DISTINCT t.type, a.attribute FROM entity_types t JOIN entity_attributes a \
-         ON a.tenant = t.tenant AND a.entity_id = t.entity_id WHERE t.tenant = ",
-    );
-    DB::push_text(&mut query, tenant);
-    query.push(" ORDER BY t.type, a.attribute");
-    let rows = query.build().fetch_all(&mut *connection).await?;
-    rows.iter()
-        .map(|row| DB::two_texts(row).map_err(Error::from))
-        .collect()
-}
-
 /// Every (entity type, attribute name) pair some entity of `tenant` has, and `(type, "")` for a
 /// type with an entity that has no attribute at all, in that order.
 pub(crate) async fn type_shapes<DB: Sql>(

@@ -974,6 +974,49 @@ async fn registration_when(
     }
 }
 
+/// A broker, and department `fleet`'s connector registering itself there every `refresh_s`;
+/// both serve `tenants` besides the default one.
+async fn broker_and_registering_connector(tenants: &[&str], refresh_s: u64) -> (TestApp, TestApp) {
+    let tenants: Vec<String> = tenants.iter().map(|t| (*t).to_owned()).collect();
+    let broker_tenants = tenants.clone();
+    let broker = apps_with(move |settings| {
+        settings.department = "broker".to_owned();
+        settings.tenants = broker_tenants.clone();
+        settings.federation = Some(FederationSettings::default());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
+    let registration = civitas_connector::settings::RegistrationSettings {
+        broker: broker.url.clone(),
+        token_file: None,
+        refresh_s,
+    };
+    let connector = apps_with(move |settings| {
+        settings.department = "fleet".to_owned();
+        settings.tenants = tenants.clone();
+        settings.registration = Some(registration.clone());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
+    (broker, connector)
+}
+
+/// Asserts that a query of `ns#Bus` through `broker` answers with fleet's bus.
+async fn bus_comes_through(broker: &TestApp) {
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type={}", "https%3A%2F%2Fexample.org%2Fns%23Bus"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:B:1", "{}", reply.text);
+}
+
 fn registered_types(registration: &Value) -> Vec<String> {
     let mut types: Vec<String> = registration["information"]
         .as_array()
@@ -988,29 +1031,7 @@ fn registered_types(registration: &Value) -> Vec<String> {
 
 #[actix_web::test]
 async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current() {
-    let broker = apps_with(|settings| {
-        settings.department = "broker".to_owned();
-        settings.tenants = vec!["north".to_owned()];
-        settings.federation = Some(FederationSettings::default());
-    })
-    .await
-    .into_iter()
-    .next()
-    .expect("a backend");
-    let registration = civitas_connector::settings::RegistrationSettings {
-        broker: broker.url.clone(),
-        token_file: None,
-        refresh_s: 1,
-    };
-    let connector = apps_with(move |settings| {
-        settings.department = "fleet".to_owned();
-        settings.tenants = vec!["north".to_owned()];
-        settings.registration = Some(registration.clone());
-    })
-    .await
-    .into_iter()
-    .next()
-    .expect("a backend");
+    let (broker, connector) = broker_and_registering_connector(&["north"], 1).await;
 
     // Nothing held, nothing registered (the connector has looked at least once by now).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -1079,14 +1100,7 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     assert!(body.get("location").is_none(), "{body}");
 
     // The broker forwards by it: the connector's entity comes back through the broker.
-    let reply = broker
-        .get(
-            &format!("{ENTITIES}?type={}", "https%3A%2F%2Fexample.org%2Fns%23Bus"),
-            None,
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:B:1", "{}", reply.text);
+    bus_comes_through(&broker).await;
 
     // Each tenant is registered in the same tenant at the broker, with what that tenant holds.
     let tram = "https://example.org/ns#Tram";
@@ -1136,28 +1150,8 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
 
 #[actix_web::test]
 async fn a_connector_registers_the_attributes_it_holds_as_soon_as_it_writes_them() {
-    let broker = apps_with(|settings| {
-        settings.department = "broker".to_owned();
-        settings.federation = Some(FederationSettings::default());
-    })
-    .await
-    .into_iter()
-    .next()
-    .expect("a backend");
-    // Far beyond the test: only writes bring the registration up to date.
-    let registration = civitas_connector::settings::RegistrationSettings {
-        broker: broker.url.clone(),
-        token_file: None,
-        refresh_s: 3_600,
-    };
-    let connector = apps_with(move |settings| {
-        settings.department = "fleet".to_owned();
-        settings.registration = Some(registration.clone());
-    })
-    .await
-    .into_iter()
-    .next()
-    .expect("a backend");
+    // A refresh far beyond the test: only writes bring the registration up to date.
+    let (broker, connector) = broker_and_registering_connector(&[], 3_600).await;
 
     let ns = |name: &str| format!("https://example.org/ns#{name}");
     let vehicle = json!({"id": "urn:ngsi-ld:V:1", "type": ns("Vehicle"),
@@ -1229,14 +1223,7 @@ async fn a_connector_registers_the_attributes_it_holds_as_soon_as_it_writes_them
         reply.text
     );
     assert!(reply.json()[0].get(ns("speed")).is_none(), "{}", reply.text);
-    let reply = broker
-        .get(
-            &format!("{ENTITIES}?type={}", "https%3A%2F%2Fexample.org%2Fns%23Bus"),
-            None,
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:B:1", "{}", reply.text);
+    bus_comes_through(&broker).await;
 }
 
 /// Registers `endpoint` at the broker for `entities`, in `mode`, for every write
