@@ -13,7 +13,9 @@
 //! Every `refresh` the connector compares what each tenant holds with what it registered and,
 //! when they differ, updates the registration (or creates it, or deletes it once the tenant holds
 //! nothing). It reads the store for that only when a write was committed since the last
-//! comparison: at a million entities the reads take about three seconds. A write of an entity type or attribute the registration does not name yet brings
+//! comparison: at a million entities the reads take about three seconds. A registration the
+//! broker no longer has (deleted there, or a broker started on a new database) is made again
+//! at the next refresh. A write of an entity type or attribute the registration does not name yet brings
 //! that comparison forward ([`Shapes`]), so the broker asks for it within moments rather than at
 //! the next refresh. A broker that is down or refuses is tried again, every second until every
 //! tenant's registration is in place.
@@ -186,6 +188,22 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             // Read before the store, so that a write committed during this pass is looked at
             // again in the next one.
             let writes = shapes.writes.load(Ordering::Acquire);
+            // A registration the broker lost (deleted, or a broker started afresh) is made
+            // again, even if nothing changed here.
+            for tenant in &tenants {
+                if registered
+                    .get(tenant)
+                    .is_some_and(|held| !held.types.is_empty())
+                    && !present(&client, &target, tenant, &id).await
+                {
+                    tracing::info!(
+                        broker = target.broker,
+                        tenant,
+                        "the broker lost the registration"
+                    );
+                    registered.remove(tenant);
+                }
+            }
             let unchanged = current_at == Some(writes) && registered.len() == tenants.len();
             let mut complete = true;
             for tenant in tenants.iter().filter(|_| !unchanged) {
@@ -361,6 +379,39 @@ fn geometry(bbox: [f64; 4]) -> Value {
     }
 }
 
+/// The registration's URL at the broker.
+fn registration_url(target: &Target, id: &str) -> String {
+    format!(
+        "{}/ngsi-ld/v1/csourceRegistrations/{}",
+        target.broker.trim_end_matches('/'),
+        crate::routes::path_segment(id)
+    )
+}
+
+/// `request` for `tenant` at the broker, with the token if there is one.
+fn authorized(
+    request: reqwest::RequestBuilder,
+    target: &Target,
+    tenant: &str,
+) -> reqwest::RequestBuilder {
+    let request = if tenant.is_empty() {
+        request
+    } else {
+        request.header("NGSILD-Tenant", tenant)
+    };
+    match &target.token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
+/// Whether the broker still has the registration: `false` only when it answers 404, so that a
+/// broker that cannot be asked causes no churn.
+async fn present(client: &reqwest::Client, target: &Target, tenant: &str, id: &str) -> bool {
+    let request = authorized(client.get(registration_url(target, id)), target, tenant);
+    !matches!(request.send().await, Ok(response) if response.status().as_u16() == 404)
+}
+
 /// Makes the broker's registration name what `held` says: an update of the one there, else a new
 /// one; deleted when there is no type.
 async fn update(
@@ -372,22 +423,8 @@ async fn update(
     held: &Held,
 ) -> Result<(), String> {
     let types = &held.types;
-    let url = format!(
-        "{}/ngsi-ld/v1/csourceRegistrations/{}",
-        target.broker.trim_end_matches('/'),
-        crate::routes::path_segment(id)
-    );
-    let with_token = |request: reqwest::RequestBuilder| {
-        let request = if tenant.is_empty() {
-            request
-        } else {
-            request.header("NGSILD-Tenant", tenant)
-        };
-        match &target.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    };
+    let url = registration_url(target, id);
+    let with_token = |request| authorized(request, target, tenant);
     if types.is_empty() {
         let response = with_token(client.delete(&url))
             .send()

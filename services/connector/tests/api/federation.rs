@@ -1102,6 +1102,15 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     // The broker forwards by it: the connector's entity comes back through the broker.
     bus_comes_through(&broker).await;
 
+    // A registration the broker loses is made again at the next refresh, though nothing changed.
+    let path =
+        "/ngsi-ld/v1/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:civitas:fleet";
+    let reply = broker.request("DELETE", path, &[], None).await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let (status, body) = registration_when(&broker, "fleet", |status, _| status == 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(registered_types(&body), [bus, vehicle]);
+
     // Each tenant is registered in the same tenant at the broker, with what that tenant holds.
     let tram = "https://example.org/ns#Tram";
     let reply = connector
