@@ -458,43 +458,47 @@ async fn a_new_subscription_is_told_of_what_already_matches_and_failures_are_cou
 }
 
 #[actix_web::test]
-async fn q_selects_registrations_by_their_own_properties() {
-    for app in apps().await {
-        let (endpoint, mut received) = subscriber().await;
-        send(
-            &app,
-            "POST",
-            PATH,
-            &json!({"id": "urn:ngsi-ld:Subscription:q", "type": "Subscription",
-                    "entities": [{"type": "Vehicle"}], "q": "dataProvider==\"city\"",
-                    "notification": {"endpoint": {"uri": endpoint}}}),
-            201,
-        )
-        .await;
-        let mut other = registration("urn:ngsi-ld:ContextSourceRegistration:other", "Vehicle");
-        other["dataProvider"] = json!("utility");
-        send(&app, "POST", REGISTRATIONS, &other, 201).await;
-        nothing_within(&mut received, Duration::from_millis(500)).await;
-        let mut city = registration("urn:ngsi-ld:ContextSourceRegistration:city", "Vehicle");
-        city["dataProvider"] = json!("city");
-        send(&app, "POST", REGISTRATIONS, &city, 201).await;
-        let notification = next(&mut received).await;
-        assert_eq!(notification.body["triggerReason"], "newlyMatching");
-        assert_eq!(
-            notification.body["data"][0]["id"],
-            "urn:ngsi-ld:ContextSourceRegistration:city"
-        );
-        // The registration stops satisfying q: it no longer matches.
-        send(
-            &app,
-            "PATCH",
-            &format!("{REGISTRATIONS}/urn:ngsi-ld:ContextSourceRegistration:city"),
-            &json!({"dataProvider": "utility"}),
-            204,
-        )
-        .await;
-        let notification = next(&mut received).await;
-        assert_eq!(notification.body["triggerReason"], "noLongerMatching");
+async fn q_and_csf_select_registrations_by_their_own_properties() {
+    // Both filter the registrations' own properties (clause 5.11.7), each on its own here.
+    for member in ["q", "csf"] {
+        for app in apps().await {
+            let (endpoint, mut received) = subscriber().await;
+            let mut subscription = json!({"id": format!("urn:ngsi-ld:Subscription:{member}"),
+                "type": "Subscription", "entities": [{"type": "Vehicle"}],
+                "notification": {"endpoint": {"uri": endpoint}}});
+            subscription[member] = json!("dataProvider==\"city\"");
+            send(&app, "POST", PATH, &subscription, 201).await;
+            let mut other = registration("urn:ngsi-ld:ContextSourceRegistration:other", "Vehicle");
+            other["dataProvider"] = json!("utility");
+            send(&app, "POST", REGISTRATIONS, &other, 201).await;
+            nothing_within(&mut received, Duration::from_millis(500)).await;
+            let mut city = registration("urn:ngsi-ld:ContextSourceRegistration:city", "Vehicle");
+            city["dataProvider"] = json!("city");
+            send(&app, "POST", REGISTRATIONS, &city, 201).await;
+            let notification = next(&mut received).await;
+            assert_eq!(
+                notification.body["triggerReason"], "newlyMatching",
+                "{member}"
+            );
+            assert_eq!(
+                notification.body["data"][0]["id"], "urn:ngsi-ld:ContextSourceRegistration:city",
+                "{member}"
+            );
+            // The registration stops satisfying the filter: it no longer matches.
+            send(
+                &app,
+                "PATCH",
+                &format!("{REGISTRATIONS}/urn:ngsi-ld:ContextSourceRegistration:city"),
+                &json!({"dataProvider": "utility"}),
+                204,
+            )
+            .await;
+            let notification = next(&mut received).await;
+            assert_eq!(
+                notification.body["triggerReason"], "noLongerMatching",
+                "{member}"
+            );
+        }
     }
 }
 
