@@ -12,8 +12,9 @@
 //!
 //! Every `refresh` the connector compares what each tenant holds with what it registered and,
 //! when they differ, updates the registration (or creates it, or deletes it once the tenant holds
-//! nothing). It reads the store for that only when a write was committed since the last
-//! comparison: at a million entities the reads take about three seconds. A registration the
+//! nothing). It reads the store for that only when a write may have changed what the
+//! registration says ([`Shapes`]), or every [`FULL_EVERY`] refreshes: at a million entities the
+//! reads take about three seconds. A registration the
 //! broker no longer has (deleted there, or a broker started on a new database) is made again
 //! at the next refresh. A write of an entity type or attribute the registration does not name yet brings
 //! that comparison forward ([`Shapes`]), so the broker asks for it within moments rather than at
@@ -49,47 +50,84 @@ pub struct Target {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least time between two comparisons that writes brought forward.
 const NEWS_SPACING: Duration = Duration::from_millis(500);
+/// Every this many refreshes the store is read even if no write marked the registration as out
+/// of date (see [`Shapes`]).
+const FULL_EVERY: u32 = 10;
 
-/// What a connector's writes have shown it holds, per tenant: entity type → attribute names,
-/// `""` standing for an entity without attributes. Once the connector registers itself, a write
-/// of a pair not seen (or registered) before wakes the registrar. Cheap when nothing is new: one
-/// lock and a few lookups per entity written. It also counts the committed writes, so that the
-/// registrar reads the store again only after one.
+/// What a connector's writes have shown it holds, per tenant, so that the registrar reads the
+/// store again only when the registration may be out of date.
+///
+/// A write of an (entity type, attribute) pair not registered yet wakes the registrar at once.
+/// A write of a location outside the registered bounding box, a deletion and a purge mark the
+/// registration as possibly out of date, for the next refresh. Other writes (most of them:
+/// new values of known attributes, in the known area) change nothing it says, and cost one lock
+/// and a few lookups per entity. What those writes remove (an attribute replaced away, a
+/// location moved inwards) is caught by a full comparison every [`FULL_EVERY`] refreshes.
 #[derive(Debug, Default)]
 pub struct Shapes {
     watched: AtomicBool,
-    /// Committed writes so far (creations, changes, deletions, purges).
-    writes: AtomicU64,
-    known: Mutex<HashMap<String, HashMap<String, HashSet<String>>>>,
+    /// Bumped by every write that may have made the registration out of date.
+    dirty: AtomicU64,
+    known: Mutex<HashMap<String, Known>>,
     news: tokio::sync::Notify,
 }
 
+/// What a tenant's registration is known to cover.
+#[derive(Debug, Default)]
+struct Known {
+    /// Entity type → attribute names, `""` standing for an entity without attributes.
+    types: HashMap<String, HashSet<String>>,
+    bbox: Option<[f64; 4]>,
+}
+
 impl Shapes {
-    /// Counts a committed write that changed or removed entities.
+    /// Counts a committed write that removed entities or attributes.
     pub fn changed(&self) {
-        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.dirty.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Notes what `records`, just committed in `tenant`, are made of (and counts the write).
+    /// Notes what `records`, just committed in `tenant`, are made of.
     pub fn note(&self, tenant: &str, records: &[EntityRecord]) {
-        self.changed();
         if records.is_empty() || !self.watched.load(Ordering::Relaxed) {
             return;
         }
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if !known.contains_key(tenant) {
-            known.insert(tenant.to_owned(), HashMap::new());
+            known.insert(tenant.to_owned(), Known::default());
         }
-        let Some(types) = known.get_mut(tenant) else {
+        let Some(known) = known.get_mut(tenant) else {
             return;
         };
-        let mut new = false;
+        let (mut new, mut grown) = (false, false);
         for record in records {
-            for entity_type in &record.types {
-                if !types.contains_key(entity_type.as_str()) {
-                    types.insert(entity_type.clone(), HashSet::new());
+            if let Some(location) = &record.location {
+                let inside = known.bbox.is_some_and(|[west, south, east, north]| {
+                    location.min_lon >= west
+                        && location.min_lat >= south
+                        && location.max_lon <= east
+                        && location.max_lat <= north
+                });
+                if !inside {
+                    let [west, south, east, north] = known.bbox.unwrap_or([
+                        location.min_lon,
+                        location.min_lat,
+                        location.max_lon,
+                        location.max_lat,
+                    ]);
+                    known.bbox = Some([
+                        west.min(location.min_lon),
+                        south.min(location.min_lat),
+                        east.max(location.max_lon),
+                        north.max(location.max_lat),
+                    ]);
+                    grown = true;
                 }
-                let Some(names) = types.get_mut(entity_type.as_str()) else {
+            }
+            for entity_type in &record.types {
+                if !known.types.contains_key(entity_type.as_str()) {
+                    known.types.insert(entity_type.clone(), HashSet::new());
+                }
+                let Some(names) = known.types.get_mut(entity_type.as_str()) else {
                     continue;
                 };
                 if record.attributes.is_empty() {
@@ -103,18 +141,21 @@ impl Shapes {
                 }
             }
         }
-        drop(known);
+        if new || grown {
+            self.changed();
+        }
         if new {
             self.news.notify_one();
         }
     }
 
-    /// Takes what `held` names in `tenant` as known.
+    /// Takes what `held` says of `tenant` as known.
     fn learn(&self, tenant: &str, held: &Held) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let types = known.entry(tenant.to_owned()).or_default();
+        let known = known.entry(tenant.to_owned()).or_default();
+        known.bbox = held.extent.bbox;
         for (entity_type, names) in &held.types {
-            let known_names = types.entry(entity_type.clone()).or_default();
+            let known_names = known.types.entry(entity_type.clone()).or_default();
             if names.bare {
                 known_names.insert(String::new());
             }
@@ -178,8 +219,9 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
         // What the broker has per tenant: absent before the first success.
         let mut registered: HashMap<String, Held> = HashMap::new();
         let mut kinds = Kinds::default();
-        // The write count when every tenant was last found registered as held.
+        // The dirty count when every tenant was last found registered as held.
         let mut current_at: Option<u64> = None;
+        let mut last_full = Instant::now();
         loop {
             let Some(state) = weak.upgrade() else {
                 return;
@@ -187,7 +229,7 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             let started = Instant::now();
             // Read before the store, so that a write committed during this pass is looked at
             // again in the next one.
-            let writes = shapes.writes.load(Ordering::Acquire);
+            let dirty = shapes.dirty.load(Ordering::Acquire);
             // A registration the broker lost (deleted, or a broker started afresh) is made
             // again, even if nothing changed here.
             for tenant in &tenants {
@@ -204,7 +246,12 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
                     registered.remove(tenant);
                 }
             }
-            let unchanged = current_at == Some(writes) && registered.len() == tenants.len();
+            let unchanged = current_at == Some(dirty)
+                && registered.len() == tenants.len()
+                && last_full.elapsed() < target.refresh * FULL_EVERY;
+            if !unchanged {
+                last_full = Instant::now();
+            }
             let mut complete = true;
             for tenant in tenants.iter().filter(|_| !unchanged) {
                 match held(&state, tenant, &mut kinds).await {
@@ -240,7 +287,7 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
             }
             drop(state);
             let all = registered.len() == tenants.len();
-            current_at = (all && complete).then_some(writes);
+            current_at = (all && complete).then_some(dirty);
             sender.send_replace(all);
             let wait = if all && complete {
                 target.refresh
@@ -498,5 +545,74 @@ async fn update(
             "creating the registration answered {other}: {}",
             response.text().await.unwrap_or_default()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use civitas_store::BBox;
+
+    fn record(types: &[&str], attributes: &[&str], at: Option<(f64, f64)>) -> EntityRecord {
+        let now = chrono::DateTime::UNIX_EPOCH;
+        EntityRecord {
+            id: "urn:ngsi-ld:V:1".to_owned(),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            scopes: Vec::new(),
+            attributes: attributes.iter().map(|a| (*a).to_owned()).collect(),
+            created_at: now,
+            modified_at: now,
+            location: at.map(|(lon, lat)| BBox {
+                min_lon: lon,
+                min_lat: lat,
+                max_lon: lon,
+                max_lat: lat,
+            }),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_writes_that_change_what_is_registered_mark_it_out_of_date() {
+        let shapes = Shapes::default();
+        let dirty = || shapes.dirty.load(Ordering::Acquire);
+        shapes.note("", &[record(&["V"], &["speed"], Some((2.0, 48.0)))]);
+        assert_eq!(dirty(), 0, "nothing is watched before the registrar starts");
+
+        shapes.watched.store(true, Ordering::Relaxed);
+        shapes.note("", &[record(&["V"], &["speed"], Some((2.0, 48.0)))]);
+        assert_eq!(dirty(), 1, "a new type and attribute");
+        shapes.note("", &[record(&["V"], &["speed"], Some((2.0, 48.0)))]);
+        assert_eq!(dirty(), 1, "the same again");
+        shapes.note("", &[record(&["V"], &["speed"], Some((3.0, 49.0)))]);
+        assert_eq!(dirty(), 2, "a location outside the box");
+        shapes.note("", &[record(&["V"], &["speed"], Some((2.5, 48.5)))]);
+        assert_eq!(dirty(), 2, "a location inside it");
+        shapes.note("", &[record(&["V"], &[], None)]);
+        assert_eq!(dirty(), 3, "an entity without attributes");
+        shapes.note("north", &[record(&["V"], &["speed"], None)]);
+        assert_eq!(dirty(), 4, "tenants are apart");
+        shapes.changed();
+        assert_eq!(dirty(), 5, "a deletion");
+
+        // What the registrar registered is known, its box included.
+        let mut types = BTreeMap::new();
+        types.insert(
+            "V".to_owned(),
+            Names {
+                properties: ["speed".to_owned(), "colour".to_owned()].into(),
+                ..Names::default()
+            },
+        );
+        let held = Held {
+            types,
+            extent: civitas_store::Extent {
+                bbox: Some([0.0, 40.0, 10.0, 50.0]),
+                first_created: None,
+            },
+        };
+        shapes.learn("south", &held);
+        shapes.note("south", &[record(&["V"], &["colour"], Some((5.0, 45.0)))]);
+        assert_eq!(dirty(), 5);
     }
 }
