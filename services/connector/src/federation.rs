@@ -43,6 +43,10 @@ pub const COMPLETENESS_HEADER: &str = "civitas-completeness";
 pub const ENTITY_MAP_HEADER: &str = "ngsild-entitymap";
 /// The header warnings about sources travel in (one value per source).
 pub const WARNING_HEADER: &str = "ngsild-warning";
+/// The header a broker lists a department's ids with, page after page: only ids after the one
+/// it names (keyset paging, instead of an `offset` each page of which costs the source a walk
+/// over every id before it).
+pub const AFTER_HEADER: &str = "civitas-after";
 
 /// How many ids one forwarded request names.
 const IDS_PER_REQUEST: usize = 100;
@@ -572,12 +576,29 @@ impl Federation {
         path: &str,
         query: &[(String, String)],
     ) -> Result<Option<Value>, SourceWarning> {
+        self.get_after(source, forward, authorization, path, query, None)
+            .await
+    }
+
+    /// [`Federation::get`], asking for the ids after `after` only ([`AFTER_HEADER`]).
+    async fn get_after(
+        &self,
+        source: &Source,
+        forward: &Forward<'_>,
+        authorization: Option<&str>,
+        path: &str,
+        query: &[(String, String)],
+        after: Option<&str>,
+    ) -> Result<Option<Value>, SourceWarning> {
         let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
             .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
         if !query.is_empty() {
             url.set_query(Some(&query_string(query)));
         }
-        let request = self.request(reqwest::Method::GET, url, source, forward, authorization);
+        let mut request = self.request(reqwest::Method::GET, url, source, forward, authorization);
+        if let Some(after) = after {
+            request = request.header(AFTER_HEADER, after);
+        }
         let (status, bytes) = self.exchange(source, request).await?;
         match status {
             200 => serde_json::from_slice(&bytes)
@@ -1005,19 +1026,25 @@ impl Federation {
         let authorization = self.credentials(source, forward)?;
         let mut ids: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        // A department's connector answers in id order and pages by the last id it gave
+        // (keyset paging); one that turns out not to (it starts over) is paged by offset.
+        let mut keyset = source.department.is_some();
         loop {
+            let after = ids.last().filter(|_| keyset).cloned();
             let mut query = filters.clone();
             query.push(("limit".to_owned(), LISTING_PAGE.to_string()));
-            query.push(("offset".to_owned(), ids.len().to_string()));
+            let offset = if after.is_some() { 0 } else { ids.len() };
+            query.push(("offset".to_owned(), offset.to_string()));
             query.push(("options".to_owned(), "keyValues".to_owned()));
             query.push(("pick".to_owned(), "id".to_owned()));
             let body = self
-                .get(
+                .get_after(
                     source,
                     forward,
                     authorization.as_deref(),
                     "entities",
                     &query,
+                    after.as_deref(),
                 )
                 .await?
                 .unwrap_or(Value::Array(Vec::new()));
@@ -1027,6 +1054,17 @@ impl Federation {
                     "answered with something not an entity list",
                 ));
             };
+            let first = items
+                .first()
+                .and_then(|item| item.get("id").or_else(|| item.get("@id")))
+                .and_then(Value::as_str);
+            if let (Some(after), Some(first)) = (after.as_deref(), first)
+                && first <= after
+            {
+                // It started over: it does not know the header.
+                keyset = false;
+                continue;
+            }
             let returned = items.len();
             let mut new = 0;
             for item in &items {

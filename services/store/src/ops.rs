@@ -211,6 +211,11 @@ fn push_from_where<DB: Sql>(
         query.push(format!(" AND e.id {} ", DB::REGEX_MATCH));
         DB::push_text(query, pattern);
     }
+    // On the column the matches are ordered by, so that an index range starts there.
+    if let Some(after) = &filter.after {
+        query.push(format!(" AND {order} > "));
+        DB::push_text(query, after);
+    }
     order
 }
 
@@ -233,7 +238,9 @@ fn push_count<DB: Sql>(query: &mut QueryBuilder<DB>, tenant: &str, filter: &Enti
         _ => None,
     };
     match single {
-        Some((table, column, value)) if filter.ids.is_empty() && filter.id_pattern.is_none() => {
+        Some((table, column, value))
+            if filter.ids.is_empty() && filter.id_pattern.is_none() && filter.after.is_none() =>
+        {
             query.push(format!("SELECT COUNT(*) FROM {table} d WHERE d.tenant = "));
             DB::push_text(query, tenant);
             query.push(format!(" AND d.{column} = "));

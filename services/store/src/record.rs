@@ -60,6 +60,9 @@ pub struct EntityQuery {
     pub offset: u32,
     /// Also compute the total number of matches.
     pub count: bool,
+    /// Only ids after this one in byte order (keyset paging: a page starts after the last id of
+    /// the one before, whatever the offset of its first match).
+    pub after: Option<String>,
 }
 
 /// One page of a query: records in ascending id order, and the total when it was asked for.

@@ -1753,3 +1753,62 @@ async fn pages_of_a_type_with_several_attributes_neither_skip_nor_repeat() -> Te
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn keyset_pages_start_after_the_given_id() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let mut transaction = store.begin().await?;
+        transaction.insert_many(TENANT, &fixtures()).await?;
+        transaction.commit().await?;
+        // Byte order: Building:1, Building:2, ParkingSpot:1, ParkingSpot:10, ParkingSpot:2, lower:1.
+        let after = |types: &[&str], attributes: &[&str], after: &str| EntityQuery {
+            types: strings(types),
+            attributes: strings(attributes),
+            after: Some(after.to_owned()),
+            limit: 2,
+            count: true,
+            ..EntityQuery::default()
+        };
+        let ids = |page: &QueryPage| -> Vec<String> {
+            page.records.iter().map(|r| r.id.clone()).collect()
+        };
+        let cases = [
+            (
+                after(&[], &[], "urn:ngsi-ld:Building:2"),
+                vec!["urn:ngsi-ld:ParkingSpot:1", "urn:ngsi-ld:ParkingSpot:10"],
+                4,
+            ),
+            (
+                after(&[SPOT], &[], "urn:ngsi-ld:ParkingSpot:1"),
+                vec!["urn:ngsi-ld:ParkingSpot:10", "urn:ngsi-ld:ParkingSpot:2"],
+                2,
+            ),
+            (
+                after(&[SPOT, OFFSTREET], &[], "urn:ngsi-ld:ParkingSpot:10"),
+                vec!["urn:ngsi-ld:ParkingSpot:2", "urn:ngsi-ld:lower:1"],
+                2,
+            ),
+            (
+                after(&[], &[STATUS], "urn:ngsi-ld:ParkingSpot:1"),
+                vec!["urn:ngsi-ld:ParkingSpot:2", "urn:ngsi-ld:lower:1"],
+                2,
+            ),
+            (
+                after(&[SPOT], &[STATUS, NAME], "urn:ngsi-ld:ParkingSpot:2"),
+                vec![],
+                0,
+            ),
+        ];
+        for (query, expected, total) in cases {
+            let page = store.query(TENANT, &query).await?;
+            assert_eq!(ids(&page), expected, "{kind} {query:?}");
+            assert_eq!(
+                page.total,
+                Some(total),
+                "{kind} {query:?}: the count is of the ids after"
+            );
+        }
+    }
+    Ok(())
+}

@@ -342,6 +342,16 @@ async fn answer_query(
 ) -> Result<HttpResponse, Problem> {
     let federated = state.federation.is_some() && !params.flag("local")?;
     let (mut query, types) = entity_filter(params, context)?;
+    // Keyset paging, for a broker listing this connector's ids: only ids after this one. A
+    // broker's own answer pages through its entity map instead.
+    if let Some(after) = req.headers().get(federation::AFTER_HEADER)
+        && !federated
+    {
+        let after = after
+            .to_str()
+            .map_err(|_| Problem::bad_request("Civitas-After is not an entity id"))?;
+        query.after = Some(EntityId::parse(after)?.as_str().to_owned());
+    }
     let filter = EntityFilter {
         types,
         q: params

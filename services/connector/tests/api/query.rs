@@ -78,6 +78,45 @@ async fn queries_filter_and_paginate() {
             "the @context link stays"
         );
 
+        // Keyset paging, as a broker lists a department's ids: the page after an id.
+        let link = crate::helpers::link(TEST_CONTEXT_URL);
+        let after = app
+            .request(
+                "GET",
+                "/ngsi-ld/v1/entities?type=Building&limit=3",
+                &[
+                    ("link", &link),
+                    ("civitas-after", "urn:ngsi-ld:Building:09"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(after.status, 200, "{}", after.text);
+        let after_ids: Vec<String> = after
+            .json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            after_ids,
+            [
+                "urn:ngsi-ld:Building:11",
+                "urn:ngsi-ld:Building:12",
+                "urn:ngsi-ld:Building:13"
+            ]
+        );
+        let invalid = app
+            .request(
+                "GET",
+                "/ngsi-ld/v1/entities?type=Building",
+                &[("link", &link), ("civitas-after", "not an id")],
+                None,
+            )
+            .await;
+        invalid.assert_problem(400, "BadRequestData");
+
         // The same query posted: links to post the same body to, paging in the URL.
         let posted = app
             .send_json(
