@@ -207,9 +207,9 @@ pub fn start(state: web::Data<AppState>, target: Target) -> watch::Receiver<bool
     let id = registration_id(&state.settings.department);
     let mut tenants = vec![String::new()];
     tenants.extend(state.settings.tenants.iter().cloned());
-    // Held weakly: a stopped connector is let go, and the task ends.
     let shapes = Arc::clone(&state.entities.shapes);
     shapes.watched.store(true, Ordering::Relaxed);
+    // Held weakly: a stopped connector is let go, and the task ends.
     let weak = Arc::downgrade(&state.into_inner());
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
