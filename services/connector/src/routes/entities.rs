@@ -341,7 +341,7 @@ async fn answer_query(
     context: &Resolved,
 ) -> Result<HttpResponse, Problem> {
     let federated = state.federation.is_some() && !params.flag("local")?;
-    let (mut query, types) = entity_filter(params, context)?;
+    let (mut query, filter) = entity_filter(params, context)?;
     // Keyset paging, for a broker listing this connector's ids: only ids after this one. A
     // broker's own answer pages through its entity map instead.
     if let Some(after) = req.headers().get(federation::AFTER_HEADER)
@@ -352,18 +352,6 @@ async fn answer_query(
             .map_err(|_| Problem::bad_request("Civitas-After is not an entity id"))?;
         query.after = Some(EntityId::parse(after)?.as_str().to_owned());
     }
-    let filter = EntityFilter {
-        types,
-        q: params
-            .get("q")
-            .map(|text| Query::parse(text, &context.active))
-            .transpose()?,
-        geo: geo_query(params, context)?,
-        scopes: params
-            .get("scopeQ")
-            .map(TypeQuery::parse_scopes)
-            .transpose()?,
-    };
     // The context source filter selects a broker's sources; a connector has none, so it changes
     // nothing there (and is still checked).
     let csf = params
@@ -556,23 +544,9 @@ async fn federated_query(
             federation::LocalFetch::Ids(ids) => {
                 local.limit = ids.len() as u32;
                 local.ids = ids;
-                Ok(Some(
-                    state
-                        .entities
-                        .query_where(auth, &local, Some(entities))
-                        .await?
-                        .0,
-                ))
             }
             federation::LocalFetch::First(count) => {
                 local.limit = count.min(page_size as usize) as u32;
-                Ok(Some(
-                    state
-                        .entities
-                        .query_where(auth, &local, Some(entities))
-                        .await?
-                        .0,
-                ))
             }
             federation::LocalFetch::All => {
                 let mut all = Vec::new();
@@ -591,6 +565,11 @@ async fn federated_query(
                 }
             }
         }
+        let (found, _) = state
+            .entities
+            .query_where(auth, &local, Some(entities))
+            .await?;
+        Ok(Some(found))
     };
     let offset = query.offset as usize;
     let page = federation
@@ -619,11 +598,12 @@ async fn federated_query(
     Ok(page)
 }
 
-/// The id / type / idPattern / attrs filter shared by query and purge.
+/// What query and purge select: the id / type / idPattern / attrs filter the store evaluates, and
+/// the type expression, `q`, geo-query and `scopeQ` evaluated on each candidate.
 fn entity_filter(
     params: &Params,
     context: &Resolved,
-) -> Result<(EntityQuery, Option<TypeQuery>), Problem> {
+) -> Result<(EntityQuery, EntityFilter), Problem> {
     let mut query = EntityQuery::default();
     for id in params.list("id") {
         query.ids.push(EntityId::parse(id)?.as_str().to_owned());
@@ -652,7 +632,19 @@ fn entity_filter(
         }
         query.attributes.push(context.active.expand_name(name));
     }
-    Ok((query, expression))
+    let filter = EntityFilter {
+        types: expression,
+        q: params
+            .get("q")
+            .map(|text| Query::parse(text, &context.active))
+            .transpose()?,
+        geo: geo_query(params, context)?,
+        scopes: params
+            .get("scopeQ")
+            .map(TypeQuery::parse_scopes)
+            .transpose()?,
+    };
+    Ok((query, filter))
 }
 
 fn geometry_property(params: &Params, context: &Resolved) -> Result<String, Problem> {
@@ -705,19 +697,7 @@ async fn purge(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     negotiation::response_type(&req, false)?;
     let input = write_link_input(&state, &req, &params).await?;
     let context = input.context.clone();
-    let (mut query, types) = entity_filter(&params, &context)?;
-    let filter = EntityFilter {
-        types,
-        q: params
-            .get("q")
-            .map(|text| Query::parse(text, &context.active))
-            .transpose()?,
-        geo: geo_query(&params, &context)?,
-        scopes: params
-            .get("scopeQ")
-            .map(TypeQuery::parse_scopes)
-            .transpose()?,
-    };
+    let (mut query, filter) = entity_filter(&params, &context)?;
     let local = params.flag("local")?;
     if query.ids.is_empty()
         && query.types.is_empty()

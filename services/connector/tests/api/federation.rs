@@ -165,16 +165,6 @@ async fn audit_record(app: &TestApp, key: &RootKey, request_id: &str) -> Value {
     panic!("no record of {request_id} at {}", app.url);
 }
 
-fn ids(reply: &crate::helpers::Reply) -> Vec<String> {
-    reply
-        .json()
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {}", reply.text))
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect()
-}
-
 fn warnings(reply: &crate::helpers::Reply) -> Vec<String> {
     reply
         .headers
@@ -282,7 +272,7 @@ async fn a_federated_query_returns_exactly_what_the_callers_tokens_allow() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(
-        ids(&reply),
+        reply.ids(),
         ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
     );
     assert_eq!(reply.header("ngsild-results-count"), Some("2"));
@@ -327,22 +317,16 @@ async fn a_federated_query_returns_exactly_what_the_callers_tokens_allow() {
     )
     .await;
     assert_eq!(
-        ids(&reply),
+        reply.ids(),
         ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
     );
     let v1 = &reply.json()[0];
     assert_eq!(v1["speed"]["value"], 50);
     assert!(v1.get("brandName").is_none());
     // No token at all: every department is skipped, and said so.
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(&format!("{ENTITIES}?type=Vehicle"), Some(TEST_CONTEXT_URL))
+        .await;
     assert_eq!((reply.status, reply.json()), (200, json!([])));
     assert_eq!(warnings(&reply).len(), 3);
 
@@ -602,7 +586,7 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
     );
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(
-        ids(&reply),
+        reply.ids(),
         ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
     );
     let failed = warnings(&reply);
@@ -653,7 +637,7 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(ids(&reply), ["urn:ngsi-ld:Vehicle:1"]);
+    assert_eq!(reply.ids(), ["urn:ngsi-ld:Vehicle:1"]);
     assert_eq!(warnings(&reply).len(), 4, "{:?}", warnings(&reply));
 }
 
@@ -690,7 +674,7 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
         .header("ngsild-entitymap")
         .expect("an entity map")
         .to_owned();
-    let mut seen = ids(&first);
+    let mut seen = first.ids();
     for page in 1..10 {
         let reply = send(
             &broker,
@@ -705,7 +689,7 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
         )
         .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
-        seen.extend(ids(&reply));
+        seen.extend(reply.ids());
     }
     assert_eq!(seen.len(), 10_000);
     let mut sorted = seen.clone();
@@ -727,7 +711,7 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
     )
     .await;
     assert!(cheap.header("ngsild-entitymap").is_none());
-    assert_eq!(ids(&cheap), seen[850..950]);
+    assert_eq!(cheap.ids(), seen[850..950]);
     // A map belongs to the query and the caller it was made for.
     let reply = send(
         &broker,
@@ -789,7 +773,7 @@ async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_a
 
     // No paging named: the source gets the caller's filters exactly, ids readable, no limit added.
     let path = format!("{ENTITIES}?id=urn:ngsi-ld:Vehicle:foreign&type=Vehicle");
-    let reply = send(&broker, &[], "GET", &path, None, &[]).await;
+    let reply = broker.get(&path, Some(TEST_CONTEXT_URL)).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json()[0]["id"], "urn:ngsi-ld:Vehicle:foreign");
     assert_eq!(reply.json()[0]["speed"]["value"], 7);
@@ -802,15 +786,12 @@ async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_a
     );
 
     // Paging named: the broker pages the source itself, through an entity map.
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle&limit=5"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type=Vehicle&limit=5"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert!(
         reply.header("ngsild-entitymap").is_some(),
@@ -848,29 +829,23 @@ async fn csf_selects_the_sources_a_broker_asks() {
         .await;
         assert_eq!(reply.status, 201, "{}", reply.text);
     }
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle&csf=dataProvider==%22city%22"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type=Vehicle&csf=dataProvider==%22city%22"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(ids(&reply), ["urn:ngsi-ld:Vehicle:foreign"]);
+    assert_eq!(reply.ids(), ["urn:ngsi-ld:Vehicle:foreign"]);
     assert_eq!(city_seen.lock().expect("not poisoned").len(), 1);
     assert!(utility_seen.lock().expect("not poisoned").is_empty());
     // A filter that does not parse is a 400, at the broker as at a connector.
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle&csf=("),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type=Vehicle&csf=("),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
     reply.assert_problem(400, "BadRequestData");
     city_handle.stop(false).await;
     utility_handle.stop(false).await;
@@ -897,15 +872,9 @@ async fn a_source_is_asked_only_for_the_entities_and_attributes_it_registers() {
     assert_eq!(reply.status, 201, "{}", reply.text);
     let last = || seen.lock().expect("not poisoned").last().cloned();
 
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(&format!("{ENTITIES}?type=Vehicle"), Some(TEST_CONTEXT_URL))
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json()[0]["speed"]["value"], 7, "{}", reply.text);
     assert_eq!(
@@ -915,40 +884,31 @@ async fn a_source_is_asked_only_for_the_entities_and_attributes_it_registers() {
 
     // The caller's own narrower choice stands; a query for what the source does not hold does
     // not reach it.
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle&attrs=speed,brandName"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type=Vehicle&attrs=speed,brandName"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(
         last().as_deref(),
         Some("type=Vehicle&attrs=speed&id=urn:ngsi-ld:Vehicle:foreign")
     );
     let before = seen.lock().expect("not poisoned").len();
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?type=Vehicle&attrs=brandName"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type=Vehicle&attrs=brandName"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let reply = send(
-        &broker,
-        &[],
-        "GET",
-        &format!("{ENTITIES}?id=urn:ngsi-ld:Vehicle:other"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?id=urn:ngsi-ld:Vehicle:other"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(seen.lock().expect("not poisoned").len(), before, "{seen:?}");
     handle.stop(false).await;
@@ -1316,7 +1276,9 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
     .await;
     assert_eq!(at_transport.status, 200, "{}", at_transport.text);
     assert_eq!(at_transport.json()["line"]["value"], "7");
-    let at_broker = send(&broker, &[], "GET", &local("urn:ngsi-ld:Bus:1"), None, &[]).await;
+    let at_broker = broker
+        .get(&local("urn:ngsi-ld:Bus:1"), Some(TEST_CONTEXT_URL))
+        .await;
     assert_eq!(at_broker.status, 404, "{}", at_broker.text);
     let request_id = reply
         .header("civitas-request-id")
@@ -1403,15 +1365,9 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
         "{}",
         at_environment.text
     );
-    let at_broker = send(
-        &broker,
-        &[],
-        "GET",
-        &local("urn:ngsi-ld:Vehicle:2"),
-        None,
-        &[],
-    )
-    .await;
+    let at_broker = broker
+        .get(&local("urn:ngsi-ld:Vehicle:2"), Some(TEST_CONTEXT_URL))
+        .await;
     assert_eq!(at_broker.status, 200, "{}", at_broker.text);
     assert_eq!(at_broker.json()["brandName"]["value"], "Civic");
     assert!(
@@ -1525,7 +1481,7 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
     )
     .await;
     assert_eq!(
-        ids(&at_transport),
+        at_transport.ids(),
         [
             "urn:ngsi-ld:Bus:1",
             "urn:ngsi-ld:Bus:2",
@@ -1575,7 +1531,7 @@ async fn writes_go_to_the_departments_registrations_name_with_the_callers_tokens
         &[],
     )
     .await;
-    assert_eq!(ids(&at_transport), Vec::<String>::new());
+    assert_eq!(at_transport.ids(), Vec::<String>::new());
 
     // local=true writes to the broker's store alone.
     let reply = send(

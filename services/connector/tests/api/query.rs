@@ -32,13 +32,7 @@ async fn queries_filter_and_paginate() {
             .await;
         assert_eq!(page.status, 200, "{}", page.text);
         assert_eq!(page.header("ngsild-results-count"), Some("20"));
-        let ids: Vec<String> = page
-            .json()
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-            .collect();
+        let ids = page.ids();
         assert_eq!(ids.len(), 7);
         assert_eq!(ids[0], "urn:ngsi-ld:Building:09");
         // Links to the pages before and after, beside the @context link.
@@ -92,13 +86,7 @@ async fn queries_filter_and_paginate() {
             )
             .await;
         assert_eq!(after.status, 200, "{}", after.text);
-        let after_ids: Vec<String> = after
-            .json()
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter_map(|e| e["id"].as_str().map(str::to_owned))
-            .collect();
+        let after_ids = after.ids();
         assert_eq!(
             after_ids,
             [
@@ -237,14 +225,7 @@ async fn q_filters_by_attribute_values_before_paging() {
             async move {
                 let reply = app.get(&format!("/ngsi-ld/v1/entities?{query}"), ctx).await;
                 assert_eq!(reply.status, 200, "{query}: {}", reply.text);
-                let ids = reply
-                    .json()
-                    .as_array()
-                    .expect("array")
-                    .iter()
-                    .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-                    .collect();
-                let ids: Vec<String> = ids;
+                let ids = reply.ids();
                 (ids, reply.header("ngsild-results-count").map(str::to_owned))
             }
         };
@@ -344,13 +325,7 @@ async fn type_expressions_select_by_all_or_any_of_the_types() {
                 )
                 .await;
             assert_eq!(reply.status, 200, "{types}: {}", reply.text);
-            let ids: Vec<String> = reply
-                .json()
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-                .collect();
+            let ids = reply.ids();
             assert_eq!(ids, expected, "{types}");
             assert_eq!(
                 reply.header("ngsild-results-count"),
@@ -402,13 +377,7 @@ async fn scope_queries_select_by_scope() {
                 )
                 .await;
             assert_eq!(reply.status, 200, "{scope_q}: {}", reply.text);
-            let ids: Vec<String> = reply
-                .json()
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-                .collect();
+            let ids = reply.ids();
             assert_eq!(ids, expected, "{scope_q}");
         }
         app.get("/ngsi-ld/v1/entities?type=Park&scopeQ=Madrid", ctx)
@@ -446,13 +415,7 @@ async fn geo_queries_select_by_location() {
             async move {
                 let reply = app.get(&path, ctx).await;
                 assert_eq!(reply.status, 200, "{path}: {}", reply.text);
-                reply
-                    .json()
-                    .as_array()
-                    .expect("array")
-                    .iter()
-                    .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-                    .collect::<Vec<_>>()
+                reply.ids()
             }
         };
         let near =
@@ -522,13 +485,7 @@ async fn a_query_posted_as_a_body_answers_as_the_same_get_would() {
         assert_eq!(loaded.status, 201, "{}", loaded.text);
         let ids = |reply: &crate::helpers::Reply| -> Vec<String> {
             assert_eq!(reply.status, 200, "{}", reply.text);
-            reply
-                .json()
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-                .collect()
+            reply.ids()
         };
         const QUERY: &str = "/ngsi-ld/v1/entityOperations/query";
         for (body, get) in [
