@@ -249,16 +249,21 @@ impl Registrations {
                 .into_iter()
                 .flatten()
                 .all(|q| q.matches_members(&stored.canonical));
-            let time_ok = q_ok
-                && query
-                    .temporal
-                    .as_ref()
-                    .is_none_or(|temporal| stored.registration.matches_time(temporal));
+            let time_ok = query
+                .temporal
+                .as_ref()
+                .is_none_or(|temporal| stored.registration.matches_time(temporal));
             let geo_ok = query
                 .geo
                 .as_ref()
                 .is_none_or(|(geo, property)| stored.registration.matches_geo(geo, property));
-            if ids_ok && pattern_ok && time_ok && geo_ok && stored.registration.matches(&selector) {
+            if ids_ok
+                && pattern_ok
+                && q_ok
+                && time_ok
+                && geo_ok
+                && stored.registration.matches(&selector)
+            {
                 auth.note_types(&types);
                 out.push(stored.clone());
             }
