@@ -765,6 +765,115 @@ async fn recording_source() -> (
     (url, handle, seen)
 }
 
+/// A department's connector of a release that pages by `offset` only: 1,500 vehicles, the
+/// `Civitas-After` header ignored. Records whether each request carried it, and its query.
+async fn offset_only_department() -> (
+    String,
+    actix_web::dev::ServerHandle,
+    std::sync::Arc<std::sync::Mutex<Vec<(bool, String)>>>,
+) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let server = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().route(
+            "/ngsi-ld/v1/entities",
+            web::get().to(move |req: HttpRequest| {
+                let recorded = recorded.clone();
+                async move {
+                    let query: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(req.query_string().as_bytes())
+                            .into_owned()
+                            .collect();
+                    let number = |name: &str, default: usize| {
+                        query
+                            .get(name)
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(default)
+                    };
+                    let (offset, limit) = (number("offset", 0), number("limit", 20));
+                    recorded.lock().expect("not poisoned").push((
+                        req.headers().contains_key("civitas-after"),
+                        req.query_string().to_owned(),
+                    ));
+                    let page: Vec<Value> = (0..1_500)
+                        .skip(offset)
+                        .take(limit)
+                        .map(|n| json!({"id": format!("urn:ngsi-ld:Vehicle:{n:04}"), "type": "Vehicle"}))
+                        .collect();
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(Value::Array(page).to_string())
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("binds");
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (url, handle, seen)
+}
+
+#[actix_web::test]
+async fn a_department_that_ignores_keyset_paging_is_listed_by_offset() {
+    let (url, handle, seen) = offset_only_department().await;
+    let federation = FederationSettings {
+        departments: vec![DepartmentSettings {
+            name: "dept1".to_owned(),
+            public_key: key(1).public_string(),
+            url: url.clone(),
+        }],
+        source_timeout_ms: 2_000,
+        ..FederationSettings::default()
+    };
+    let broker = apps_with(move |settings| {
+        settings.department = "broker".to_owned();
+        settings.federation = Some(federation.clone());
+    })
+    .await
+    .into_iter()
+    .next()
+    .expect("a backend");
+    register(&broker, &url, &["Vehicle"]).await;
+
+    let reply = send(
+        &broker,
+        &[&token(1)],
+        "GET",
+        &format!("{ENTITIES}?type=Vehicle&count=true&limit=1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("ngsild-results-count"), Some("1500"));
+    // The second page was asked after the last id, came back from the start, and was asked
+    // again by offset.
+    let listing: Vec<(bool, String)> = seen
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(_, query)| query.contains("pick=id"))
+        .cloned()
+        .collect();
+    assert_eq!(listing.len(), 3, "{listing:?}");
+    assert!(
+        !listing[0].0 && listing[0].1.contains("offset=0"),
+        "{listing:?}"
+    );
+    assert!(listing[1].0, "{listing:?}");
+    assert!(
+        !listing[2].0 && listing[2].1.contains("offset=1000"),
+        "{listing:?}"
+    );
+    handle.stop(false).await;
+}
+
 #[actix_web::test]
 async fn a_source_outside_the_departments_is_asked_with_the_callers_parameters_as_given() {
     let (source, handle, seen) = recording_source().await;
