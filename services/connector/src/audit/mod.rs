@@ -645,8 +645,7 @@ impl Tree {
     async fn load(store: &Store, log: &str) -> Result<Tree, SetupError> {
         let size = store.audit_size(log).await?;
         let subtrees = merkle::frontier(size);
-        let wanted: Vec<(u8, u64)> = subtrees.iter().map(|s| (s.level, s.index)).collect();
-        let hashes = store.audit_hashes(log, &wanted).await?;
+        let hashes = proofs::stored_hashes(store, log, &subtrees).await?;
         let mut map = HashMap::new();
         for (subtree, hash) in subtrees.into_iter().zip(hashes) {
             let hash = hash.ok_or_else(|| SetupError::MissingHash {
@@ -749,8 +748,10 @@ impl Appender {
 
     async fn write(&self, entries: &[Vec<u8>], leaves: &[Hash]) -> Result<Tree, SetupError> {
         let added = merkle::append_hashes(&self.tree, self.tree.size, leaves)?;
+        // Only the stored levels (`proofs::is_stored_level`); the frontier keeps every level.
         let hashes: Vec<(u8, u64, [u8; 32])> = added
             .iter()
+            .filter(|(subtree, _)| proofs::is_stored_level(subtree.level))
             .map(|(subtree, hash)| (subtree.level, subtree.index, *hash))
             .collect();
         // Boxed: the store's future is large, and the writer task that awaits this is spawned
