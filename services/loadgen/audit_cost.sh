@@ -21,7 +21,9 @@
 # CPU time per request (/proc/<pid>/stat, user + system, warm-up included).
 #
 # Environment: BASELINE (a connector binary without auditing) or BUILDS (NAME=BINARY …, the first is
-# the reference the others are compared with), CARGO_TARGET_DIR (default: target; civitas-loadgen
+# the reference the others are compared with), AUDIT_SPOOL=1 (give every connector a spool directory
+# of its own, `[audit] spool_dir`, as a SQLite file has by default; for PostgreSQL, which has none),
+# CARGO_TARGET_DIR (default: target; civitas-loadgen
 # and the audited build are taken from it), BACKENDS (default sqlite), ROUNDS (default 3), PG_URL,
 # PORT (default 9194), CASES, and the sizes below. NO_BUILD=1 skips `cargo build`. Loopback only.
 set -euo pipefail
@@ -80,7 +82,14 @@ done
 ensure_bench_key
 full_token=$(bench_token --holder bench --read '*' --write '*')
 results="$work/results.tsv"
-echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, builds: $BUILDS"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, builds: $BUILDS${AUDIT_SPOOL:+, every connector with a spool directory}"
+
+# spool_config BACKEND BUILD: with AUDIT_SPOOL, adds that build's spool directory to bench.toml (one
+# per build and backend, like its database, so that what a run leaves is merged into the same log).
+spool_config() {
+  [[ -n ${AUDIT_SPOOL:-} ]] || return 0
+  printf '\n[audit]\nspool_dir = "%s"\n' "$work/spool-$1-$2" >>"$work/bench.toml"
+}
 
 # run BACKEND ROUND CASE BUILD: one run on a freshly started connector; appends a line to results.
 run() {
@@ -89,6 +98,7 @@ run() {
     a | s) write_bench_config anonymous ;;
     b | w) write_bench_config tokens ;;
   esac
+  spool_config "$backend" "$name"
   database_url=${url_of[$name]}
   CIVITAS_BIN=${binary[$name]} launch_connector "$work/connector-$name.log"
   load=$(cut -d' ' -f1 /proc/loadavg)
@@ -131,6 +141,7 @@ for backend in $BACKENDS; do
     [[ -z $database ]] || databases+=("$database")
     url_of[$name]=$database_url
     write_bench_config tokens
+    spool_config "$backend" "$name"
     CIVITAS_BIN=${binary[$name]} launch_connector "$work/connector-$name.log"
     CIVITAS_TOKEN=$full_token "$LOADGEN" batch --url "$URL" --entities "$ENTITIES" --batch-size 1000 \
       --concurrency 2 --duration "$DURATION" | sed "s/^/  $name: /"

@@ -180,7 +180,9 @@ impl Application {
             ),
         };
         let audit_settings = AuditSettings {
-            spool_dir: settings.audit.spool_dir_for(&database_url),
+            spool_dir: settings
+                .audit
+                .spool_dir_for(&database_url, &settings.department),
             ..settings.audit.clone()
         };
         let audit = AuditLog::start(

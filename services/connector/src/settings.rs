@@ -152,11 +152,16 @@ pub struct AuditSettings {
     /// the store within about 100 ms), instead of once committed to the store.
     #[serde(default = "default_true")]
     pub spool: bool,
-    /// The spool's directory. Default: beside a SQLite database file (`FILE-audit-spool`);
-    /// with PostgreSQL or an in-memory database there is no default, and without a directory
-    /// every request waits for its record's commit.
+    /// The spool's directory (relative to the settings file's folder). Default: beside a SQLite
+    /// database file (`FILE-audit-spool`); with another database, `DEPARTMENT-audit-spool` in
+    /// the settings file's folder. Settings made in code (no file) and in-memory databases have
+    /// no default: without a directory every request waits for its record's commit.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// The folder of the settings file these were read from: where a spool goes by default
+    /// when the database is not a SQLite file.
+    #[serde(skip)]
+    pub settings_folder: Option<PathBuf>,
 }
 
 /// A witness of this service's audit log.
@@ -170,18 +175,23 @@ pub struct WitnessSettings {
 }
 
 impl AuditSettings {
-    /// The spool directory to use with the database at `database_url`: none when the spool is
-    /// off; the configured one; or beside a SQLite database file.
-    pub fn spool_dir_for(&self, database_url: &str) -> Option<PathBuf> {
+    /// The spool directory of `department`'s log in the database at `database_url`: none when
+    /// the spool is off; the configured one; beside a SQLite database file; none for an
+    /// in-memory one; else in the settings file's folder, if they were read from one.
+    pub fn spool_dir_for(&self, database_url: &str, department: &str) -> Option<PathBuf> {
         if !self.spool {
             return None;
         }
         if let Some(dir) = &self.spool_dir {
             return Some(dir.clone());
         }
-        let path = database_url
+        let sqlite = database_url
             .strip_prefix("sqlite://")
-            .or_else(|| database_url.strip_prefix("sqlite:"))?;
+            .or_else(|| database_url.strip_prefix("sqlite:"));
+        let Some(path) = sqlite else {
+            let folder = self.settings_folder.as_ref()?;
+            return Some(folder.join(format!("{department}-audit-spool")));
+        };
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         if path.is_empty() || path.contains(":memory:") || database_url.contains("mode=memory") {
             return None;
@@ -199,6 +209,7 @@ impl Default for AuditSettings {
             watch: Vec::new(),
             spool: true,
             spool_dir: None,
+            settings_folder: None,
         }
     }
 }
@@ -372,6 +383,12 @@ impl Settings {
         {
             *file = base.join(&*file);
         }
+        if let Some(dir) = &mut settings.audit.spool_dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+        settings.audit.settings_folder = Some(base.to_owned());
         if let Some(file) = settings
             .registration
             .as_mut()
@@ -466,5 +483,63 @@ impl Settings {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_directories_by_database_and_settings_file() {
+        let read = AuditSettings {
+            settings_folder: Some(PathBuf::from("/etc/civitas")),
+            ..AuditSettings::default()
+        };
+        let made = AuditSettings::default();
+        let postgres = "postgres://postgres@127.0.0.1:5432/city";
+        let dir = |settings: &AuditSettings, url: &str| settings.spool_dir_for(url, "transport");
+        assert_eq!(
+            dir(&made, "sqlite:///var/lib/transport.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/transport.db-audit-spool"))
+        );
+        assert_eq!(dir(&made, "sqlite::memory:"), None);
+        assert_eq!(dir(&read, "sqlite::memory:"), None);
+        // PostgreSQL: in the settings file's folder, and only with a file.
+        assert_eq!(
+            dir(&read, postgres),
+            Some(PathBuf::from("/etc/civitas/transport-audit-spool"))
+        );
+        assert_eq!(dir(&made, postgres), None);
+        let chosen = AuditSettings {
+            spool_dir: Some(PathBuf::from("/srv/spool")),
+            ..read.clone()
+        };
+        assert_eq!(dir(&chosen, postgres), Some(PathBuf::from("/srv/spool")));
+        let off = AuditSettings {
+            spool: false,
+            ..chosen
+        };
+        assert_eq!(dir(&off, postgres), None);
+    }
+
+    #[test]
+    fn a_relative_spool_directory_is_the_settings_files() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("transport.toml");
+        std::fs::write(
+            &file,
+            "department = \"transport\"\n[audit]\nspool_dir = \"data/spool\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(&file).unwrap();
+        assert_eq!(
+            settings.audit.spool_dir,
+            Some(folder.path().join("data/spool"))
+        );
+        assert_eq!(
+            settings.audit.settings_folder.as_deref(),
+            Some(folder.path())
+        );
     }
 }

@@ -248,6 +248,7 @@ impl AuditLog {
         let closing = Arc::new(Closing::default());
         let intake = match &settings.spool_dir {
             Some(dir) => {
+                spool::claim(dir, &verifier.to_vkey())?;
                 let (spool, recovered) = Spool::open(dir, appender.tree.size)?;
                 if !recovered.is_empty() {
                     tracing::info!(

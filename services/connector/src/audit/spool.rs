@@ -16,6 +16,10 @@
 //! index: u64 BE | length: u32 BE | leaf hash: 32 bytes | entry: `length` bytes
 //! ```
 //!
+//! A spool belongs to one log: [`claim`] writes the log's checkpoint key to a file `log` in the
+//! directory, and refuses a directory that names another log, so that records spooled for one
+//! log (a department, in one database) are never merged into another's.
+//!
 //! The leaf hash makes every frame self-checking: a frame whose entry does not hash to it (a write
 //! cut short by a crash or a full disk) ends what is read of that segment. After a failed write
 //! the spool moves to a new segment, so no good frame ever follows a broken one.
@@ -54,6 +58,38 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the audit spool {dir} holds records of the log {found}, not of this log ({expected}): \
+         set [audit] spool_dir to a directory of this log's own, and start the connector of \
+         {found} on this one to merge what it holds"
+    )]
+    Foreign {
+        dir: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// The file naming the log a spool directory belongs to.
+const OWNER_FILE: &str = "log";
+
+/// Makes `dir` (created if missing) the spool of the log `owner` (its checkpoint key): a
+/// directory that names no log yet is claimed; one that names another is refused.
+pub fn claim(dir: &Path, owner: &str) -> Result<(), SpoolError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(OWNER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim_end() == owner => Ok(()),
+        Ok(found) => Err(SpoolError::Foreign {
+            dir: dir.to_owned(),
+            found: found.trim_end().to_owned(),
+            expected: owner.to_owned(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{owner}\n")).map_err(io(&path))
+        }
+        Err(source) => Err(SpoolError::Io { path, source }),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -352,6 +388,28 @@ mod tests {
         );
         spool.merged(3);
         assert_eq!(segments(dir.path()), vec!["00000000000000000003.spool"]);
+    }
+
+    #[test]
+    fn a_spool_belongs_to_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        claim(&spool, "civitas/transport+0a1b2c3d+AAAA").unwrap();
+        claim(&spool, "civitas/transport+0a1b2c3d+AAAA").unwrap();
+        let refused = claim(&spool, "civitas/parking+4e5f6a7b+BBBB").unwrap_err();
+        assert!(matches!(
+            &refused,
+            SpoolError::Foreign { found, .. } if found == "civitas/transport+0a1b2c3d+AAAA"
+        ));
+        assert!(
+            refused
+                .to_string()
+                .contains("civitas/parking+4e5f6a7b+BBBB")
+        );
+        // A directory spooled to before logs were named is claimed by the first to open it.
+        let (old, _) = Spool::open(&dir.path().join("old"), 0).unwrap();
+        drop(old);
+        claim(&dir.path().join("old"), "civitas/parking+4e5f6a7b+BBBB").unwrap();
     }
 
     #[test]

@@ -370,6 +370,64 @@ async fn records_a_previous_process_spooled_are_merged_before_serving() {
     }
 }
 
+/// Read from a settings file, a connector on PostgreSQL spools in the file's folder, as one on a
+/// SQLite file spools beside it; the spool names its log, and a connector of another log is not
+/// let near it.
+#[actix_web::test]
+async fn a_settings_file_gives_every_database_a_spool_of_its_log() {
+    let folder = tempfile::tempdir().expect("a temp dir");
+    let apps = apps_with(|settings| {
+        settings.audit.settings_folder = Some(folder.path().to_owned());
+    })
+    .await;
+    let in_folder = folder.path().join("test-audit-spool");
+    let mut postgres = false;
+    for app in &apps {
+        if app.backend == "postgres" {
+            postgres = true;
+            let owner = std::fs::read_to_string(in_folder.join("log")).expect("the spool is named");
+            assert_eq!(owner.trim_end(), audit_key(app).await);
+            // A request is answered once its record is spooled there.
+            let reply = app.get("/ngsi-ld/v1/types", None).await;
+            assert_eq!(reply.status, 200);
+        }
+    }
+    assert_eq!(
+        in_folder.exists(),
+        postgres,
+        "only a database that is not a SQLite file spools in the settings folder"
+    );
+
+    let other = tempfile::tempdir().expect("a temp dir");
+    let foreign = other.path().join("spool");
+    civitas_connector::audit::spool::claim(&foreign, "civitas/parking+0a1b2c3d+AAAA")
+        .expect("claimed");
+    let database = civitas_testkit::test_databases().await.remove(0);
+    let mut settings = civitas_connector::settings::Settings::new("test", &database.url);
+    settings.listen = "127.0.0.1:0".to_owned();
+    settings.audit.spool_dir = Some(foreign.clone());
+    let clock = std::sync::Arc::new(civitas_connector::clock::ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid date"),
+    ));
+    let Err(refused) = civitas_connector::Application::build_with_clock(settings, clock).await
+    else {
+        panic!("a connector started on another log's spool");
+    };
+    assert!(
+        refused
+            .to_string()
+            .contains("holds records of the log civitas/parking+0a1b2c3d+AAAA"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&foreign).expect("listed").count(),
+        1,
+        "nothing was written to it"
+    );
+}
+
 #[actix_web::test]
 async fn a_key_file_gives_the_log_its_key() {
     let dir = tempfile::tempdir().expect("temp dir");
