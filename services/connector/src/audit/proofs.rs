@@ -10,8 +10,8 @@
 //! 16, …): the leaf hashes, and the levels that C2SP tlog-tiles are made of (a tile of level `L`
 //! holds the hashes of tree level `8·L`). The hash of a subtree between them is computed from the
 //! `2^k` stored hashes below it at the nearest stored level (`k < 8`, so at most 128), as a
-//! verifier computes it from tiles ([`stored_hashes`]). Storing half as many rows makes a merge
-//! of the log about a third cheaper. Logs written before kept every level; those extra rows are
+//! verifier computes it from tiles ([`stored_hashes`]). Half as many rows make a merge about a
+//! quarter cheaper (BENCHMARKS.md). Logs written before kept every level; those extra rows are
 //! not read.
 
 use std::cell::RefCell;
@@ -163,6 +163,7 @@ impl Span {
     fn of(subtree: Subtree) -> Option<Span> {
         let height = subtree.level % STORED_LEVEL_STEP;
         let first = subtree.index.checked_mul(1 << height)?;
+        first.checked_add(1 << height)?;
         Some(Span {
             level: subtree.level - height,
             first,
@@ -276,12 +277,17 @@ mod tests {
                 level: 0,
                 index: 599,
             },
+            Subtree {
+                level: 7,
+                index: u64::MAX >> 3,
+            },
         ];
         let hashes = stored_hashes(&store, "sparse", &beyond)
             .await
             .expect("read");
         assert_eq!(hashes[0], None);
         assert!(hashes[1].is_some());
+        assert_eq!(hashes[2], None, "no tree has it");
     }
 
     /// The two-pass computation asks for exactly what the proof reads.
