@@ -84,6 +84,29 @@ pub enum StartError {
 }
 
 /// The department's authorizer: its public key, its policies, and the tokens revoked so far.
+/// A default spool directory (not configured: beside a SQLite file, or in the settings file's
+/// folder), if it can be written; else none, said loudly, and every request then waits for its
+/// record's commit. A folder of settings is often read-only (`/etc`, a mounted configuration);
+/// that must not stop the connector. A configured `spool_dir` that cannot be used does stop it.
+fn writable_default_spool(dir: std::path::PathBuf) -> Option<std::path::PathBuf> {
+    let probe = dir.join(".write-probe");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match written {
+        Ok(()) => Some(dir),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                dir = %dir.display(),
+                "the default audit spool directory cannot be written: every request waits for \
+                 its record's commit instead (set [audit] spool_dir to a writable directory)"
+            );
+            None
+        }
+    }
+}
+
 async fn authorizer(settings: &Settings, store: &Store) -> Result<Authorizer, StartError> {
     let policy = match &settings.auth.policies {
         None => civitas_policy::DepartmentPolicy::default(),
@@ -179,10 +202,15 @@ impl Application {
                     .map_err(StartError::Federation)?,
             ),
         };
+        let spool_dir = match settings
+            .audit
+            .spool_dir_for(&database_url, &settings.department)
+        {
+            Some(dir) if settings.audit.spool_dir.is_none() => writable_default_spool(dir),
+            chosen => chosen,
+        };
         let audit_settings = AuditSettings {
-            spool_dir: settings
-                .audit
-                .spool_dir_for(&database_url, &settings.department),
+            spool_dir,
             ..settings.audit.clone()
         };
         let audit = AuditLog::start(

@@ -398,6 +398,16 @@ async fn a_settings_file_gives_every_database_a_spool_of_its_log() {
         "only a database that is not a SQLite file spools in the settings folder"
     );
 
+    // A settings folder where nothing can be written (here a file stands where the folder
+    // would be): the connector starts, and requests wait for their commits instead.
+    let unwritable = folder.path().join("settings.toml");
+    std::fs::write(&unwritable, "").expect("a file");
+    for app in apps_with(|settings| settings.audit.settings_folder = Some(unwritable.clone())).await
+    {
+        let reply = app.get("/ngsi-ld/v1/types", None).await;
+        assert_eq!(reply.status, 200, "{}: served without a spool", app.backend);
+    }
+
     let other = tempfile::tempdir().expect("a temp dir");
     let foreign = other.path().join("spool");
     civitas_connector::audit::spool::claim(&foreign, "civitas/parking+0a1b2c3d+AAAA")
