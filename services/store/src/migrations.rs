@@ -52,6 +52,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "csource subscriptions",
         include_str!("../migrations/sqlite/0008_csource_subscriptions.sql"),
     ),
+    (
+        9,
+        "audit entry rows",
+        include_str!("../migrations/sqlite/0009_audit_entry_rows.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -94,6 +99,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         8,
         "csource subscriptions",
         include_str!("../migrations/postgres/0008_csource_subscriptions.sql"),
+    ),
+    (
+        9,
+        "audit entry rows",
+        include_str!("../migrations/postgres/0009_audit_entry_rows.sql"),
     ),
 ];
 

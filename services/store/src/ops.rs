@@ -695,22 +695,92 @@ fn hash_name((level, index): Subtree) -> String {
     format!("the hash at level {level}, index {index}")
 }
 
-/// Pushes the `SELECT` of the size of `log`.
-pub(crate) fn push_audit_size<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
-    // MAX rather than COUNT: one step down the primary key instead of a walk along the log.
-    query.push("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries WHERE log = ");
-    DB::push_text(query, log);
+/// The most entries one `audit_entries` row holds: a tlog-tiles entry bundle. Rows never cross
+/// a bundle's boundary (a multiple of 256), so a bundle is read from its own rows alone.
+const MAX_ROW_WIDTH: usize = 256;
+
+/// A row of `audit_entries` about to be written: `width` entries from `offset` after the
+/// append's first index, packed into `data` ([`pack_entries`]).
+pub(crate) struct EntryRow {
+    pub(crate) offset: i64,
+    pub(crate) width: i64,
+    pub(crate) data: Vec<u8>,
 }
 
-/// Pushes the `SELECT idx, data` of the entries `first..end` of `log`, in order.
-fn push_select_entries<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, first: i64, end: i64) {
-    query.push("SELECT idx, data FROM audit_entries WHERE log = ");
+/// The rows that store `entries` appended at `first_index`: runs of entries up to each bundle
+/// boundary.
+pub(crate) fn entry_rows(first_index: i64, entries: &[Vec<u8>]) -> Vec<EntryRow> {
+    let bundle = MAX_ROW_WIDTH as i64;
+    let mut rows = Vec::new();
+    let mut offset = 0;
+    while let Some(rest) = entries.get(offset..).filter(|rest| !rest.is_empty()) {
+        let index = first_index + offset as i64;
+        let room = usize::try_from(bundle - index.rem_euclid(bundle)).unwrap_or(MAX_ROW_WIDTH);
+        let run = &rest[..room.min(rest.len())];
+        let (width, data) = pack_entries(run);
+        rows.push(EntryRow {
+            offset: offset as i64,
+            width,
+            data,
+        });
+        offset += run.len();
+    }
+    rows
+}
+
+/// Pushes the `SELECT` of the size of `log`.
+pub(crate) fn push_audit_size<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
+    // The last row's end: one step down the primary key instead of a walk along the log.
+    query.push("SELECT COALESCE((SELECT idx + width FROM audit_entries WHERE log = ");
     DB::push_text(query, log);
-    query.push(" AND idx >= ");
-    DB::push_integer(query, first);
+    query.push(" ORDER BY idx DESC LIMIT 1), 0)");
+}
+
+/// Pushes the `SELECT idx, width, data` of the rows of `log` that may hold entries of
+/// `first..end`, in order: those starting within a row's width before `first`, and after.
+fn push_select_entries<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, first: i64, end: i64) {
+    query.push("SELECT idx, width, data FROM audit_entries WHERE log = ");
+    DB::push_text(query, log);
+    query.push(" AND idx > ");
+    DB::push_integer(query, first.saturating_sub(MAX_ROW_WIDTH as i64));
     query.push(" AND idx < ");
     DB::push_integer(query, end);
     query.push(" ORDER BY idx");
+}
+
+/// The `width` and `data` of the row storing `entries` (at most [`MAX_ROW_WIDTH`], each shorter
+/// than 4 GiB): one entry as it is; several as each one's length (`u32`, big-endian) and bytes.
+fn pack_entries(entries: &[Vec<u8>]) -> (i64, Vec<u8>) {
+    if let [entry] = entries {
+        return (1, entry.clone());
+    }
+    let mut data = Vec::with_capacity(entries.iter().map(|entry| 4 + entry.len()).sum());
+    for entry in entries {
+        let length = u32::try_from(entry.len()).unwrap_or(u32::MAX);
+        data.extend_from_slice(&length.to_be_bytes());
+        data.extend_from_slice(entry);
+    }
+    (entries.len() as i64, data)
+}
+
+/// The entries of a row of `width` entries (see [`pack_entries`]); `None` if `data` does not
+/// hold exactly that many.
+fn unpack_entries(width: i64, data: Vec<u8>) -> Option<Vec<Vec<u8>>> {
+    if width == 1 {
+        return Some(vec![data]);
+    }
+    let width = usize::try_from(width)
+        .ok()
+        .filter(|width| (1..=MAX_ROW_WIDTH).contains(width))?;
+    let mut entries = Vec::with_capacity(width);
+    let mut rest = data.as_slice();
+    while let Some((length, after)) = rest.split_first_chunk::<4>() {
+        let length = usize::try_from(u32::from_be_bytes(*length)).ok()?;
+        let entry = after.get(..length)?;
+        entries.push(entry.to_vec());
+        rest = &after[length..];
+    }
+    (rest.is_empty() && entries.len() == width).then_some(entries)
 }
 
 /// The number of entries of `log`: one more than its highest index (entries have no gaps).
@@ -745,6 +815,14 @@ impl AuditAppend {
         entries: &[Vec<u8>],
         hashes: &[(u8, u64, [u8; 32])],
     ) -> Result<AuditAppend, Error> {
+        if entries
+            .iter()
+            .any(|entry| u32::try_from(entry.len()).is_err())
+        {
+            return Err(Error::AuditOutOfRange(
+                "an entry of 4 GiB or more".to_owned(),
+            ));
+        }
         let new_size = u64::try_from(entries.len())
             .ok()
             .and_then(|added| first_index.checked_add(added))
@@ -908,7 +986,7 @@ where
     let mut index = audit_index(first_index)?;
     for chunk in entries.chunks(AUDIT_CHUNK) {
         let mut query = QueryBuilder::new("");
-        DB::push_audit_entries(&mut query, log, index, chunk);
+        DB::push_audit_entries(&mut query, log, index, &entry_rows(index, chunk));
         query.build().execute(&mut *connection).await?;
         index += chunk.len() as i64;
     }
@@ -968,16 +1046,31 @@ where
         first,
         i64::try_from(end).unwrap_or(i64::MAX),
     );
+    let end = i64::try_from(end).unwrap_or(i64::MAX);
     let rows = query.build().fetch_all(&mut *connection).await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for (expected, row) in (first..).zip(&rows) {
-        let (index, data) = DB::integer_and_bytes(row)?;
-        if index != expected {
+    let mut entries = Vec::new();
+    let mut expected = first;
+    for row in &rows {
+        let (index, width, data) = DB::audit_entries_row(row)?;
+        if index.saturating_add(width) <= first {
+            continue;
+        }
+        if index > expected {
             return Err(Error::Corrupt(format!(
                 "audit log {log} has no entry {expected}"
             )));
         }
-        entries.push(data);
+        let stored = unpack_entries(width, data).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the row of {width} entries from {index} of audit log {log}"
+            ))
+        })?;
+        let skip = usize::try_from(expected - index).unwrap_or(usize::MAX);
+        let take = usize::try_from(end - expected).unwrap_or(usize::MAX);
+        for entry in stored.into_iter().skip(skip).take(take) {
+            entries.push(entry);
+            expected += 1;
+        }
     }
     Ok(entries)
 }
@@ -1496,6 +1589,46 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn appended_entries_are_cut_into_rows_at_bundle_boundaries() {
+        let entries = |n: usize| vec![b"e".to_vec(); n];
+        let shape = |first: i64, n: usize| -> Vec<(i64, i64)> {
+            entry_rows(first, &entries(n))
+                .into_iter()
+                .map(|row| (row.offset, row.width))
+                .collect()
+        };
+        assert_eq!(shape(0, 1), [(0, 1)]);
+        assert_eq!(shape(250, 10), [(0, 6), (6, 4)]);
+        assert_eq!(shape(0, 600), [(0, 256), (256, 256), (512, 88)]);
+        assert_eq!(shape(256, 256), [(0, 256)]);
+        assert_eq!(shape(255, 2), [(0, 1), (1, 1)]);
+        assert!(shape(7, 0).is_empty());
+    }
+
+    #[test]
+    fn entries_pack_into_a_row_and_unpack_whole_or_not_at_all() {
+        let entries = vec![b"first".to_vec(), Vec::new(), vec![7; 300]];
+        let (width, data) = pack_entries(&entries);
+        assert_eq!(width, 3);
+        assert_eq!(unpack_entries(width, data.clone()), Some(entries));
+        // One entry is stored as it is, and a width of 1 reads it so.
+        assert_eq!(pack_entries(&[b"alone".to_vec()]), (1, b"alone".to_vec()));
+        assert_eq!(
+            unpack_entries(1, b"alone".to_vec()),
+            Some(vec![b"alone".to_vec()])
+        );
+        // A wrong width, a cut row, trailing bytes, a width beyond any row: none reads.
+        assert_eq!(unpack_entries(2, data.clone()), None);
+        assert_eq!(unpack_entries(4, data.clone()), None);
+        assert_eq!(unpack_entries(3, data[..data.len() - 1].to_vec()), None);
+        let mut longer = data.clone();
+        longer.push(0);
+        assert_eq!(unpack_entries(3, longer), None);
+        assert_eq!(unpack_entries(MAX_ROW_WIDTH as i64 + 1, data), None);
+        assert_eq!(unpack_entries(0, Vec::new()), None);
+    }
+
     /// Pushes one statement for `filter` after `EXPLAIN QUERY PLAN`.
     type Push = fn(&mut QueryBuilder<Sqlite>, &str, &EntityQuery);
 
@@ -1592,8 +1725,9 @@ mod tests {
         // not just the log (which would walk all of the log's rows).
         let audit_statements: [(AuditPush, &str); 5] = [
             (
+                // The log's last row, down the primary key in reverse (no sort: no TEMP B-TREE).
                 |query| push_audit_size(query, "log"),
-                "SEARCH audit_entries USING COVERING INDEX sqlite_autoindex_audit_entries_1 (log=?)",
+                "SEARCH audit_entries USING INDEX sqlite_autoindex_audit_entries_1 (log=?)",
             ),
             (
                 |query| push_select_entries(query, "log", 3, 300),

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::database::HasStatementCache;
 use sqlx::{Database, IntoArguments, Postgres, QueryBuilder, Row, Sqlite};
 
+use crate::ops::EntryRow;
 use crate::{BBox, ContextRecord, EntityRecord, Error, RegistrationRecord};
 
 /// The entity columns every `SELECT` returns, in the order [`EntityRow`] decodes them.
@@ -41,15 +42,16 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     /// transaction ends, so that appends to one log happen one after the other; returns `false`
     /// (and pushes nothing) where a write transaction already excludes every other writer.
     fn push_lock_audit_log(query: &mut QueryBuilder<Self>, log: &str) -> bool;
-    /// Pushes an `INSERT INTO audit_entries` of `entries` at indexes `first_index..` of `log`
-    /// that fails, inserting nothing, unless the log then holds exactly `first_index` entries
-    /// (the first index becomes -1, which the table's CHECK refuses). Its text is the same
-    /// whatever the number and length of the entries, so it is prepared once per connection.
+    /// Pushes an `INSERT INTO audit_entries` of `rows` ([`crate::ops::entry_rows`]) at
+    /// `first_index` of `log` that fails, inserting nothing, unless the log then holds exactly
+    /// `first_index` entries (the first index becomes -1, which the table's CHECK refuses). Its
+    /// text is the same whatever the number and length of the rows, so it is prepared once per
+    /// connection.
     fn push_audit_entries(
         query: &mut QueryBuilder<Self>,
         log: &str,
         first_index: i64,
-        entries: &[Vec<u8>],
+        rows: &[EntryRow],
     );
     /// Pushes an `INSERT INTO audit_hashes` of `hashes`, each `(level, index, hash)`, of `log`;
     /// its text is the same whatever their number.
@@ -96,8 +98,8 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error>;
     /// The first column as bytes.
     fn first_bytes(row: &Self::Row) -> Result<Vec<u8>, sqlx::Error>;
-    /// The first column as an integer, the second as bytes.
-    fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error>;
+    /// An `audit_entries` row: `idx`, `width`, `data`.
+    fn audit_entries_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error>;
     /// An `audit_hashes` row: `level` (`SMALLINT`), `idx`, `hash`.
     fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error>;
     /// Four nullable reals and a nullable integer (a bounding box and a time).
@@ -198,8 +200,8 @@ macro_rules! decode_rows {
             row.try_get(0)
         }
 
-        fn integer_and_bytes(row: &Self::Row) -> Result<(i64, Vec<u8>), sqlx::Error> {
-            Ok((row.try_get(0)?, row.try_get(1)?))
+        fn audit_entries_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
         }
 
         fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error> {
@@ -249,32 +251,34 @@ impl Sql for Sqlite {
         false
     }
 
-    // The entries go as one blob and a JSON array of their `[start, length]` in it (`substr`
-    // counts bytes of a blob from 1), so the statement has a few parameters however many there
-    // are. The size is an uncorrelated subquery, which SQLite evaluates once, before the first
-    // row is inserted.
+    // The rows go as one blob and a JSON array of `[offset, width, start, length]`, their place
+    // in the append and their data's in the blob (`substr` counts bytes of a blob from 1), so
+    // the statement has a few parameters however many rows there are. The size is an
+    // uncorrelated subquery, which SQLite evaluates once, before the first row is inserted.
     fn push_audit_entries(
         query: &mut QueryBuilder<Self>,
         log: &str,
         first_index: i64,
-        entries: &[Vec<u8>],
+        rows: &[EntryRow],
     ) {
-        let mut blob = Vec::with_capacity(entries.iter().map(Vec::len).sum());
-        let mut spans = String::with_capacity(2 + 16 * entries.len());
+        let mut blob = Vec::with_capacity(rows.iter().map(|row| row.data.len()).sum());
+        let mut spans = String::with_capacity(2 + 32 * rows.len());
         spans.push('[');
-        for (position, data) in entries.iter().enumerate() {
+        for (position, row) in rows.iter().enumerate() {
             if position > 0 {
                 spans.push(',');
             }
-            spans.push('[');
-            spans.push_str(&(blob.len() + 1).to_string());
-            spans.push(',');
-            spans.push_str(&data.len().to_string());
-            spans.push(']');
-            blob.extend_from_slice(data);
+            spans.push_str(&format!(
+                "[{},{},{},{}]",
+                row.offset,
+                row.width,
+                blob.len() + 1,
+                row.data.len()
+            ));
+            blob.extend_from_slice(&row.data);
         }
         spans.push(']');
-        query.push("INSERT INTO audit_entries (log, idx, data) SELECT ");
+        query.push("INSERT INTO audit_entries (log, idx, width, data) SELECT ");
         Self::push_text(query, log);
         query.push(", CASE WHEN (");
         crate::ops::push_audit_size(query, log);
@@ -282,10 +286,10 @@ impl Sql for Sqlite {
         Self::push_integer(query, first_index);
         query.push(" THEN ");
         Self::push_integer(query, first_index);
-        // `substr` of an empty blob is NULL, hence the COALESCE for empty entries.
-        query.push(" + e.key ELSE -1 END, COALESCE(substr(");
+        // `substr` of an empty blob is NULL, hence the COALESCE for a row of one empty entry.
+        query.push(" + (e.value ->> 0) ELSE -1 END, e.value ->> 1, COALESCE(substr(");
         query.push_bind(blob);
-        query.push(", e.value ->> 0, e.value ->> 1), X'') FROM json_each(");
+        query.push(", e.value ->> 2, e.value ->> 3), X'') FROM json_each(");
         query.push_bind(spans);
         query.push(") AS e");
     }
@@ -330,7 +334,12 @@ impl Sql for Sqlite {
         hashes: &[(i16, i64, [u8; 32])],
     ) -> bool {
         query.push("BEGIN IMMEDIATE; ");
-        Self::push_audit_entries(query, log, first_index, entries);
+        Self::push_audit_entries(
+            query,
+            log,
+            first_index,
+            &crate::ops::entry_rows(first_index, entries),
+        );
         query.push("; ");
         Self::push_audit_hashes(query, log, hashes);
         query.push("; COMMIT");
@@ -454,9 +463,9 @@ impl Sql for Postgres {
         query: &mut QueryBuilder<Self>,
         log: &str,
         first_index: i64,
-        entries: &[Vec<u8>],
+        rows: &[EntryRow],
     ) {
-        query.push("INSERT INTO audit_entries (log, idx, data) SELECT ");
+        query.push("INSERT INTO audit_entries (log, idx, width, data) SELECT ");
         Self::push_text(query, log);
         query.push(", CASE WHEN (");
         crate::ops::push_audit_size(query, log);
@@ -464,9 +473,17 @@ impl Sql for Postgres {
         Self::push_integer(query, first_index);
         query.push(" THEN ");
         Self::push_integer(query, first_index);
-        query.push(" + e.ord - 1 ELSE -1 END, e.data FROM UNNEST(");
-        query.push_bind(entries.to_vec());
-        query.push(") WITH ORDINALITY AS e(data, ord)");
+        query.push(" + r.o ELSE -1 END, r.w, r.d FROM UNNEST(");
+        query.push_bind(rows.iter().map(|row| row.offset).collect::<Vec<i64>>());
+        query.push(", ");
+        query.push_bind(rows.iter().map(|row| row.width).collect::<Vec<i64>>());
+        query.push(", ");
+        query.push_bind(
+            rows.iter()
+                .map(|row| row.data.clone())
+                .collect::<Vec<Vec<u8>>>(),
+        );
+        query.push(") AS r(o, w, d)");
     }
 
     fn push_audit_hashes(
@@ -496,7 +513,12 @@ impl Sql for Postgres {
         hashes: &[(i16, i64, [u8; 32])],
     ) -> bool {
         query.push("WITH appended AS (");
-        Self::push_audit_entries(query, log, first_index, entries);
+        Self::push_audit_entries(
+            query,
+            log,
+            first_index,
+            &crate::ops::entry_rows(first_index, entries),
+        );
         query.push(") ");
         Self::push_audit_hashes(query, log, hashes);
         false

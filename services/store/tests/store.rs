@@ -1285,6 +1285,40 @@ async fn audit_entries_reads_the_part_of_a_range_that_exists() -> TestResult {
     Ok(())
 }
 
+/// An append is stored as few rows (one per 256-entry bundle it touches); reads cut ranges out
+/// of rows, across their boundaries, whatever rows the appends made.
+#[tokio::test]
+async fn audit_entries_are_read_across_the_rows_appends_made() -> TestResult {
+    // Rows from 0, 1, 5, 6, 9, then the append of 1,200 from 10: rows from 10, 256, 512, 768
+    // and 1,024 (and, past 1,000 entries, a second statement from 1,010).
+    const BATCHES: [u64; 6] = [1, 4, 1, 3, 1, 1200];
+    const SIZE: u64 = 1210;
+    let bounds = [
+        0, 1, 2, 5, 6, 9, 10, 11, 255, 256, 257, 511, 512, 700, 1009, 1010, 1011, 1023, 1024, 1209,
+        1210, 1300,
+    ];
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let mut size = 0;
+        for batch in BATCHES {
+            audit_grow(&store, AUDIT_LOG, size, size + batch).await?;
+            size += batch;
+        }
+        assert_eq!(size, SIZE);
+        assert_audit_log(&store, AUDIT_LOG, SIZE, kind).await?;
+        for start in bounds {
+            for end in bounds.into_iter().filter(|&end| end >= start) {
+                assert_eq!(
+                    store.audit_entries(AUDIT_LOG, start, end).await?,
+                    audit_entries_between(AUDIT_LOG, start.min(SIZE), end.min(SIZE)),
+                    "{kind}: {start}..{end}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn audit_append_refuses_a_first_index_other_than_the_size() -> TestResult {
     for (database, store) in stores().await {
