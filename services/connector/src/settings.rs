@@ -152,6 +152,12 @@ pub struct AuditSettings {
     /// the store within about 100 ms), instead of once committed to the store.
     #[serde(default = "default_true")]
     pub spool: bool,
+    /// With a spool, how long records gather before they are merged into the store, in
+    /// milliseconds: one merge per this interval at most, however many requests come in. Longer
+    /// waits merge bigger batches less often, which costs concurrent requests less; they add to
+    /// the delay before a checkpoint covers a record. A reader of the log does not wait for it.
+    #[serde(default = "default_merge_wait_ms")]
+    pub merge_wait_ms: u64,
     /// The spool's directory (relative to the settings file's folder). Default: beside a SQLite
     /// database file (`FILE-audit-spool`); with another database, `DEPARTMENT-audit-spool` in
     /// the settings file's folder. Settings made in code (no file) and in-memory databases have
@@ -205,6 +211,7 @@ impl Default for AuditSettings {
         AuditSettings {
             key_file: None,
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            merge_wait_ms: default_merge_wait_ms(),
             witnesses: Vec::new(),
             watch: Vec::new(),
             spool: true,
@@ -312,6 +319,9 @@ fn default_page_size() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_merge_wait_ms() -> u64 {
+    500
 }
 fn default_checkpoint_interval_ms() -> u64 {
     1_000

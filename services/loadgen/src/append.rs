@@ -52,6 +52,9 @@ pub struct AppendArgs {
     /// `[audit] checkpoint_interval_ms` of the log.
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+    /// `[audit] merge_wait_ms` of the log (with `--spool`).
+    #[arg(long, default_value_t = 500)]
+    merge_wait_ms: u64,
     /// How often the latest checkpoint is read, in milliseconds.
     #[arg(long, default_value_t = 1)]
     poll_ms: u64,
@@ -82,6 +85,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| "opening the store".to_owned())?;
     let settings = AuditSettings {
         checkpoint_interval_ms: args.checkpoint_interval_ms,
+        merge_wait_ms: args.merge_wait_ms,
         spool_dir: args.spool.clone(),
         ..AuditSettings::default()
     };
@@ -366,6 +370,7 @@ mod tests {
             rate: None,
             duration: 10,
             checkpoint_interval_ms: 100,
+            merge_wait_ms: 500,
             poll_ms: 1,
             threads: 2,
             spool: None,

@@ -4,7 +4,8 @@
 //! A request encodes its record and hashes it into a leaf itself ([`AuditLog::append`]). With a
 //! [`spool`] (`[audit] spool_dir`, by default beside a SQLite database file) it writes both to
 //! the spool and is answered; the **merger** stores what was spooled, at most one batch per
-//! [`MERGE_WAIT`], and readers of the log wait for it ([`AuditLog::settled`]).
+//! merge wait (`[audit] merge_wait_ms`), and readers of the log wait for it
+//! ([`AuditLog::settled`]).
 //!
 //! Without a spool, a request queues its record and leaf with a oneshot acknowledgement and waits. If no writer is running, that request starts
 //! one, as a task on its own worker thread. The writer takes what is waiting (up to
@@ -15,7 +16,7 @@
 //! goes into the next, and the cost of a commit is shared by many requests. A lone request is
 //! written at once, with no hop to another thread.
 //! The **checkpointer** signs a checkpoint of the tree every `checkpoint_interval_ms` when it
-//! grew, so the maximum merge delay is about one interval plus one batch (plus [`MERGE_WAIT`]
+//! grew, so the maximum merge delay is about one interval plus one batch (plus the merge wait
 //! with a spool).
 //!
 //! The log's key is an Ed25519 seed: from `[audit] key_file` (64 hex digits), or generated at
@@ -57,11 +58,9 @@ pub const MAX_BATCH: usize = 1000;
 /// Records waiting to be written; appenders wait when this many are queued.
 const QUEUE: usize = 4 * MAX_BATCH;
 
-/// With a spool, how long the merger lets records gather after the first one arrives: one
-/// commit per this interval at most, however many requests come in. (Measured: 10 ms cost 5 %
-/// more retrieve throughput than 100 ms; the checkpoint interval dominates the merge delay
-/// anyway.) A reader of the log cuts the wait short ([`AuditLog::settled`]).
-const MERGE_WAIT: Duration = Duration::from_millis(100);
+/// With a spool, records that may be spooled and not yet merged; requests wait for room beyond.
+/// Room for more than one merge wait (`[audit] merge_wait_ms`) of records at full speed.
+const SPOOL_ROOM: usize = 16 * MAX_BATCH;
 
 /// How long a reader of the log waits for the records acknowledged before its request to be
 /// merged ([`AuditLog::settled`]).
@@ -268,7 +267,8 @@ impl AuditLog {
                 spool.merged(appender.tree.size);
                 let spooled = Arc::new(Spooled {
                     spool,
-                    room: tokio::sync::Semaphore::new(QUEUE),
+                    room: tokio::sync::Semaphore::new(SPOOL_ROOM),
+                    wait: Duration::from_millis(settings.merge_wait_ms.max(1)),
                     wake: tokio::sync::Notify::new(),
                     hurry: tokio::sync::Notify::new(),
                 });
@@ -440,6 +440,8 @@ struct Spooled {
     spool: Spool,
     /// One permit per record that may be spooled and not yet merged.
     room: tokio::sync::Semaphore,
+    /// How long the merger lets records gather after the first one arrives.
+    wait: Duration,
     /// Records were spooled.
     wake: tokio::sync::Notify,
     /// A reader waits for the records spooled so far: merge them now.
@@ -448,7 +450,7 @@ struct Spooled {
 
 impl Spooled {
     async fn append(&self, entry: Vec<u8>, leaf: Hash) -> Result<u64, AppendError> {
-        // Returned by the merger once the record is stored: at most QUEUE records wait.
+        // Returned by the merger once the record is stored: at most SPOOL_ROOM records wait.
         self.room
             .acquire()
             .await
@@ -467,17 +469,17 @@ impl Spooled {
         }
     }
 
-    /// Stores what is spooled, at most once per [`MERGE_WAIT`], until the process ends or the
-    /// log is closed (then what is spooled is stored first). A batch that cannot be stored is
-    /// tried again (its records are acknowledged: they must not be lost), while new requests
-    /// wait for room once [`QUEUE`] records are pending.
+    /// Stores what is spooled, at most once per merge wait, until the process ends or the log is
+    /// closed (then what is spooled is stored first). A batch that cannot be stored is tried
+    /// again (its records are acknowledged: they must not be lost), while new requests wait for
+    /// room once [`SPOOL_ROOM`] records are pending.
     async fn merge(self: Arc<Self>, mut appender: Appender, closing: Arc<Closing>) {
         let mut last = false;
         loop {
             tokio::select! {
                 () = self.wake.notified() => {
                     tokio::select! {
-                        () = tokio::time::sleep(MERGE_WAIT) => {}
+                        () = tokio::time::sleep(self.wait) => {}
                         () = self.hurry.notified() => {}
                         () = closing.stop.notified() => last = true,
                     }

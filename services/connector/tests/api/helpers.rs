@@ -153,6 +153,7 @@ async fn spawn_app(database: TestDatabase, configure: &impl Fn(&mut Settings)) -
         None,
     ));
     settings.audit.checkpoint_interval_ms = 20;
+    settings.audit.merge_wait_ms = 20;
     configure(&mut settings);
     let clock = Arc::new(ManualClock::new(
         chrono::Utc
