@@ -83,7 +83,6 @@ pub enum StartError {
     },
 }
 
-/// The department's authorizer: its public key, its policies, and the tokens revoked so far.
 /// A default spool directory (not configured: beside a SQLite file, or in the settings file's
 /// folder), if it can be written; else none, said loudly, and every request then waits for its
 /// record's commit. A folder of settings is often read-only (`/etc`, a mounted configuration);
@@ -107,6 +106,7 @@ fn writable_default_spool(dir: std::path::PathBuf) -> Option<std::path::PathBuf>
     }
 }
 
+/// The department's authorizer: its public key, its policies, and the tokens revoked so far.
 async fn authorizer(settings: &Settings, store: &Store) -> Result<Authorizer, StartError> {
     let policy = match &settings.auth.policies {
         None => civitas_policy::DepartmentPolicy::default(),

@@ -320,6 +320,10 @@ fn default_page_size() -> u32 {
 fn default_true() -> bool {
     true
 }
+/// The longest merge wait accepted: beyond a minute, records would pile up in the spool (and
+/// requests wait for room) long before a merge, and checkpoints lag as much.
+const MAX_MERGE_WAIT_MS: u64 = 60_000;
+
 fn default_merge_wait_ms() -> u64 {
     500
 }
@@ -439,6 +443,11 @@ impl Settings {
                 "limits.default_page_size must be between 1 and limits.max_page_size".to_owned(),
             ));
         }
+        if !(1..=MAX_MERGE_WAIT_MS).contains(&self.audit.merge_wait_ms) {
+            return Err(SettingsError::Invalid(format!(
+                "audit.merge_wait_ms must be between 1 and {MAX_MERGE_WAIT_MS}"
+            )));
+        }
         if let Some(key) = &self.auth.public_key {
             let valid = key
                 .strip_prefix("ed25519/")
@@ -531,6 +540,16 @@ mod tests {
             ..chosen
         };
         assert_eq!(dir(&off, postgres), None);
+    }
+
+    #[test]
+    fn the_merge_wait_is_bounded() {
+        let mut settings = Settings::new("transport", "sqlite::memory:");
+        settings.validate().expect("the default is valid");
+        for (wait, valid) in [(0, false), (1, true), (60_000, true), (60_001, false)] {
+            settings.audit.merge_wait_ms = wait;
+            assert_eq!(settings.validate().is_ok(), valid, "{wait} ms");
+        }
     }
 
     #[test]

@@ -671,8 +671,9 @@ where
     rows.iter().map(|row| Ok(DB::first_text(row)?)).collect()
 }
 
-/// Rows per multi-row `INSERT` into an audit table (at most 4 parameters each, far below
-/// SQLite's 32766 and PostgreSQL's 65535), and subtrees per hash lookup (2 parameters each).
+/// Entries or hashes per `INSERT` into an audit table (a few parameters per statement, whatever
+/// their number), and subtrees per hash lookup (2 parameters each, far below SQLite's 32766
+/// and PostgreSQL's 65535).
 const AUDIT_CHUNK: usize = 1000;
 
 /// A subtree in tlog-tiles numbering: level and index.

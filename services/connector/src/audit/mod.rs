@@ -2,7 +2,8 @@
 //! an RFC 9162 Merkle tree kept in the store and signed in C2SP checkpoints.
 //!
 //! A request encodes its record and hashes it into a leaf itself ([`AuditLog::append`]). With a
-//! [`spool`] (`[audit] spool_dir`, by default beside a SQLite database file) it writes both to
+//! [`spool`] (`[audit] spool_dir`; by default beside a SQLite database file, or in the settings
+//! file's folder) it writes both to
 //! the spool and is answered; the **merger** stores what was spooled, at most one batch per
 //! merge wait (`[audit] merge_wait_ms`), and readers of the log wait for it
 //! ([`AuditLog::settled`]).
@@ -268,7 +269,7 @@ impl AuditLog {
                 let spooled = Arc::new(Spooled {
                     spool,
                     room: tokio::sync::Semaphore::new(SPOOL_ROOM),
-                    wait: Duration::from_millis(settings.merge_wait_ms.max(1)),
+                    wait: Duration::from_millis(settings.merge_wait_ms),
                     wake: tokio::sync::Notify::new(),
                     hurry: tokio::sync::Notify::new(),
                 });
