@@ -725,32 +725,28 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
     reply.assert_problem(400, "BadRequestData");
 }
 
-/// A source that is not a department's connector (another NGSI-LD broker, say): it records the
-/// query string of every request and answers with one vehicle.
-async fn recording_source() -> (
-    String,
-    actix_web::dev::ServerHandle,
-    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
+/// What a mock source keeps of the requests it answered.
+type Seen<T> = std::sync::Arc<std::sync::Mutex<Vec<T>>>;
+
+/// A mock source on 127.0.0.1 answering `GET /ngsi-ld/v1/entities` with `answer`'s entity list,
+/// and keeping what `answer` notes of each request.
+async fn mock_source<T: Send + 'static>(
+    answer: impl Fn(&actix_web::HttpRequest) -> (T, Value) + Clone + Send + 'static,
+) -> (String, actix_web::dev::ServerHandle, Seen<T>) {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen: Seen<T> = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorded = seen.clone();
     let server = HttpServer::new(move || {
-        let recorded = recorded.clone();
+        let (recorded, answer) = (recorded.clone(), answer.clone());
         App::new().route(
             "/ngsi-ld/v1/entities",
             web::get().to(move |req: HttpRequest| {
-                let recorded = recorded.clone();
+                let (noted, body) = answer(&req);
+                recorded.lock().expect("not poisoned").push(noted);
                 async move {
-                    recorded
-                        .lock()
-                        .expect("not poisoned")
-                        .push(req.query_string().to_owned());
-                    HttpResponse::Ok().content_type("application/json").body(
-                        json!([{"id": "urn:ngsi-ld:Vehicle:foreign", "type": "Vehicle",
-                                "speed": {"type": "Property", "value": 7}}])
-                        .to_string(),
-                    )
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(body.to_string())
                 }
             }),
         )
@@ -765,58 +761,44 @@ async fn recording_source() -> (
     (url, handle, seen)
 }
 
+/// A source that is not a department's connector (another NGSI-LD broker, say): it records the
+/// query string of every request and answers with one vehicle.
+async fn recording_source() -> (String, actix_web::dev::ServerHandle, Seen<String>) {
+    mock_source(|req| {
+        let vehicle = json!([{"id": "urn:ngsi-ld:Vehicle:foreign", "type": "Vehicle",
+                              "speed": {"type": "Property", "value": 7}}]);
+        (req.query_string().to_owned(), vehicle)
+    })
+    .await
+}
+
 /// A department's connector of a release that pages by `offset` only: 1,500 vehicles, the
 /// `Civitas-After` header ignored. Records whether each request carried it, and its query.
-async fn offset_only_department() -> (
-    String,
-    actix_web::dev::ServerHandle,
-    std::sync::Arc<std::sync::Mutex<Vec<(bool, String)>>>,
-) {
-    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let recorded = seen.clone();
-    let server = HttpServer::new(move || {
-        let recorded = recorded.clone();
-        App::new().route(
-            "/ngsi-ld/v1/entities",
-            web::get().to(move |req: HttpRequest| {
-                let recorded = recorded.clone();
-                async move {
-                    let query: std::collections::HashMap<String, String> =
-                        url::form_urlencoded::parse(req.query_string().as_bytes())
-                            .into_owned()
-                            .collect();
-                    let number = |name: &str, default: usize| {
-                        query
-                            .get(name)
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(default)
-                    };
-                    let (offset, limit) = (number("offset", 0), number("limit", 20));
-                    recorded.lock().expect("not poisoned").push((
-                        req.headers().contains_key("civitas-after"),
-                        req.query_string().to_owned(),
-                    ));
-                    let page: Vec<Value> = (0..1_500)
-                        .skip(offset)
-                        .take(limit)
-                        .map(|n| json!({"id": format!("urn:ngsi-ld:Vehicle:{n:04}"), "type": "Vehicle"}))
-                        .collect();
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(Value::Array(page).to_string())
-                }
-            }),
-        )
+async fn offset_only_department() -> (String, actix_web::dev::ServerHandle, Seen<(bool, String)>) {
+    mock_source(|req| {
+        let query: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(req.query_string().as_bytes())
+                .into_owned()
+                .collect();
+        let number = |name: &str, default: usize| {
+            query
+                .get(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (offset, limit) = (number("offset", 0), number("limit", 20));
+        let page: Vec<Value> = (0..1_500)
+            .skip(offset)
+            .take(limit)
+            .map(|n| json!({"id": format!("urn:ngsi-ld:Vehicle:{n:04}"), "type": "Vehicle"}))
+            .collect();
+        let noted = (
+            req.headers().contains_key("civitas-after"),
+            req.query_string().to_owned(),
+        );
+        (noted, Value::Array(page))
     })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .expect("binds");
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    (url, handle, seen)
+    .await
 }
 
 #[actix_web::test]
