@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::builder;
-use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, PublicKey, UnverifiedBiscuit};
+use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, PublicKey};
 use chrono::{DateTime, Utc};
 
 use crate::Error;
@@ -409,25 +409,13 @@ impl Authorized {
         per_request
             .shared
             .decide(&per_request.token, &request, Some(names))
-            .map(|_| ())
+            .map(drop)
     }
 }
 
 /// The predicates whose facts come from what a request names. A token or policy that uses none of
 /// them decides the same for every request with the same operation, tenant, purpose and second.
 const REQUEST_PREDICATES: [&str; 3] = ["entity_type", "entity_id", "attribute"];
-
-/// Whether a token has a block that binds it to one request (`request_id`, as a broker's relay
-/// block has). Such a decision is cached for that request only.
-fn binds_request(token: &str) -> bool {
-    UnverifiedBiscuit::from_base64(token).is_ok_and(|biscuit| {
-        (1..biscuit.block_count()).any(|index| {
-            biscuit
-                .print_block_source(index)
-                .map_or(true, |source| source.contains("request_id("))
-        })
-    })
-}
 
 /// Whether datalog source uses one of [`REQUEST_PREDICATES`].
 fn uses_request_facts(source: &str) -> bool {
@@ -470,6 +458,9 @@ struct Shared {
     limits: AuthorizerLimits,
     revoked: RwLock<HashSet<String>>,
     cache: Mutex<HashMap<CacheKey, CachedGrant>>,
+    /// Whether the root key verifies a token, per token seen ([`Authorizer::verifies`]): a
+    /// signature never changes its mind, and a broker asks for every token of every request.
+    verified: Mutex<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -511,6 +502,7 @@ impl Authorizer {
             },
             revoked: RwLock::new(HashSet::new()),
             cache: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -541,9 +533,25 @@ impl Authorizer {
         Shared::authorize(&self.0, tokens, request)
     }
 
-    /// Whether this department's key signed `token`.
+    /// Whether this department's key signed `token` (remembered per token).
     pub fn verifies(&self, token: &str) -> bool {
-        Biscuit::from_base64(token.trim(), self.0.root).is_ok()
+        let token = token.trim();
+        let known = self
+            .0
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .copied();
+        known.unwrap_or_else(|| {
+            let verified = Biscuit::from_base64(token, self.0.root).is_ok();
+            let mut memo = self.0.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if memo.len() >= CACHE_CAPACITY {
+                memo.clear();
+            }
+            memo.insert(token.to_owned(), verified);
+            verified
+        })
     }
 
     /// The revocation ids (hex, authority first) of a token this department's key verifies.
@@ -574,6 +582,7 @@ impl Clone for Shared {
                     .clone(),
             ),
             cache: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -677,9 +686,13 @@ impl Shared {
         let (grant, per_request) = match cached {
             Some(hit) => hit,
             None => {
-                let (grant, per_request) = self.decide(token, request, None)?;
+                let Decision {
+                    grant,
+                    per_request,
+                    binds_request,
+                } = self.decide(token, request, None)?;
                 let bound_to =
-                    binds_request(token).then(|| request.request_id.unwrap_or_default().to_owned());
+                    binds_request.then(|| request.request_id.unwrap_or_default().to_owned());
                 let grant = Arc::new(grant);
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CACHE_CAPACITY {
@@ -713,7 +726,7 @@ impl Shared {
         token: &str,
         request: &Request<'_>,
         names: Option<Names<'_>>,
-    ) -> Result<(Grant, bool), Error> {
+    ) -> Result<Decision, Error> {
         let biscuit = Biscuit::from_base64(token, self.root)
             .map_err(|e| Error::Unauthenticated(e.to_string()))?;
         let revocation_ids: Vec<String> = biscuit
@@ -724,12 +737,16 @@ impl Shared {
         if let Some(id) = self.revoked_among(&revocation_ids) {
             return Err(Error::Revoked(id));
         }
-        let per_request = self.policy_uses_request_facts
-            || (0..biscuit.block_count()).any(|index| {
-                biscuit
-                    .print_block_source(index)
-                    .map_or(true, |source| uses_request_facts(&source))
-            });
+        // What the blocks say about the decision's scope, read in one pass over their source; a
+        // block that cannot be printed counts as doing both.
+        let mut per_request = self.policy_uses_request_facts;
+        let mut binds_request = false;
+        for index in 0..biscuit.block_count() {
+            let source = biscuit.print_block_source(index).ok();
+            per_request |= source.as_deref().is_none_or(uses_request_facts);
+            binds_request |=
+                index > 0 && source.as_deref().is_none_or(|s| s.contains("request_id("));
+        }
         let now = SystemTime::from(request.now);
         let string = |value: &str| builder::string(value);
         let mut facts = vec![
@@ -844,8 +861,22 @@ impl Shared {
                 request.operation.name()
             )));
         }
-        Ok((grant, per_request))
+        Ok(Decision {
+            grant,
+            per_request,
+            binds_request,
+        })
     }
+}
+
+/// What [`Shared::decide`] found.
+struct Decision {
+    grant: Grant,
+    /// The decision depends on what the request names (see [`REQUEST_PREDICATES`]).
+    per_request: bool,
+    /// A block binds the token to one request (`request_id`, as a broker's relay block has): the
+    /// decision is cached for that request only.
+    binds_request: bool,
 }
 
 /// The tokens of an `Authorization` header value: `Bearer T` or, for a caller holding tokens of
@@ -985,6 +1016,34 @@ mod tests {
             ttl: Some(chrono::Duration::hours(1)),
             ..TokenSpec::default()
         }
+    }
+
+    #[test]
+    fn verification_is_remembered_per_token_both_ways() {
+        let authorizer = authorizer();
+        let ours = issue(&key(), &partner(), at(0)).expect("issues");
+        let other_key = RootKey::from_seed([4; 32]).expect("key");
+        let theirs = issue(&other_key, &partner(), at(0)).expect("issues");
+        for _ in 0..2 {
+            assert!(authorizer.verifies(&ours));
+            assert!(authorizer.verifies(&format!(" {ours}\n")));
+            assert!(!authorizer.verifies(&theirs));
+            assert!(!authorizer.verifies("not a token"));
+        }
+        assert_eq!(authorizer.0.verified.lock().expect("lock").len(), 3);
+    }
+
+    #[test]
+    fn the_authority_revocation_id_is_the_grants_first() {
+        let token = issue(&key(), &partner(), at(0)).expect("issues");
+        let grant = authorizer()
+            .authorize(&[&token], &request(Operation::Read))
+            .expect("allowed");
+        assert_eq!(
+            crate::token::authority_revocation_id(&token),
+            grant.grant().revocation_ids.first().cloned()
+        );
+        assert_eq!(crate::token::authority_revocation_id("not a token"), None);
     }
 
     #[test]

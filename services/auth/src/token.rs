@@ -281,6 +281,16 @@ pub fn issued_by(token: &str, root: &PublicKey) -> bool {
     Biscuit::from_base64(token.trim(), *root).is_ok()
 }
 
+/// The revocation id (hex) of a token's authority block, which names the token as issued; not
+/// verified. `None` when `token` is not a token.
+pub fn authority_revocation_id(token: &str) -> Option<String> {
+    UnverifiedBiscuit::from_base64(token.trim())
+        .ok()?
+        .revocation_identifiers()
+        .first()
+        .map(hex::encode)
+}
+
 /// What a token says, block by block (`civitas token inspect`).
 #[derive(Debug, Clone)]
 pub struct Inspection {

@@ -34,6 +34,7 @@ use civitas_ngsild::entity::{Attribute, Entity};
 use civitas_ngsild::expand::{self, Payload};
 use civitas_ngsild::registration::Registration;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::settings::FederationSettings;
 
@@ -179,6 +180,9 @@ struct EntityMap {
 
 /// The index that stands for the broker's own store in an entity map.
 const LOCAL: usize = usize::MAX;
+
+/// One entity of a source's answer: its id, and its JSON as the source wrote it.
+type RawItem = (String, Box<RawValue>);
 
 /// One page of a federated query.
 #[derive(Debug)]
@@ -590,6 +594,27 @@ impl Federation {
         query: &[(String, String)],
         after: Option<&str>,
     ) -> Result<Option<Value>, SourceWarning> {
+        match self
+            .get_text(source, forward, authorization, path, query, after)
+            .await?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Federation::get_after`], with the body of a 200 as it came.
+    async fn get_text(
+        &self,
+        source: &Source,
+        forward: &Forward<'_>,
+        authorization: Option<&str>,
+        path: &str,
+        query: &[(String, String)],
+        after: Option<&str>,
+    ) -> Result<Option<actix_web::web::Bytes>, SourceWarning> {
         let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
             .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
         if !query.is_empty() {
@@ -601,9 +626,7 @@ impl Federation {
         }
         let (status, bytes) = self.exchange(source, request).await?;
         match status {
-            200 => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
+            200 => Ok(Some(bytes)),
             404 => Ok(None),
             401 | 403 => Err(SourceWarning {
                 source: source.endpoint.clone(),
@@ -668,6 +691,52 @@ impl Federation {
                         source_failed(source, "answered with an entity without a valid id")
                     })?
                     .to_owned();
+                Ok((id, item))
+            })
+            .collect()
+    }
+
+    /// [`Federation::items_of`] from the answer's text, each entity's JSON kept as text: only the
+    /// ids are read, so the entities that do not make the page are never made into trees.
+    fn raw_items_of(
+        &self,
+        source: &Source,
+        text: &[u8],
+    ) -> Result<Vec<RawItem>, SourceWarning> {
+        /// An entity's id, the rest of it skipped.
+        #[derive(serde::Deserialize)]
+        struct Identified<'a> {
+            #[serde(borrow, default)]
+            id: Option<std::borrow::Cow<'a, str>>,
+            #[serde(rename = "@id", borrow, default)]
+            at_id: Option<std::borrow::Cow<'a, str>>,
+        }
+        let invalid = |e: serde_json::Error| {
+            source_failed(source, format!("answered with invalid JSON: {e}"))
+        };
+        let items: Vec<Box<RawValue>> = match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice(text).map_err(invalid)?,
+            Some(b'{') => vec![serde_json::from_slice(text).map_err(invalid)?],
+            _ => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(text).map_err(invalid)?;
+                return Err(source_failed(
+                    source,
+                    "answered with something not an entity list",
+                ));
+            }
+        };
+        let without_id = || source_failed(source, "answered with an entity without a valid id");
+        items
+            .into_iter()
+            .map(|item| {
+                let Ok(Identified { id, at_id }) = serde_json::from_str(item.get()) else {
+                    return Err(without_id());
+                };
+                let id = id
+                    .or(at_id)
+                    .filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok())
+                    .ok_or_else(without_id)?
+                    .into_owned();
                 Ok((id, item))
             })
             .collect()
@@ -754,20 +823,26 @@ impl Federation {
             }
         }
         let mut fetched: HashMap<String, Entity> = HashMap::new();
-        let mut tasks = Vec::new();
-        for (holder, ids) in wanted {
-            if holder == LOCAL {
-                if let Some(entities) = local(LocalFetch::Ids(ids)).await? {
-                    for entity in entities {
-                        merge_into(&mut fetched, entity);
-                    }
-                }
-                continue;
-            }
+        let own = wanted.remove(&LOCAL);
+        let tasks = wanted.into_iter().map(|(holder, ids)| {
             let source = &map.sources[holder];
-            tasks.push(async move { self.fetch_by_ids(forward, source, filters, &ids).await });
+            async move { self.fetch_by_ids(forward, source, filters, &ids).await }
+        });
+        // The broker's own share is read while the sources are asked.
+        let (own, outcomes) = futures_util::future::join(
+            async {
+                match own {
+                    Some(ids) => local(LocalFetch::Ids(ids)).await,
+                    None => Ok(None),
+                }
+            },
+            futures_util::future::join_all(tasks),
+        )
+        .await;
+        for entity in own?.into_iter().flatten() {
+            merge_into(&mut fetched, entity);
         }
-        for outcome in futures_util::future::join_all(tasks).await {
+        for outcome in outcomes {
             match outcome {
                 Ok(entities) => {
                     for entity in entities {
@@ -815,12 +890,6 @@ impl Federation {
         Fut: std::future::Future<Output = Result<Option<Vec<Entity>>, Problem>>,
     {
         let want = offset + limit;
-        let mut merged: HashMap<String, Entity> = HashMap::new();
-        if let Some(entities) = local(LocalFetch::First(want)).await? {
-            for entity in entities {
-                merge_into(&mut merged, entity);
-            }
-        }
         let tasks = sources
             .iter()
             .enumerate()
@@ -833,24 +902,35 @@ impl Federation {
                     query.push(("limit".to_owned(), want.to_string()));
                 }
                 match self
-                    .get(
+                    .get_text(
                         source,
                         forward,
                         authorization.as_deref(),
                         "entities",
                         &query,
+                        None,
                     )
                     .await?
                 {
                     None => Ok((index, Vec::new())),
-                    Some(body) => Ok((index, self.items_of(source, body)?)),
+                    Some(text) => Ok((index, self.raw_items_of(source, &text)?)),
                 }
             });
         let mut warnings = Vec::new();
         // Each source's entities as JSON, by id: only those that make the page are read as
         // NGSI-LD (a source answers up to `want`, the page is `limit` of all of them).
-        let mut answers: Vec<(usize, Vec<(String, Value)>)> = Vec::new();
-        for outcome in futures_util::future::join_all(tasks).await {
+        let mut answers: Vec<(usize, Vec<RawItem>)> = Vec::new();
+        // The broker's own share is read while the sources are asked.
+        let (own, outcomes) = futures_util::future::join(
+            local(LocalFetch::First(want)),
+            futures_util::future::join_all(tasks),
+        )
+        .await;
+        let mut merged: HashMap<String, Entity> = HashMap::new();
+        for entity in own?.into_iter().flatten() {
+            merge_into(&mut merged, entity);
+        }
+        for outcome in outcomes {
             match outcome {
                 Ok(answer) => answers.push(answer),
                 Err(warning) => warnings.push(warning),
@@ -876,7 +956,12 @@ impl Federation {
             let mut broken = None;
             'sources: for (position, (index, items)) in answers.iter().enumerate() {
                 for (_, item) in items.iter().filter(|(id, _)| page.contains(id.as_str())) {
-                    match self.entity_of(&sources[*index], item, forward.context) {
+                    let item = serde_json::from_str(item.get()).map_err(|e| {
+                        source_failed(&sources[*index], format!("answered with invalid JSON: {e}"))
+                    });
+                    match item
+                        .and_then(|item| self.entity_of(&sources[*index], &item, forward.context))
+                    {
                         Ok(entity) => merge_into(&mut entities, entity),
                         Err(warning) => {
                             broken = Some((position, warning));
@@ -1263,8 +1348,7 @@ pub fn summary(
         tokens: forward
             .tokens
             .iter()
-            .filter_map(|token| civitas_auth::token::inspect(token, None).ok())
-            .filter_map(|inspection| inspection.revocation_ids.into_iter().next())
+            .filter_map(|token| civitas_auth::token::authority_revocation_id(token))
             .collect(),
         asked: sources
             .iter()

@@ -189,6 +189,22 @@ async fn bad_source() -> (String, actix_web::dev::ServerHandle) {
                 }),
             )
             .route(
+                "/anonymous/ngsi-ld/v1/entities",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(r#"[{"type": "Vehicle", "speed": {"value": 3}}]"#)
+                }),
+            )
+            .route(
+                "/scalar/ngsi-ld/v1/entities",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body("42")
+                }),
+            )
+            .route(
                 "/invalid/ngsi-ld/v1/entities",
                 web::get().to(|| async {
                     HttpResponse::Ok().content_type("application/json").body(
@@ -567,6 +583,8 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
     register(&broker, &format!("{bad}/garbage"), &["Vehicle"]).await;
     register(&broker, &format!("{bad}/invalid"), &["Vehicle"]).await;
     register(&broker, &format!("{bad}/slow"), &["Vehicle"]).await;
+    register(&broker, &format!("{bad}/anonymous"), &["Vehicle"]).await;
+    register(&broker, &format!("{bad}/scalar"), &["Vehicle"]).await;
     let (t1, t2) = (token(1), token(2));
 
     let started = Instant::now();
@@ -590,7 +608,7 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
         ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
     );
     let failed = warnings(&reply);
-    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert_eq!(failed.len(), 5, "{failed:?}");
     assert!(
         failed
             .iter()
@@ -608,6 +626,18 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
         failed
             .iter()
             .any(|w| w.contains("/slow") && w.contains("500 ms")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|w| w.contains("/anonymous") && w.contains("without a valid id")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|w| w.contains("/scalar") && w.contains("not an entity list")),
         "{failed:?}"
     );
 
@@ -638,7 +668,7 @@ async fn a_dead_slow_or_broken_source_gives_an_honest_partial_answer() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.ids(), ["urn:ngsi-ld:Vehicle:1"]);
-    assert_eq!(warnings(&reply).len(), 4, "{:?}", warnings(&reply));
+    assert_eq!(warnings(&reply).len(), 6, "{:?}", warnings(&reply));
 }
 
 #[actix_web::test]
