@@ -13,7 +13,8 @@
 #
 #   services/loadgen/federation.sh
 #
-# Environment: CARGO_TARGET_DIR (default: target), NO_BUILD=1 to use the binaries already built,
+# Environment: CARGO_TARGET_DIR (default: target), NO_BUILD=1 to use the binaries already built
+# (CIVITAS_BIN: another civitas binary to run the broker and connectors with),
 # PORT (default 9290: broker; connectors PORT+1..PORT+3, the silent source PORT+9), ENTITIES
 # (default 2000 per connector), LIMIT (default 20), REQUESTS (default 3000), CONCURRENCY
 # (default "1 8"), TIMEOUT_MS (the broker's source timeout, default 300), SLOW_REQUESTS (default
@@ -35,7 +36,7 @@ PARKING_CONTEXT_FILE="$PWD/schemas/contexts/smart-data-models/Parking/context.js
 if [[ -z ${NO_BUILD:-} ]]; then
   cargo build --release -p civitas -p civitas-loadgen
 fi
-CIVITAS=$TARGET/release/civitas
+CIVITAS=${CIVITAS_BIN:-$TARGET/release/civitas}
 LOADGEN=$TARGET/release/civitas-loadgen
 
 work=$(mktemp -d)
@@ -68,6 +69,7 @@ while True:
 pids+=($!)
 
 departments=""
+connector_pids=()
 for n in 1 2 3; do
   name=dept$n
   mkdir -p "$work/policies/$name"
@@ -88,6 +90,7 @@ CONFIG
   CIVITAS_LOG=warn "$CIVITAS" connector --config "$work/$name.toml" \
     --database-url "sqlite://$work/$name.db" --listen "127.0.0.1:$((PORT + n))" 2>>"$work/$name.log" &
   pids+=($!)
+  connector_pids+=($!)
   departments+="
 [[federation.departments]]
 name = \"$name\"
@@ -125,6 +128,7 @@ CONFIG
 CIVITAS_LOG=warn "$CIVITAS" broker --config "$work/broker.toml" \
   --database-url "sqlite://$work/broker.db" --listen "127.0.0.1:$PORT" 2>>"$work/broker.log" &
 pids+=($!)
+broker_pid=$!
 
 BROKER=http://127.0.0.1:$PORT
 wait_for "$BROKER"
@@ -143,11 +147,28 @@ for n in 1 2 3; do
 done
 
 query="type=ParkingSpot&limit=$LIMIT"
+# CPU time (user + system, in clock ticks) of each of the broker and the three connectors.
+cpu_ticks() {
+  local pid
+  for pid in "$broker_pid" "${connector_pids[@]}"; do
+    awk '{ print $14 + $15 }' "/proc/$pid/stat"
+  done
+}
 run() {
   local label=$1 url=$2 tokens=$3 requests=$4 concurrency=$5
+  local before after
   printf '%-36s ' "$label"
+  mapfile -t before < <(cpu_ticks)
   CIVITAS_TOKEN=$tokens "$LOADGEN" query --url "$url" --query "$query" --expect "$LIMIT" \
     --requests "$requests" --concurrency "$concurrency" --warmup 50 --duration 300
+  mapfile -t after < <(cpu_ticks)
+  # CPU per request (warm-up included), in microseconds: broker, then each connector.
+  local hz names=(broker dept1 dept2 dept3) line="" i
+  hz=$(getconf CLK_TCK)
+  for i in 0 1 2 3; do
+    line+=" ${names[$i]} $(((after[i] - before[i]) * 1000000 / hz / (requests + 50))) µs"
+  done
+  printf '%-36s  CPU per request:%s\n' "" "$line"
 }
 all_tokens="$(<"$work/dept1.token"), $(<"$work/dept2.token"), $(<"$work/dept3.token")"
 echo "3 connectors x $ENTITIES ParkingSpots, query $query"
