@@ -77,9 +77,56 @@ pub struct Source {
     ids: Option<Vec<String>>,
     /// The only attributes (expanded) the registrations name (`None`: every attribute).
     attributes: Option<Vec<String>>,
+    /// How a retrieval of one entity is sent there.
+    retrieval: Retrieval,
+    /// The entity types (expanded) the registrations name, for a retrieval sent as a query.
+    types: Vec<String>,
+}
+
+/// How a broker asks a source for one entity (clause 4.3.6.3): with the first of the operations
+/// retrieveEntity, queryEntity and queryBatch that the source's registrations support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Retrieval {
+    /// `GET /entities/{id}`.
+    Retrieve,
+    /// `GET /entities?id={id}&type=…`.
+    Query,
+    /// `POST /entityOperations/query` with the id and types as the entity selector.
+    Batch,
+}
+
+impl Retrieval {
+    /// The operations a registration may support for a broker to retrieve through it.
+    pub const OPERATIONS: [&str; 3] = ["retrieveEntity", "queryEntity", "queryBatch"];
+
+    fn of(registration: &Registration) -> Retrieval {
+        if registration.supports("retrieveEntity") {
+            Retrieval::Retrieve
+        } else if registration.supports("queryEntity") {
+            Retrieval::Query
+        } else if registration.supports("queryBatch") {
+            Retrieval::Batch
+        } else {
+            // Matched for another operation: a retrieval never reaches it.
+            Retrieval::Retrieve
+        }
+    }
 }
 
 impl Source {
+    /// The entity types its registrations name, compacted with the caller's @context and
+    /// joined as a query's `type` list.
+    fn type_list(&self, context: &ActiveContext) -> String {
+        let mut names: Vec<String> = self
+            .types
+            .iter()
+            .map(|iri| context.compact_name(iri).into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names.join(",")
+    }
+
     /// `filters` narrowed to what the registrations say the source holds (clause 4.3.6.2): its
     /// entity ids and attributes, unless the caller's own are narrower. A source asked for
     /// nothing it holds is not asked (`None`).
@@ -380,6 +427,13 @@ impl Federation {
                 headers: registration.context_source_info.clone(),
                 ids,
                 attributes,
+                retrieval: Retrieval::of(registration),
+                types: registration
+                    .information
+                    .iter()
+                    .flat_map(|info| info.entities.iter())
+                    .flat_map(|entity| entity.types.iter().cloned())
+                    .collect(),
             };
             match sources
                 .iter_mut()
@@ -387,7 +441,10 @@ impl Federation {
             {
                 None => sources.push(source),
                 Some(known) => {
-                    // Several registrations of one source: it holds what any of them names.
+                    // Several registrations of one source: it holds what any of them names, and
+                    // is asked the most direct way any of them allows.
+                    known.retrieval = known.retrieval.min(source.retrieval);
+                    known.types.extend(source.types);
                     known.ids = known.ids.take().zip(source.ids).map(|(mut a, b)| {
                         a.extend(b);
                         a
@@ -627,13 +684,7 @@ impl Federation {
         let (status, bytes) = self.exchange(source, request).await?;
         match status {
             200 => Ok(Some(bytes)),
-            404 => Ok(None),
-            401 | 403 => Err(SourceWarning {
-                source: source.endpoint.clone(),
-                message: format!("refused the caller's token ({status})"),
-                failed: false,
-            }),
-            other => Err(source_failed(source, format!("answered {other}"))),
+            other => answer_body(source, other, &bytes).map(|_| None),
         }
     }
 
@@ -698,11 +749,7 @@ impl Federation {
 
     /// [`Federation::items_of`] from the answer's text, each entity's JSON kept as text: only the
     /// ids are read, so the entities that do not make the page are never made into trees.
-    fn raw_items_of(
-        &self,
-        source: &Source,
-        text: &[u8],
-    ) -> Result<Vec<RawItem>, SourceWarning> {
+    fn raw_items_of(&self, source: &Source, text: &[u8]) -> Result<Vec<RawItem>, SourceWarning> {
         /// An entity's id, the rest of it skipped.
         #[derive(serde::Deserialize)]
         struct Identified<'a> {
@@ -1220,23 +1267,41 @@ impl Federation {
         filters: &[(String, String)],
         local: Option<Entity>,
     ) -> Result<(Option<Entity>, Vec<SourceWarning>), Problem> {
-        let path = format!("entities/{}", crate::routes::path_segment(id));
-        let tasks = sources.iter().map(|source| {
-            let path = path.clone();
-            async move {
-                let Some(mut filters) = source.narrow(filters, forward.context) else {
-                    return Ok(Vec::new());
-                };
-                // A retrieval names its entity in the path.
-                filters.retain(|(name, _)| name != "id");
-                let authorization = self.credentials(source, forward)?;
-                match self
-                    .get(source, forward, authorization.as_deref(), &path, &filters)
-                    .await?
-                {
-                    None => Ok(Vec::new()),
-                    Some(body) => self.entities_of(source, body, forward.context),
+        let tasks = sources.iter().map(|source| async move {
+            let Some(mut filters) = source.narrow(filters, forward.context) else {
+                return Ok(Vec::new());
+            };
+            // The entity is named by the path, or by the query's own id.
+            filters.retain(|(name, _)| name != "id");
+            let authorization = self.credentials(source, forward)?;
+            let body = match source.retrieval {
+                Retrieval::Retrieve => {
+                    let path = format!("entities/{}", crate::routes::path_segment(id));
+                    self.get(source, forward, authorization.as_deref(), &path, &filters)
+                        .await?
                 }
+                Retrieval::Query => {
+                    filters.push(("id".to_owned(), id.to_owned()));
+                    if !source.types.is_empty() && !filters.iter().any(|(name, _)| name == "type") {
+                        filters.push(("type".to_owned(), source.type_list(forward.context)));
+                    }
+                    self.get(
+                        source,
+                        forward,
+                        authorization.as_deref(),
+                        "entities",
+                        &filters,
+                    )
+                    .await?
+                }
+                Retrieval::Batch => {
+                    self.query_by_post(source, forward, authorization.as_deref(), id, filters)
+                        .await?
+                }
+            };
+            match body {
+                None => Ok(Vec::new()),
+                Some(body) => self.entities_of(source, body, forward.context),
             }
         });
         let mut merged: HashMap<String, Entity> = HashMap::new();
@@ -1260,6 +1325,48 @@ impl Federation {
 }
 
 impl Federation {
+    /// Asks `source` for the entity `id` with `POST /entityOperations/query` (a source whose
+    /// registrations allow queryBatch only): the entity selector names the id and the types the
+    /// registrations name, `attrs` goes into the query body, the other parameters stay in the
+    /// URL. The JSON body of a 200, `None` for a 404.
+    async fn query_by_post(
+        &self,
+        source: &Source,
+        forward: &Forward<'_>,
+        authorization: Option<&str>,
+        id: &str,
+        filters: Vec<(String, String)>,
+    ) -> Result<Option<Value>, SourceWarning> {
+        let mut selector = serde_json::Map::new();
+        selector.insert("id".to_owned(), Value::from(id));
+        if !source.types.is_empty() {
+            selector.insert(
+                "type".to_owned(),
+                Value::from(source.type_list(forward.context)),
+            );
+        }
+        let mut body = serde_json::json!({"type": "Query", "entities": [selector]});
+        let (attrs, params): (Vec<_>, Vec<_>) =
+            filters.into_iter().partition(|(name, _)| name == "attrs");
+        if let Some((_, attrs)) = attrs.into_iter().next() {
+            body["attrs"] = attrs.split(',').map(str::trim).collect::<Vec<_>>().into();
+        }
+        let mut url = url::Url::parse(&format!(
+            "{}/ngsi-ld/v1/entityOperations/query",
+            source.endpoint
+        ))
+        .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
+        if !params.is_empty() {
+            url.set_query(Some(&query_string(&params)));
+        }
+        let request = self
+            .request(reqwest::Method::POST, url, source, forward, authorization)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let (status, bytes) = self.exchange(source, request).await?;
+        answer_body(source, status, &bytes)
+    }
+
     /// Sends one GET (`path` under `/ngsi-ld/v1/`, with `query`) to every source in parallel;
     /// the JSON bodies of those that answered 200, and a warning for each that did not answer
     /// usefully. A 404 is an answer: the source has nothing.
@@ -1286,6 +1393,23 @@ impl Federation {
         }
         self.check_complete(forward, &warnings)?;
         Ok((bodies, warnings))
+    }
+}
+
+/// What a source's answer to a read says: the JSON body of a 200, `None` for a 404 (the source
+/// has nothing), a warning for anything else.
+fn answer_body(source: &Source, status: u16, bytes: &[u8]) -> Result<Option<Value>, SourceWarning> {
+    match status {
+        200 => serde_json::from_slice(bytes)
+            .map(Some)
+            .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
+        404 => Ok(None),
+        401 | 403 => Err(SourceWarning {
+            source: source.endpoint.clone(),
+            message: format!("refused the caller's token ({status})"),
+            failed: false,
+        }),
+        other => Err(source_failed(source, format!("answered {other}"))),
     }
 }
 

@@ -853,10 +853,25 @@ async fn federated_retrieve(
         id_pattern: None,
         attributes: asked,
     };
-    let registrations = state
-        .registrations
-        .matching(auth.tenant(), &selector, "retrieveEntity")
-        .await?;
+    // A source is asked for one entity by retrieval, or by query when its registrations allow
+    // only that (`federation::Retrieval`).
+    let mut registrations = Vec::new();
+    for operation in federation::Retrieval::OPERATIONS {
+        for registration in state
+            .registrations
+            .matching(auth.tenant(), &selector, operation)
+            .await?
+        {
+            if !registrations
+                .iter()
+                .any(|known: &civitas_ngsild::registration::Registration| {
+                    known.id == registration.id
+                })
+            {
+                registrations.push(registration);
+            }
+        }
+    }
     let sources = federation.sources(&registrations);
     let endpoints: Vec<String> = sources.iter().map(|s| s.endpoint.clone()).collect();
     let local = match state.entities.retrieve(auth, id.as_str(), asked).await {

@@ -972,6 +972,124 @@ async fn csf_selects_the_sources_a_broker_asks() {
     utility_handle.stop(false).await;
 }
 
+/// A source under three prefixes (`/retrieve`, `/query`, `/batch`), each answering any read
+/// with one vehicle that has an attribute of its own, and recording every request as
+/// "PREFIX METHOD PATH?QUERY BODY".
+async fn three_way_source() -> (String, actix_web::dev::ServerHandle, Seen<String>) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let seen: Seen<String> = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let server = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let path = req.path().to_owned();
+            let (prefix, rest) = path[1..].split_once('/').unwrap_or(("", ""));
+            recorded.lock().expect("not poisoned").push(format!(
+                "{prefix} {} /{rest}?{} {}",
+                req.method(),
+                req.query_string(),
+                String::from_utf8_lossy(&body)
+            ));
+            let attribute = match prefix {
+                "retrieve" => "speed",
+                "query" => "brandName",
+                _ => "fuel",
+            };
+            let mut vehicle = json!({"id": "urn:ngsi-ld:Vehicle:v1", "type": "Vehicle"});
+            vehicle[attribute] = json!({"type": "Property", "value": 7});
+            let body = if rest.starts_with("ngsi-ld/v1/entities/") {
+                vehicle
+            } else {
+                json!([vehicle])
+            };
+            async move {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(body.to_string())
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("binds");
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (url, handle, seen)
+}
+
+#[actix_web::test]
+async fn a_retrieval_reaches_a_source_by_the_operation_its_registration_allows() {
+    let (source, handle, seen) = three_way_source().await;
+    let broker = broker(&[], 2_000).await;
+    for (prefix, operations) in [
+        ("retrieve", json!(["retrieveEntity"])),
+        ("query", json!(["queryEntity"])),
+        ("batch", json!(["queryBatch"])),
+        ("writes", json!(["createEntity", "updateOps"])),
+    ] {
+        let reply = send(
+            &broker,
+            &[],
+            "POST",
+            "/ngsi-ld/v1/csourceRegistrations",
+            Some(&json!({"type": "ContextSourceRegistration",
+                         "endpoint": format!("{source}/{prefix}"),
+                         "operations": operations,
+                         "information": [{"entities": [{"type": "Vehicle"}]}]})),
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{prefix}: {}", reply.text);
+    }
+
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:v1"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    for attribute in ["speed", "brandName", "fuel"] {
+        assert_eq!(reply.json()[attribute]["value"], 7, "{}", reply.text);
+    }
+    let mut asked = seen.lock().expect("not poisoned").clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "batch POST /ngsi-ld/v1/entityOperations/query? {\"type\":\"Query\",\"entities\":\
+             [{\"id\":\"urn:ngsi-ld:Vehicle:v1\",\"type\":\"Vehicle\"}]}",
+            "query GET /ngsi-ld/v1/entities?id=urn:ngsi-ld:Vehicle:v1&type=Vehicle ",
+            "retrieve GET /ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:v1? ",
+        ]
+    );
+
+    // The caller's parameters go along: attrs into the batch query's body.
+    seen.lock().expect("not poisoned").clear();
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}/urn:ngsi-ld:Vehicle:v1?attrs=fuel"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["fuel"]["value"], 7, "{}", reply.text);
+    let mut asked = seen.lock().expect("not poisoned").clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "batch POST /ngsi-ld/v1/entityOperations/query? {\"type\":\"Query\",\"entities\":\
+             [{\"id\":\"urn:ngsi-ld:Vehicle:v1\",\"type\":\"Vehicle\"}],\"attrs\":[\"fuel\"]}",
+            "query GET /ngsi-ld/v1/entities?attrs=fuel&id=urn:ngsi-ld:Vehicle:v1&type=Vehicle ",
+            "retrieve GET /ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:v1?attrs=fuel ",
+        ]
+    );
+    handle.stop(false).await;
+}
+
 #[actix_web::test]
 async fn a_source_is_asked_only_for_the_entities_and_attributes_it_registers() {
     let (source, handle, seen) = recording_source().await;
