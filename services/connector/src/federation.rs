@@ -79,6 +79,9 @@ pub struct Source {
     attributes: Option<Vec<String>>,
     /// How a retrieval of one entity is sent there.
     retrieval: Retrieval,
+    /// Queries go there as `POST /entityOperations/query`: its registrations allow queryBatch
+    /// and none allows queryEntity.
+    batch_queries: bool,
     /// The entity types (expanded) the registrations name, for a retrieval sent as a query.
     types: Vec<String>,
 }
@@ -428,6 +431,8 @@ impl Federation {
                 ids,
                 attributes,
                 retrieval: Retrieval::of(registration),
+                batch_queries: registration.supports("queryBatch")
+                    && !registration.supports("queryEntity"),
                 types: registration
                     .information
                     .iter()
@@ -444,6 +449,7 @@ impl Federation {
                     // Several registrations of one source: it holds what any of them names, and
                     // is asked the most direct way any of them allows.
                     known.retrieval = known.retrieval.min(source.retrieval);
+                    known.batch_queries &= source.batch_queries;
                     known.types.extend(source.types);
                     known.ids = known.ids.take().zip(source.ids).map(|(mut a, b)| {
                         a.extend(b);
@@ -672,6 +678,11 @@ impl Federation {
         query: &[(String, String)],
         after: Option<&str>,
     ) -> Result<Option<actix_web::web::Bytes>, SourceWarning> {
+        if path == "entities" && source.batch_queries {
+            return self
+                .post_query(source, forward, authorization, query, after)
+                .await;
+        }
         let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
             .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
         if !query.is_empty() {
@@ -1295,8 +1306,17 @@ impl Federation {
                     .await?
                 }
                 Retrieval::Batch => {
-                    self.query_by_post(source, forward, authorization.as_deref(), id, filters)
+                    filters.push(("id".to_owned(), id.to_owned()));
+                    if !source.types.is_empty() && !filters.iter().any(|(name, _)| name == "type") {
+                        filters.push(("type".to_owned(), source.type_list(forward.context)));
+                    }
+                    match self
+                        .post_query(source, forward, authorization.as_deref(), &filters, None)
                         .await?
+                    {
+                        Some(bytes) => answer_body(source, 200, &bytes)?,
+                        None => None,
+                    }
                 }
             };
             match body {
@@ -1325,32 +1345,19 @@ impl Federation {
 }
 
 impl Federation {
-    /// Asks `source` for the entity `id` with `POST /entityOperations/query` (a source whose
-    /// registrations allow queryBatch only): the entity selector names the id and the types the
-    /// registrations name, `attrs` goes into the query body, the other parameters stay in the
-    /// URL. The JSON body of a 200, `None` for a 404.
-    async fn query_by_post(
+    /// A query of `source` sent as `POST /entityOperations/query` (a source whose registrations
+    /// allow queryBatch and not queryEntity): the query parameters that the Query data type
+    /// holds go into the body ([`query_body`]), the others stay in the URL. The body of a 200,
+    /// `None` for a 404.
+    async fn post_query(
         &self,
         source: &Source,
         forward: &Forward<'_>,
         authorization: Option<&str>,
-        id: &str,
-        filters: Vec<(String, String)>,
-    ) -> Result<Option<Value>, SourceWarning> {
-        let mut selector = serde_json::Map::new();
-        selector.insert("id".to_owned(), Value::from(id));
-        if !source.types.is_empty() {
-            selector.insert(
-                "type".to_owned(),
-                Value::from(source.type_list(forward.context)),
-            );
-        }
-        let mut body = serde_json::json!({"type": "Query", "entities": [selector]});
-        let (attrs, params): (Vec<_>, Vec<_>) =
-            filters.into_iter().partition(|(name, _)| name == "attrs");
-        if let Some((_, attrs)) = attrs.into_iter().next() {
-            body["attrs"] = attrs.split(',').map(str::trim).collect::<Vec<_>>().into();
-        }
+        query: &[(String, String)],
+        after: Option<&str>,
+    ) -> Result<Option<actix_web::web::Bytes>, SourceWarning> {
+        let (body, params) = query_body(query);
         let mut url = url::Url::parse(&format!(
             "{}/ngsi-ld/v1/entityOperations/query",
             source.endpoint
@@ -1359,12 +1366,18 @@ impl Federation {
         if !params.is_empty() {
             url.set_query(Some(&query_string(&params)));
         }
-        let request = self
+        let mut request = self
             .request(reqwest::Method::POST, url, source, forward, authorization)
             .header("content-type", "application/json")
             .body(body.to_string());
+        if let Some(after) = after {
+            request = request.header(AFTER_HEADER, after);
+        }
         let (status, bytes) = self.exchange(source, request).await?;
-        answer_body(source, status, &bytes)
+        match status {
+            200 => Ok(Some(bytes)),
+            other => answer_body(source, other, &bytes).map(|_| None),
+        }
     }
 
     /// Sends one GET (`path` under `/ngsi-ld/v1/`, with `query`) to every source in parallel;
@@ -1394,6 +1407,72 @@ impl Federation {
         self.check_complete(forward, &warnings)?;
         Ok((bodies, warnings))
     }
+}
+
+/// A query's URL parameters as the body of `POST /entityOperations/query` (the Query data type,
+/// clause 5.2.23) and the parameters that stay in the URL (paging, options and the rest). `id`,
+/// `type` and `idPattern` make the entity selectors (one per id), `attrs` a list, the geo-query
+/// parameters `geoQ`; `q`, `csf`, `scopeQ` and `lang` keep their names.
+fn query_body(query: &[(String, String)]) -> (Value, Vec<(String, String)>) {
+    let mut body = serde_json::Map::new();
+    body.insert("type".to_owned(), Value::from("Query"));
+    let mut url = Vec::new();
+    let (mut ids, mut entity_type, mut id_pattern) = (Vec::new(), None, None);
+    let mut geo = serde_json::Map::new();
+    for (name, value) in query {
+        match name.as_str() {
+            "id" => ids.extend(value.split(',').map(str::trim).map(Value::from)),
+            "type" => entity_type = Some(Value::from(value.as_str())),
+            "idPattern" => id_pattern = Some(Value::from(value.as_str())),
+            "attrs" => {
+                body.insert(
+                    "attrs".to_owned(),
+                    value.split(',').map(str::trim).collect::<Vec<_>>().into(),
+                );
+            }
+            "q" | "csf" | "scopeQ" | "lang" => {
+                body.insert(name.clone(), Value::from(value.as_str()));
+            }
+            "georel" | "geometry" | "geoproperty" => {
+                geo.insert(name.clone(), Value::from(value.as_str()));
+            }
+            "coordinates" => {
+                let coordinates =
+                    serde_json::from_str(value).unwrap_or(Value::from(value.as_str()));
+                geo.insert(name.clone(), coordinates);
+            }
+            _ => url.push((name.clone(), value.clone())),
+        }
+    }
+    let selector = |id: Option<Value>| {
+        let mut selector = serde_json::Map::new();
+        if let Some(id) = id {
+            selector.insert("id".to_owned(), id);
+        } else if let Some(pattern) = &id_pattern {
+            selector.insert("idPattern".to_owned(), pattern.clone());
+        }
+        if let Some(entity_type) = &entity_type {
+            selector.insert("type".to_owned(), entity_type.clone());
+        }
+        Value::Object(selector)
+    };
+    let selectors: Vec<Value> = if ids.is_empty() {
+        let only = selector(None);
+        if only.as_object().is_some_and(serde_json::Map::is_empty) {
+            Vec::new()
+        } else {
+            vec![only]
+        }
+    } else {
+        ids.into_iter().map(|id| selector(Some(id))).collect()
+    };
+    if !selectors.is_empty() {
+        body.insert("entities".to_owned(), Value::Array(selectors));
+    }
+    if !geo.is_empty() {
+        body.insert("geoQ".to_owned(), Value::Object(geo));
+    }
+    (Value::Object(body), url)
 }
 
 /// What a source's answer to a read says: the JSON body of a 200, `None` for a 404 (the source
@@ -1558,6 +1637,46 @@ mod tests {
     use super::*;
     use civitas_ngsild::entity::AttributeValue;
     use civitas_ngsild::names::EntityId;
+    use serde_json::json;
+
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_query_becomes_a_query_body_and_paging_stays_in_the_url() {
+        let (body, url) = query_body(&pairs(&[
+            ("type", "Vehicle"),
+            ("id", "urn:a, urn:b"),
+            ("attrs", "speed,fuel"),
+            ("georel", "near;maxDistance==10"),
+            ("geometry", "Point"),
+            ("coordinates", "[1.5,2]"),
+            ("limit", "20"),
+            ("options", "keyValues"),
+        ]));
+        assert_eq!(
+            body,
+            json!({"type": "Query", "attrs": ["speed", "fuel"],
+                   "entities": [{"id": "urn:a", "type": "Vehicle"},
+                                {"id": "urn:b", "type": "Vehicle"}],
+                   "geoQ": {"georel": "near;maxDistance==10", "geometry": "Point",
+                            "coordinates": [1.5, 2]}})
+        );
+        assert_eq!(url, pairs(&[("limit", "20"), ("options", "keyValues")]));
+
+        let (body, url) = query_body(&pairs(&[("idPattern", "urn:.*"), ("q", "speed>1")]));
+        assert_eq!(
+            body,
+            json!({"type": "Query", "q": "speed>1", "entities": [{"idPattern": "urn:.*"}]})
+        );
+        assert!(url.is_empty());
+        let (body, _) = query_body(&pairs(&[("attrs", "speed")]));
+        assert_eq!(body, json!({"type": "Query", "attrs": ["speed"]}));
+    }
 
     fn entity(types: &[&str], attributes: &[(&str, Option<&str>, Option<&str>, i64)]) -> Entity {
         let mut entity = Entity {

@@ -291,6 +291,19 @@ impl Registrations {
         operation: &str,
         csf: Option<&civitas_ngsild::q::Query>,
     ) -> Result<Vec<Registration>, Problem> {
+        self.matching_any_where(tenant, selector, &[operation], csf)
+            .await
+    }
+
+    /// [`Registrations::matching_where`] for registrations that support any of `operations`
+    /// (a broker may serve one request by several: a retrieval by a query).
+    pub async fn matching_any_where(
+        &self,
+        tenant: &str,
+        selector: &Selector<'_>,
+        operations: &[&str],
+        csf: Option<&civitas_ngsild::q::Query>,
+    ) -> Result<Vec<Registration>, Problem> {
         let now = self.clock.now();
         Ok(self
             .all(tenant)
@@ -298,7 +311,11 @@ impl Registrations {
             .iter()
             .filter(|stored| csf.is_none_or(|csf| csf.matches_members(&stored.canonical)))
             .map(|stored| &stored.registration)
-            .filter(|r| !r.expired(now) && r.supports(operation) && r.matches(selector))
+            .filter(|r| {
+                !r.expired(now)
+                    && operations.iter().any(|operation| r.supports(operation))
+                    && r.matches(selector)
+            })
             .cloned()
             .collect())
     }

@@ -516,9 +516,16 @@ async fn federated_query(
         id_pattern: query.id_pattern.as_deref(),
         attributes: &query.attributes,
     };
+    // A source is queried with GET, or with POST when its registrations allow only that
+    // (queryBatch; `federation::Source`).
     let mut registrations = state
         .registrations
-        .matching_where(auth.tenant(), &selector, "queryEntity", csf)
+        .matching_any_where(
+            auth.tenant(),
+            &selector,
+            &["queryEntity", "queryBatch"],
+            csf,
+        )
         .await?;
     for registration in &mut registrations {
         registration.restrict(&selector);
@@ -855,23 +862,15 @@ async fn federated_retrieve(
     };
     // A source is asked for one entity by retrieval, or by query when its registrations allow
     // only that (`federation::Retrieval`).
-    let mut registrations = Vec::new();
-    for operation in federation::Retrieval::OPERATIONS {
-        for registration in state
-            .registrations
-            .matching(auth.tenant(), &selector, operation)
-            .await?
-        {
-            if !registrations
-                .iter()
-                .any(|known: &civitas_ngsild::registration::Registration| {
-                    known.id == registration.id
-                })
-            {
-                registrations.push(registration);
-            }
-        }
-    }
+    let registrations = state
+        .registrations
+        .matching_any_where(
+            auth.tenant(),
+            &selector,
+            &federation::Retrieval::OPERATIONS,
+            None,
+        )
+        .await?;
     let sources = federation.sources(&registrations);
     let endpoints: Vec<String> = sources.iter().map(|s| s.endpoint.clone()).collect();
     let local = match state.entities.retrieve(auth, id.as_str(), asked).await {

@@ -1020,7 +1020,7 @@ async fn three_way_source() -> (String, actix_web::dev::ServerHandle, Seen<Strin
 }
 
 #[actix_web::test]
-async fn a_retrieval_reaches_a_source_by_the_operation_its_registration_allows() {
+async fn a_source_is_asked_by_the_operations_its_registrations_allow() {
     let (source, handle, seen) = three_way_source().await;
     let broker = broker(&[], 2_000).await;
     for (prefix, operations) in [
@@ -1081,10 +1081,31 @@ async fn a_retrieval_reaches_a_source_by_the_operation_its_registration_allows()
     assert_eq!(
         asked,
         [
-            "batch POST /ngsi-ld/v1/entityOperations/query? {\"type\":\"Query\",\"entities\":\
-             [{\"id\":\"urn:ngsi-ld:Vehicle:v1\",\"type\":\"Vehicle\"}],\"attrs\":[\"fuel\"]}",
+            "batch POST /ngsi-ld/v1/entityOperations/query? {\"type\":\"Query\",\"attrs\":[\"fuel\"],\
+             \"entities\":[{\"id\":\"urn:ngsi-ld:Vehicle:v1\",\"type\":\"Vehicle\"}]}",
             "query GET /ngsi-ld/v1/entities?attrs=fuel&id=urn:ngsi-ld:Vehicle:v1&type=Vehicle ",
             "retrieve GET /ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:v1?attrs=fuel ",
+        ]
+    );
+
+    // A query goes to the sources that allow queries, by GET or, for queryBatch alone, by POST
+    // with the parameters in the body.
+    seen.lock().expect("not poisoned").clear();
+    let reply = broker
+        .get(
+            &format!("{ENTITIES}?type=Vehicle&q=fuel>1&attrs=fuel,brandName"),
+            Some(TEST_CONTEXT_URL),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let mut asked = seen.lock().expect("not poisoned").clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "batch POST /ngsi-ld/v1/entityOperations/query? {\"type\":\"Query\",\
+             \"q\":\"fuel>1\",\"attrs\":[\"fuel\",\"brandName\"],\"entities\":[{\"type\":\"Vehicle\"}]}",
+            "query GET /ngsi-ld/v1/entities?type=Vehicle&q=fuel%3E1&attrs=fuel,brandName ",
         ]
     );
     handle.stop(false).await;
