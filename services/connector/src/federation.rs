@@ -77,8 +77,9 @@ pub struct Source {
     ids: Option<Vec<String>>,
     /// The only attributes (expanded) the registrations name (`None`: every attribute).
     attributes: Option<Vec<String>>,
-    /// How a retrieval of one entity is sent there.
-    retrieval: Retrieval,
+    /// One entity is asked for with `GET /entities/{id}` (a registration allows
+    /// retrieveEntity), else with a query for its id.
+    retrievable: bool,
     /// Queries go there as `POST /entityOperations/query`: its registrations allow queryBatch
     /// and none allows queryEntity.
     batch_queries: bool,
@@ -86,35 +87,9 @@ pub struct Source {
     types: Vec<String>,
 }
 
-/// How a broker asks a source for one entity (clause 4.3.6.3): with the first of the operations
-/// retrieveEntity, queryEntity and queryBatch that the source's registrations support.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Retrieval {
-    /// `GET /entities/{id}`.
-    Retrieve,
-    /// `GET /entities?id={id}&type=…`.
-    Query,
-    /// `POST /entityOperations/query` with the id and types as the entity selector.
-    Batch,
-}
-
-impl Retrieval {
-    /// The operations a registration may support for a broker to retrieve through it.
-    pub const OPERATIONS: [&str; 3] = ["retrieveEntity", "queryEntity", "queryBatch"];
-
-    fn of(registration: &Registration) -> Retrieval {
-        if registration.supports("retrieveEntity") {
-            Retrieval::Retrieve
-        } else if registration.supports("queryEntity") {
-            Retrieval::Query
-        } else if registration.supports("queryBatch") {
-            Retrieval::Batch
-        } else {
-            // Matched for another operation: a retrieval never reaches it.
-            Retrieval::Retrieve
-        }
-    }
-}
+/// The operations a registration may support for the broker to retrieve one entity through it
+/// (clause 4.3.6.3): by retrieval, else by a query for its id ([`Source::retrievable`]).
+pub const RETRIEVAL_OPERATIONS: [&str; 3] = ["retrieveEntity", "queryEntity", "queryBatch"];
 
 impl Source {
     /// The entity types its registrations name, compacted with the caller's @context and
@@ -430,7 +405,7 @@ impl Federation {
                 headers: registration.context_source_info.clone(),
                 ids,
                 attributes,
-                retrieval: Retrieval::of(registration),
+                retrievable: registration.supports("retrieveEntity"),
                 batch_queries: registration.supports("queryBatch")
                     && !registration.supports("queryEntity"),
                 types: registration
@@ -448,7 +423,7 @@ impl Federation {
                 Some(known) => {
                     // Several registrations of one source: it holds what any of them names, and
                     // is asked the most direct way any of them allows.
-                    known.retrieval = known.retrieval.min(source.retrieval);
+                    known.retrievable |= source.retrievable;
                     known.batch_queries &= source.batch_queries;
                     known.types.extend(source.types);
                     known.ids = known.ids.take().zip(source.ids).map(|(mut a, b)| {
@@ -1285,39 +1260,24 @@ impl Federation {
             // The entity is named by the path, or by the query's own id.
             filters.retain(|(name, _)| name != "id");
             let authorization = self.credentials(source, forward)?;
-            let body = match source.retrieval {
-                Retrieval::Retrieve => {
-                    let path = format!("entities/{}", crate::routes::path_segment(id));
-                    self.get(source, forward, authorization.as_deref(), &path, &filters)
-                        .await?
-                }
-                Retrieval::Query => {
-                    filters.push(("id".to_owned(), id.to_owned()));
-                    if !source.types.is_empty() && !filters.iter().any(|(name, _)| name == "type") {
-                        filters.push(("type".to_owned(), source.type_list(forward.context)));
-                    }
-                    self.get(
-                        source,
-                        forward,
-                        authorization.as_deref(),
-                        "entities",
-                        &filters,
-                    )
+            let body = if source.retrievable {
+                let path = format!("entities/{}", crate::routes::path_segment(id));
+                self.get(source, forward, authorization.as_deref(), &path, &filters)
                     .await?
+            } else {
+                // A query for the id (as a POST when the source allows only that: `get_text`).
+                filters.push(("id".to_owned(), id.to_owned()));
+                if !source.types.is_empty() && !filters.iter().any(|(name, _)| name == "type") {
+                    filters.push(("type".to_owned(), source.type_list(forward.context)));
                 }
-                Retrieval::Batch => {
-                    filters.push(("id".to_owned(), id.to_owned()));
-                    if !source.types.is_empty() && !filters.iter().any(|(name, _)| name == "type") {
-                        filters.push(("type".to_owned(), source.type_list(forward.context)));
-                    }
-                    match self
-                        .post_query(source, forward, authorization.as_deref(), &filters, None)
-                        .await?
-                    {
-                        Some(bytes) => answer_body(source, 200, &bytes)?,
-                        None => None,
-                    }
-                }
+                self.get(
+                    source,
+                    forward,
+                    authorization.as_deref(),
+                    "entities",
+                    &filters,
+                )
+                .await?
             };
             match body {
                 None => Ok(Vec::new()),

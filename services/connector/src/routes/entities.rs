@@ -861,13 +861,13 @@ async fn federated_retrieve(
         attributes: asked,
     };
     // A source is asked for one entity by retrieval, or by query when its registrations allow
-    // only that (`federation::Retrieval`).
+    // only that (`federation::Source`).
     let registrations = state
         .registrations
         .matching_any_where(
             auth.tenant(),
             &selector,
-            &federation::Retrieval::OPERATIONS,
+            &federation::RETRIEVAL_OPERATIONS,
             None,
         )
         .await?;
