@@ -618,32 +618,16 @@ impl Federation {
         path: &str,
         query: &[(String, String)],
     ) -> Result<Option<Value>, SourceWarning> {
-        self.get_after(source, forward, authorization, path, query, None)
-            .await
+        let text = self
+            .get_text(source, forward, authorization, path, query, None)
+            .await?;
+        json_of(source, text)
     }
 
-    /// [`Federation::get`], asking for the ids after `after` only ([`AFTER_HEADER`]).
-    async fn get_after(
-        &self,
-        source: &Source,
-        forward: &Forward<'_>,
-        authorization: Option<&str>,
-        path: &str,
-        query: &[(String, String)],
-        after: Option<&str>,
-    ) -> Result<Option<Value>, SourceWarning> {
-        match self
-            .get_text(source, forward, authorization, path, query, after)
-            .await?
-        {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
-            None => Ok(None),
-        }
-    }
-
-    /// [`Federation::get_after`], with the body of a 200 as it came.
+    /// [`Federation::get`], with the body of a 200 as it came; with `after`, asking for the ids
+    /// after it only ([`AFTER_HEADER`]). A query of a source whose registrations allow queryBatch
+    /// and not queryEntity goes as `POST /entityOperations/query`: the parameters the Query data
+    /// type holds in its body ([`query_body`]), the others in the URL.
     async fn get_text(
         &self,
         source: &Source,
@@ -653,24 +637,42 @@ impl Federation {
         query: &[(String, String)],
         after: Option<&str>,
     ) -> Result<Option<actix_web::web::Bytes>, SourceWarning> {
-        if path == "entities" && source.batch_queries {
-            return self
-                .post_query(source, forward, authorization, query, after)
-                .await;
-        }
+        let (method, path, query, body) = if path == "entities" && source.batch_queries {
+            let (body, params) = query_body(query);
+            let post = reqwest::Method::POST;
+            (
+                post,
+                "entityOperations/query",
+                params,
+                Some(body.to_string()),
+            )
+        } else {
+            (reqwest::Method::GET, path, query.to_vec(), None)
+        };
         let mut url = url::Url::parse(&format!("{}/ngsi-ld/v1/{path}", source.endpoint))
             .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
         if !query.is_empty() {
-            url.set_query(Some(&query_string(query)));
+            url.set_query(Some(&query_string(&query)));
         }
-        let mut request = self.request(reqwest::Method::GET, url, source, forward, authorization);
+        let mut request = self.request(method, url, source, forward, authorization);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
         if let Some(after) = after {
             request = request.header(AFTER_HEADER, after);
         }
         let (status, bytes) = self.exchange(source, request).await?;
         match status {
             200 => Ok(Some(bytes)),
-            other => answer_body(source, other, &bytes).map(|_| None),
+            404 => Ok(None),
+            401 | 403 => Err(SourceWarning {
+                source: source.endpoint.clone(),
+                message: format!("refused the caller's token ({status})"),
+                failed: false,
+            }),
+            other => Err(source_failed(source, format!("answered {other}"))),
         }
     }
 
@@ -1155,8 +1157,8 @@ impl Federation {
             query.push(("offset".to_owned(), offset.to_string()));
             query.push(("options".to_owned(), "keyValues".to_owned()));
             query.push(("pick".to_owned(), "id".to_owned()));
-            let body = self
-                .get_after(
+            let text = self
+                .get_text(
                     source,
                     forward,
                     authorization.as_deref(),
@@ -1164,8 +1166,8 @@ impl Federation {
                     &query,
                     after.as_deref(),
                 )
-                .await?
-                .unwrap_or(Value::Array(Vec::new()));
+                .await?;
+            let body = json_of(source, text)?.unwrap_or(Value::Array(Vec::new()));
             let Value::Array(items) = body else {
                 return Err(source_failed(
                     source,
@@ -1305,41 +1307,6 @@ impl Federation {
 }
 
 impl Federation {
-    /// A query of `source` sent as `POST /entityOperations/query` (a source whose registrations
-    /// allow queryBatch and not queryEntity): the query parameters that the Query data type
-    /// holds go into the body ([`query_body`]), the others stay in the URL. The body of a 200,
-    /// `None` for a 404.
-    async fn post_query(
-        &self,
-        source: &Source,
-        forward: &Forward<'_>,
-        authorization: Option<&str>,
-        query: &[(String, String)],
-        after: Option<&str>,
-    ) -> Result<Option<actix_web::web::Bytes>, SourceWarning> {
-        let (body, params) = query_body(query);
-        let mut url = url::Url::parse(&format!(
-            "{}/ngsi-ld/v1/entityOperations/query",
-            source.endpoint
-        ))
-        .map_err(|e| source_failed(source, format!("invalid endpoint: {e}")))?;
-        if !params.is_empty() {
-            url.set_query(Some(&query_string(&params)));
-        }
-        let mut request = self
-            .request(reqwest::Method::POST, url, source, forward, authorization)
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(after) = after {
-            request = request.header(AFTER_HEADER, after);
-        }
-        let (status, bytes) = self.exchange(source, request).await?;
-        match status {
-            200 => Ok(Some(bytes)),
-            other => answer_body(source, other, &bytes).map(|_| None),
-        }
-    }
-
     /// Sends one GET (`path` under `/ngsi-ld/v1/`, with `query`) to every source in parallel;
     /// the JSON bodies of those that answered 200, and a warning for each that did not answer
     /// usefully. A 404 is an answer: the source has nothing.
@@ -1435,21 +1402,16 @@ fn query_body(query: &[(String, String)]) -> (Value, Vec<(String, String)>) {
     (Value::Object(body), url)
 }
 
-/// What a source's answer to a read says: the JSON body of a 200, `None` for a 404 (the source
-/// has nothing), a warning for anything else.
-fn answer_body(source: &Source, status: u16, bytes: &[u8]) -> Result<Option<Value>, SourceWarning> {
-    match status {
-        200 => serde_json::from_slice(bytes)
-            .map(Some)
-            .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}"))),
-        404 => Ok(None),
-        401 | 403 => Err(SourceWarning {
-            source: source.endpoint.clone(),
-            message: format!("refused the caller's token ({status})"),
-            failed: false,
-        }),
-        other => Err(source_failed(source, format!("answered {other}"))),
-    }
+/// The JSON of a source's answer, if it gave one.
+fn json_of(
+    source: &Source,
+    text: Option<actix_web::web::Bytes>,
+) -> Result<Option<Value>, SourceWarning> {
+    text.map(|text| {
+        serde_json::from_slice(&text)
+            .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}")))
+    })
+    .transpose()
 }
 
 /// What a query value escapes: what would end or split it, and what is not printable ASCII. The

@@ -758,28 +758,25 @@ async fn paging_through_ten_thousand_merged_entities_yields_each_once() {
 /// What a mock source keeps of the requests it answered.
 type Seen<T> = std::sync::Arc<std::sync::Mutex<Vec<T>>>;
 
-/// A mock source on 127.0.0.1 answering `GET /ngsi-ld/v1/entities` with `answer`'s entity list,
-/// and keeping what `answer` notes of each request.
+/// A mock source on 127.0.0.1 answering every request (a broker asks its sources for entities)
+/// with `answer`'s JSON for it and its body, and keeping what `answer` notes of each request.
 async fn mock_source<T: Send + 'static>(
-    answer: impl Fn(&actix_web::HttpRequest) -> (T, Value) + Clone + Send + 'static,
+    answer: impl Fn(&actix_web::HttpRequest, &[u8]) -> (T, Value) + Clone + Send + 'static,
 ) -> (String, actix_web::dev::ServerHandle, Seen<T>) {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     let seen: Seen<T> = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorded = seen.clone();
     let server = HttpServer::new(move || {
         let (recorded, answer) = (recorded.clone(), answer.clone());
-        App::new().route(
-            "/ngsi-ld/v1/entities",
-            web::get().to(move |req: HttpRequest| {
-                let (noted, body) = answer(&req);
-                recorded.lock().expect("not poisoned").push(noted);
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(body.to_string())
-                }
-            }),
-        )
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (noted, reply) = answer(&req, &body);
+            recorded.lock().expect("not poisoned").push(noted);
+            async move {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(reply.to_string())
+            }
+        }))
     })
     .workers(1)
     .bind("127.0.0.1:0")
@@ -794,7 +791,7 @@ async fn mock_source<T: Send + 'static>(
 /// A source that is not a department's connector (another NGSI-LD broker, say): it records the
 /// query string of every request and answers with one vehicle.
 async fn recording_source() -> (String, actix_web::dev::ServerHandle, Seen<String>) {
-    mock_source(|req| {
+    mock_source(|req, _| {
         let vehicle = json!([{"id": "urn:ngsi-ld:Vehicle:foreign", "type": "Vehicle",
                               "speed": {"type": "Property", "value": 7}}]);
         (req.query_string().to_owned(), vehicle)
@@ -805,7 +802,7 @@ async fn recording_source() -> (String, actix_web::dev::ServerHandle, Seen<Strin
 /// A department's connector of a release that pages by `offset` only: 1,500 vehicles, the
 /// `Civitas-After` header ignored. Records whether each request carried it, and its query.
 async fn offset_only_department() -> (String, actix_web::dev::ServerHandle, Seen<(bool, String)>) {
-    mock_source(|req| {
+    mock_source(|req, _| {
         let query: std::collections::HashMap<String, String> =
             url::form_urlencoded::parse(req.query_string().as_bytes())
                 .into_owned()
@@ -976,47 +973,29 @@ async fn csf_selects_the_sources_a_broker_asks() {
 /// with one vehicle that has an attribute of its own, and recording every request as
 /// "PREFIX METHOD PATH?QUERY BODY".
 async fn three_way_source() -> (String, actix_web::dev::ServerHandle, Seen<String>) {
-    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-    let seen: Seen<String> = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let recorded = seen.clone();
-    let server = HttpServer::new(move || {
-        let recorded = recorded.clone();
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let path = req.path().to_owned();
-            let (prefix, rest) = path[1..].split_once('/').unwrap_or(("", ""));
-            recorded.lock().expect("not poisoned").push(format!(
-                "{prefix} {} /{rest}?{} {}",
-                req.method(),
-                req.query_string(),
-                String::from_utf8_lossy(&body)
-            ));
-            let attribute = match prefix {
-                "retrieve" => "speed",
-                "query" => "brandName",
-                _ => "fuel",
-            };
-            let mut vehicle = json!({"id": "urn:ngsi-ld:Vehicle:v1", "type": "Vehicle"});
-            vehicle[attribute] = json!({"type": "Property", "value": 7});
-            let body = if rest.starts_with("ngsi-ld/v1/entities/") {
-                vehicle
-            } else {
-                json!([vehicle])
-            };
-            async move {
-                HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(body.to_string())
-            }
-        }))
+    mock_source(|req, body| {
+        let path = req.path().to_owned();
+        let (prefix, rest) = path[1..].split_once('/').unwrap_or(("", ""));
+        let noted = format!(
+            "{prefix} {} /{rest}?{} {}",
+            req.method(),
+            req.query_string(),
+            String::from_utf8_lossy(body)
+        );
+        let attribute = match prefix {
+            "retrieve" => "speed",
+            "query" => "brandName",
+            _ => "fuel",
+        };
+        let mut vehicle = json!({"id": "urn:ngsi-ld:Vehicle:v1", "type": "Vehicle"});
+        vehicle[attribute] = json!({"type": "Property", "value": 7});
+        if rest.starts_with("ngsi-ld/v1/entities/") {
+            (noted, vehicle)
+        } else {
+            (noted, json!([vehicle]))
+        }
     })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .expect("binds");
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    (url, handle, seen)
+    .await
 }
 
 #[actix_web::test]
