@@ -9,10 +9,10 @@
 //! block's restrictions.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use biscuit_auth::builder;
+use biscuit_auth::builder::{self, Rule};
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, PublicKey};
 use chrono::{DateTime, Utc};
 
@@ -452,10 +452,11 @@ pub struct Authorizer(Arc<Shared>);
 struct Shared {
     root: PublicKey,
     department: String,
-    policy: String,
+    /// The authorizer every decision starts from: the limits, the department's policy and the
+    /// default policy, parsed once.
+    template: AuthorizerBuilder,
     policy_uses_request_facts: bool,
     anonymous: Arc<Grant>,
-    limits: AuthorizerLimits,
     revoked: RwLock<HashSet<String>>,
     cache: Mutex<HashMap<CacheKey, CachedGrant>>,
     /// Whether the root key verifies a token, per token seen ([`Authorizer::verifies`]): a
@@ -483,23 +484,26 @@ impl Authorizer {
     /// checks and policies evaluated before the default policy; may be empty). Requests without a
     /// token get nothing until [`Authorizer::with_anonymous`] says otherwise.
     pub fn new(root: PublicKey, policy: &str, department: &str) -> Result<Authorizer, Error> {
-        // Parse once now, so a broken policy fails at start-up and not on the first request.
-        AuthorizerBuilder::new()
+        // Generous, explicit limits: the library's default time limit (1 ms) refuses valid
+        // tokens on a loaded machine.
+        let limits = AuthorizerLimits {
+            max_facts: 10_000,
+            max_iterations: 1_000,
+            max_time: Duration::from_millis(250),
+        };
+        // Parsed once now: a broken policy fails at start-up, not on the first request.
+        let template = AuthorizerBuilder::new()
+            .set_limits(limits)
             .code(policy)
-            .map_err(|e| Error::Invalid(format!("policy: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("policy: {e}")))?
+            .code(DEFAULT_POLICY)
+            .map_err(|e| Error::Invalid(format!("default policy: {e}")))?;
         Ok(Authorizer(Arc::new(Shared {
             root,
             department: department.to_owned(),
-            policy: policy.to_owned(),
+            template,
             policy_uses_request_facts: uses_request_facts(policy),
             anonymous: Arc::new(Grant::anonymous(Vec::new(), Vec::new(), Some(Vec::new()))),
-            // Generous, explicit limits: the library's default time limit (1 ms) refuses valid
-            // tokens on a loaded machine.
-            limits: AuthorizerLimits {
-                max_facts: 10_000,
-                max_iterations: 1_000,
-                max_time: Duration::from_millis(250),
-            },
             revoked: RwLock::new(HashSet::new()),
             cache: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
@@ -571,10 +575,9 @@ impl Clone for Shared {
         Shared {
             root: self.root,
             department: self.department.clone(),
-            policy: self.policy.clone(),
+            template: self.template.clone(),
             policy_uses_request_facts: self.policy_uses_request_facts,
             anonymous: self.anonymous.clone(),
-            limits: self.limits.clone(),
             revoked: RwLock::new(
                 self.revoked
                     .read()
@@ -778,20 +781,19 @@ impl Shared {
                 facts.push(builder::fact(predicate, &[string(value)]));
             }
         }
-        let mut builder = AuthorizerBuilder::new().set_limits(self.limits.clone());
+        let mut builder = self.template.clone();
         for fact in facts {
             builder = builder
                 .fact(fact)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
         }
         let mut authorizer = builder
-            .code(&self.policy)
-            .and_then(|b| b.code(DEFAULT_POLICY))
-            .and_then(|b| b.build(&biscuit))
+            .build(&biscuit)
             .map_err(|e| Error::Invalid(e.to_string()))?;
+        let queries = &*QUERIES;
 
         let expiries: Vec<(SystemTime,)> = authorizer
-            .query_all("data($date) <- expires($date)")
+            .query_all(queries.expires.clone())
             .map_err(limit_error)?;
         let expires = expiries.into_iter().map(|(at,)| at).min();
         if let Some(at) = expires
@@ -807,7 +809,7 @@ impl Shared {
 
         // Rights and the attribute allow-list: authority block (and the department's policy) only.
         let rights: Vec<(String, String)> = authorizer
-            .query("data($op, $type) <- right($op, $type)")
+            .query(queries.rights.clone())
             .map_err(limit_error)?;
         let mut by_operation: HashMap<Operation, Vec<String>> = HashMap::new();
         for (operation, entity_type) in rights {
@@ -820,19 +822,19 @@ impl Shared {
             .map(|(op, types)| (op, NameSet::from_names(types)))
             .collect();
         let attributes: Vec<(String,)> = authorizer
-            .query("data($a) <- attribute_allowed($a)")
+            .query(queries.attributes.clone())
             .map_err(limit_error)?;
         let mut attributes = NameSet::from_names(attributes.into_iter().map(|(a,)| a));
         let holders: Vec<(String,)> = authorizer
-            .query("data($h) <- holder($h)")
+            .query(queries.holders.clone())
             .map_err(limit_error)?;
         let purposes: Vec<(String,)> = authorizer
-            .query("data($p) <- purpose($p)")
+            .query(queries.purposes.clone())
             .map_err(limit_error)?;
 
         // Restrictions from every block narrow the grant.
         let type_limits: Vec<(String, BTreeSet<String>)> = authorizer
-            .query_all("data($op, $types) <- restrict_types($op, $types)")
+            .query_all(queries.type_limits.clone())
             .map_err(limit_error)?;
         for (operation, types) in type_limits {
             if let Some(operation) = Operation::parse(&operation)
@@ -842,7 +844,7 @@ impl Shared {
             }
         }
         let attribute_limits: Vec<(BTreeSet<String>,)> = authorizer
-            .query_all("data($a) <- restrict_attributes($a)")
+            .query_all(queries.attribute_limits.clone())
             .map_err(limit_error)?;
         for (limit,) in attribute_limits {
             attributes.narrow(&limit);
@@ -868,6 +870,30 @@ impl Shared {
         })
     }
 }
+
+/// The queries a decision reads its grant with, parsed once.
+struct Queries {
+    expires: Rule,
+    rights: Rule,
+    attributes: Rule,
+    holders: Rule,
+    purposes: Rule,
+    type_limits: Rule,
+    attribute_limits: Rule,
+}
+
+static QUERIES: LazyLock<Queries> = LazyLock::new(|| {
+    let rule = |text: &str| Rule::try_from(text).expect("the decision's queries parse");
+    Queries {
+        expires: rule("data($date) <- expires($date)"),
+        rights: rule("data($op, $type) <- right($op, $type)"),
+        attributes: rule("data($a) <- attribute_allowed($a)"),
+        holders: rule("data($h) <- holder($h)"),
+        purposes: rule("data($p) <- purpose($p)"),
+        type_limits: rule("data($op, $types) <- restrict_types($op, $types)"),
+        attribute_limits: rule("data($a) <- restrict_attributes($a)"),
+    }
+});
 
 /// What [`Shared::decide`] found.
 struct Decision {
