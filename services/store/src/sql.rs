@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::database::HasStatementCache;
 use sqlx::{Database, IntoArguments, Postgres, QueryBuilder, Row, Sqlite};
+use std::fmt::Write as _;
 
 use crate::ops::EntryRow;
 use crate::{BBox, ContextRecord, EntityRecord, Error, RegistrationRecord};
@@ -268,13 +269,15 @@ impl Sql for Sqlite {
             if position > 0 {
                 spans.push(',');
             }
-            spans.push_str(&format!(
+            // Writing to a String cannot fail.
+            let _ = write!(
+                spans,
                 "[{},{},{},{}]",
                 row.offset,
                 row.width,
                 blob.len() + 1,
                 row.data.len()
-            ));
+            );
             blob.extend_from_slice(&row.data);
         }
         spans.push(']');
@@ -307,11 +310,8 @@ impl Sql for Sqlite {
             if position > 0 {
                 subtrees.push(',');
             }
-            subtrees.push('[');
-            subtrees.push_str(&level.to_string());
-            subtrees.push(',');
-            subtrees.push_str(&index.to_string());
-            subtrees.push(']');
+            // Writing to a String cannot fail.
+            let _ = write!(subtrees, "[{level},{index}]");
             blob.extend_from_slice(hash);
         }
         subtrees.push(']');
