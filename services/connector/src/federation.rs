@@ -621,13 +621,18 @@ impl Federation {
         let text = self
             .get_text(source, forward, authorization, path, query, None)
             .await?;
-        json_of(source, text)
+        text.map(|text| {
+            serde_json::from_slice(&text)
+                .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}")))
+        })
+        .transpose()
     }
 
-    /// [`Federation::get`], with the body of a 200 as it came; with `after`, asking for the ids
-    /// after it only ([`AFTER_HEADER`]). A query of a source whose registrations allow queryBatch
-    /// and not queryEntity goes as `POST /entityOperations/query`: the parameters the Query data
-    /// type holds in its body ([`query_body`]), the others in the URL.
+    /// Every read of a source: `path` with `query`, the body of a 200 as it came, `None` for a
+    /// 404; with `after`, asking for the ids after it only ([`AFTER_HEADER`]). A query of a
+    /// source whose registrations allow queryBatch and not queryEntity goes as
+    /// `POST /entityOperations/query`: the parameters the Query data type holds in its body
+    /// ([`query_body`]), the others in the URL.
     async fn get_text(
         &self,
         source: &Source,
@@ -701,43 +706,10 @@ impl Federation {
         })
     }
 
-    /// A source's answer as its entities' JSON objects, each with its id, not yet read as
-    /// NGSI-LD ([`Federation::entity_of`] reads the ones a page needs).
-    fn items_of(
-        &self,
-        source: &Source,
-        body: Value,
-    ) -> Result<Vec<(String, Value)>, SourceWarning> {
-        let items = match body {
-            Value::Array(items) => items,
-            Value::Object(_) => vec![body],
-            _ => {
-                return Err(source_failed(
-                    source,
-                    "answered with something not an entity list",
-                ));
-            }
-        };
-        items
-            .into_iter()
-            .map(|item| {
-                let id = item
-                    .get("id")
-                    .or_else(|| item.get("@id"))
-                    .and_then(Value::as_str)
-                    .filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok())
-                    .ok_or_else(|| {
-                        source_failed(source, "answered with an entity without a valid id")
-                    })?
-                    .to_owned();
-                Ok((id, item))
-            })
-            .collect()
-    }
-
-    /// [`Federation::items_of`] from the answer's text, each entity's JSON kept as text: only the
-    /// ids are read, so the entities that do not make the page are never made into trees.
-    fn raw_items_of(&self, source: &Source, text: &[u8]) -> Result<Vec<RawItem>, SourceWarning> {
+    /// A source's answer (an entity list, or one entity) as its entities, each with its id and
+    /// its JSON kept as text: only the ids are read, so entities that are not needed (those off
+    /// the page) are never made into trees; [`Federation::entity_of`] reads the others.
+    fn items_of(&self, source: &Source, text: &[u8]) -> Result<Vec<RawItem>, SourceWarning> {
         /// An entity's id, the rest of it skipped.
         #[derive(serde::Deserialize)]
         struct Identified<'a> {
@@ -782,10 +754,12 @@ impl Federation {
     fn entity_of(
         &self,
         source: &Source,
-        item: &Value,
+        item: &RawValue,
         context: &ActiveContext,
     ) -> Result<Entity, SourceWarning> {
-        expand::entity(item, context, Payload::Entity)
+        let item: Value = serde_json::from_str(item.get())
+            .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}")))?;
+        expand::entity(&item, context, Payload::Entity)
             .and_then(|canonical| canonical::decode_entity(&canonical, Trust::Caller))
             .map_err(|e| source_failed(source, format!("answered with an invalid entity: {e}")))
     }
@@ -795,10 +769,10 @@ impl Federation {
     fn entities_of(
         &self,
         source: &Source,
-        body: Value,
+        text: &[u8],
         context: &ActiveContext,
     ) -> Result<Vec<Entity>, SourceWarning> {
-        self.items_of(source, body)?
+        self.items_of(source, text)?
             .iter()
             .map(|(_, item)| self.entity_of(source, item, context))
             .collect()
@@ -948,7 +922,7 @@ impl Federation {
                     .await?
                 {
                     None => Ok((index, Vec::new())),
-                    Some(text) => Ok((index, self.raw_items_of(source, &text)?)),
+                    Some(text) => Ok((index, self.items_of(source, &text)?)),
                 }
             });
         let mut warnings = Vec::new();
@@ -991,12 +965,7 @@ impl Federation {
             let mut broken = None;
             'sources: for (position, (index, items)) in answers.iter().enumerate() {
                 for (_, item) in items.iter().filter(|(id, _)| page.contains(id.as_str())) {
-                    let item = serde_json::from_str(item.get()).map_err(|e| {
-                        source_failed(&sources[*index], format!("answered with invalid JSON: {e}"))
-                    });
-                    match item
-                        .and_then(|item| self.entity_of(&sources[*index], &item, forward.context))
-                    {
+                    match self.entity_of(&sources[*index], item, forward.context) {
                         Ok(entity) => merge_into(&mut entities, entity),
                         Err(warning) => {
                             broken = Some((position, warning));
@@ -1167,17 +1136,11 @@ impl Federation {
                     after.as_deref(),
                 )
                 .await?;
-            let body = json_of(source, text)?.unwrap_or(Value::Array(Vec::new()));
-            let Value::Array(items) = body else {
-                return Err(source_failed(
-                    source,
-                    "answered with something not an entity list",
-                ));
+            let items = match text {
+                Some(text) => self.items_of(source, &text)?,
+                None => Vec::new(),
             };
-            let first = items
-                .first()
-                .and_then(|item| item.get("id").or_else(|| item.get("@id")))
-                .and_then(Value::as_str);
+            let first = items.first().map(|(id, _)| id.as_str());
             if let (Some(after), Some(first)) = (after.as_deref(), first)
                 && first <= after
             {
@@ -1187,17 +1150,9 @@ impl Federation {
             }
             let returned = items.len();
             let mut new = 0;
-            for item in &items {
-                let id = item
-                    .get("id")
-                    .or_else(|| item.get("@id"))
-                    .and_then(Value::as_str)
-                    .filter(|id| civitas_ngsild::names::EntityId::parse(id).is_ok())
-                    .ok_or_else(|| {
-                        source_failed(source, "answered with an entity without a valid id")
-                    })?;
-                if seen.insert(id.to_owned()) {
-                    ids.push(id.to_owned());
+            for (id, _) in items {
+                if seen.insert(id.clone()) {
+                    ids.push(id);
                     new += 1;
                 }
             }
@@ -1229,17 +1184,18 @@ impl Federation {
                 .collect();
             query.push(("id".to_owned(), chunk.join(",")));
             query.push(("limit".to_owned(), chunk.len().to_string()));
-            if let Some(body) = self
-                .get(
+            if let Some(text) = self
+                .get_text(
                     source,
                     forward,
                     authorization.as_deref(),
                     "entities",
                     &query,
+                    None,
                 )
                 .await?
             {
-                out.extend(self.entities_of(source, body, forward.context)?);
+                out.extend(self.entities_of(source, &text, forward.context)?);
             }
         }
         Ok(out)
@@ -1262,28 +1218,36 @@ impl Federation {
             // The entity is named by the path, or by the query's own id.
             filters.retain(|(name, _)| name != "id");
             let authorization = self.credentials(source, forward)?;
-            let body = if source.retrievable {
+            let text = if source.retrievable {
                 let path = format!("entities/{}", crate::routes::path_segment(id));
-                self.get(source, forward, authorization.as_deref(), &path, &filters)
-                    .await?
+                self.get_text(
+                    source,
+                    forward,
+                    authorization.as_deref(),
+                    &path,
+                    &filters,
+                    None,
+                )
+                .await?
             } else {
                 // A query for the id (as a POST when the source allows only that: `get_text`).
                 filters.push(("id".to_owned(), id.to_owned()));
                 if !source.types.is_empty() && !filters.iter().any(|(name, _)| name == "type") {
                     filters.push(("type".to_owned(), source.type_list(forward.context)));
                 }
-                self.get(
+                self.get_text(
                     source,
                     forward,
                     authorization.as_deref(),
                     "entities",
                     &filters,
+                    None,
                 )
                 .await?
             };
-            match body {
+            match text {
                 None => Ok(Vec::new()),
-                Some(body) => self.entities_of(source, body, forward.context),
+                Some(text) => self.entities_of(source, &text, forward.context),
             }
         });
         let mut merged: HashMap<String, Entity> = HashMap::new();
@@ -1400,18 +1364,6 @@ fn query_body(query: &[(String, String)]) -> (Value, Vec<(String, String)>) {
         body.insert("geoQ".to_owned(), Value::Object(geo));
     }
     (Value::Object(body), url)
-}
-
-/// The JSON of a source's answer, if it gave one.
-fn json_of(
-    source: &Source,
-    text: Option<actix_web::web::Bytes>,
-) -> Result<Option<Value>, SourceWarning> {
-    text.map(|text| {
-        serde_json::from_slice(&text)
-            .map_err(|e| source_failed(source, format!("answered with invalid JSON: {e}")))
-    })
-    .transpose()
 }
 
 /// What a query value escapes: what would end or split it, and what is not printable ASCII. The
