@@ -149,7 +149,7 @@ pub struct AuditSettings {
     #[serde(default)]
     pub watch: Vec<String>,
     /// Whether a request's record is acknowledged once written to a spool file (and merged into
-    /// the store within about 100 ms), instead of once committed to the store.
+    /// the store after at most `merge_wait_ms`), instead of once committed to the store.
     #[serde(default = "default_true")]
     pub spool: bool,
     /// With a spool, how long records gather before they are merged into the store, in
