@@ -11,6 +11,9 @@
 # WINDOW (10), SKIP (3: seconds before the window opens). Each run gets a fresh SQLite database
 # and spool under a temporary folder, deleted after it. Nothing is sent over the network.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=services/loadgen/common.sh
+source services/loadgen/common.sh
 
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-9000}
@@ -20,9 +23,8 @@ SKIP=${SKIP:-3}
 
 # cpu_by_name PID: one line per thread name (digits stripped): total user + system ticks.
 cpu_by_name() {
-  for task in /proc/"$1"/task/*; do
-    echo "$(sed 's/[-_]*[0-9]*$//' "$task/comm" | tr ' ' '_') $(awk '{ print $14 + $15 }' "$task/stat")"
-  done | awk '{ ticks[$1] += $2 } END { for (name in ticks) print name, ticks[name] }' | sort
+  cpu_by_thread "$1" | awk '{ sub(/[-_]*[0-9]*$/, "", $2); ticks[$2] += $3 }
+    END { for (name in ticks) print name, ticks[name] }' | sort
 }
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $RATE records/s, ${WINDOW} s window"

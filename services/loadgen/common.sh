@@ -13,6 +13,15 @@ bench_public_key=
 PARKING_SPOT=https://smartdatamodels.org/dataModel.Parking/ParkingSpot
 PARKING_CONTEXT_FILE="$PWD/schemas/contexts/smart-data-models/Parking/context.jsonld"
 
+# cpu_by_thread PID: one line per thread of the process: its id, its name (spaces as _), and
+# its user + system time in clock ticks (`getconf CLK_TCK` per second), from /proc.
+cpu_by_thread() {
+  local task
+  for task in /proc/"$1"/task/*; do
+    echo "$(basename "$task") $(tr ' ' '_' <"$task/comm") $(awk '{ print $14 + $15 }' "$task/stat")"
+  done
+}
+
 # Stops the connector process, keeping its database.
 stop_server() {
   if [[ -n $connector_pid ]]; then

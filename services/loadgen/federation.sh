@@ -21,6 +21,8 @@
 # 100).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=services/loadgen/common.sh
+source services/loadgen/common.sh
 
 TARGET=${CARGO_TARGET_DIR:-target}
 PORT=${PORT:-9290}
@@ -31,7 +33,6 @@ CONCURRENCY=${CONCURRENCY:-1 8}
 TIMEOUT_MS=${TIMEOUT_MS:-300}
 SLOW_REQUESTS=${SLOW_REQUESTS:-100}
 PARKING_CONTEXT_URL=https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld
-PARKING_CONTEXT_FILE="$PWD/schemas/contexts/smart-data-models/Parking/context.jsonld"
 
 if [[ -z ${NO_BUILD:-} ]]; then
   cargo build --release -p civitas -p civitas-loadgen
@@ -151,7 +152,7 @@ query="type=ParkingSpot&limit=$LIMIT"
 cpu_ticks() {
   local pid
   for pid in "$broker_pid" "${connector_pids[@]}"; do
-    awk '{ print $14 + $15 }' "/proc/$pid/stat"
+    cpu_by_thread "$pid" | awk '{ ticks += $3 } END { print ticks }'
   done
 }
 run() {

@@ -37,13 +37,6 @@ trap 'stop_server; rm -rf "$work"' EXIT
 
 write_bench_config anonymous
 
-# cpu_by_thread PID: one line per thread: id, name (spaces as _), user + system ticks.
-cpu_by_thread() {
-  for task in /proc/"$1"/task/*; do
-    echo "$(basename "$task") $(tr ' ' '_' <"$task/comm") $(awk '{ print $14 + $15 }' "$task/stat")"
-  done
-}
-
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, builds: $BUILDS"
 for round in $(seq "$ROUNDS"); do
   for build in $BUILDS; do
