@@ -57,6 +57,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "audit entry rows",
         include_str!("../migrations/sqlite/0009_audit_entry_rows.sql"),
     ),
+    (
+        10,
+        "audit leaf rows",
+        include_str!("../migrations/sqlite/0010_audit_leaf_rows.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -104,6 +109,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         9,
         "audit entry rows",
         include_str!("../migrations/postgres/0009_audit_entry_rows.sql"),
+    ),
+    (
+        10,
+        "audit leaf rows",
+        include_str!("../migrations/postgres/0010_audit_leaf_rows.sql"),
     ),
 ];
 

@@ -729,6 +729,53 @@ pub(crate) fn entry_rows(first_index: i64, entries: &[Vec<u8>]) -> Vec<EntryRow>
     rows
 }
 
+/// A row of `audit_leaves` about to be written: `width` leaf hashes from `index`, one after the
+/// other in `hashes`.
+pub(crate) struct LeafRow {
+    pub(crate) index: i64,
+    pub(crate) width: i64,
+    pub(crate) hashes: Vec<u8>,
+}
+
+/// A hash to store: `(level, index, hash)`.
+pub(crate) type StoredHash = (i16, i64, [u8; 32]);
+
+/// Splits `hashes` into the leaf hashes (level 0), as the [`LeafRow`]s that store them (runs of
+/// consecutive indexes, cut at each multiple of 256), and the hashes of the other levels.
+pub(crate) fn split_leaves(hashes: &[StoredHash]) -> (Vec<LeafRow>, Vec<StoredHash>) {
+    let (mut leaves, others): (Vec<StoredHash>, Vec<StoredHash>) =
+        hashes.iter().partition(|(level, _, _)| *level == 0);
+    leaves.sort_unstable_by_key(|&(_, index, _)| index);
+    let bundle = MAX_ROW_WIDTH as i64;
+    let mut rows: Vec<LeafRow> = Vec::new();
+    for (_, index, hash) in leaves {
+        match rows.last_mut() {
+            Some(row) if row.index + row.width == index && index.rem_euclid(bundle) != 0 => {
+                row.width += 1;
+                row.hashes.extend_from_slice(&hash);
+            }
+            _ => rows.push(LeafRow {
+                index,
+                width: 1,
+                hashes: hash.to_vec(),
+            }),
+        }
+    }
+    (rows, others)
+}
+
+/// The leaf hashes of an `audit_leaves` row of `width` from `index`, with their indexes; `None`
+/// if `hashes` does not hold exactly that many.
+fn unpack_leaves(
+    index: i64,
+    width: i64,
+    hashes: &[u8],
+) -> Option<impl Iterator<Item = (i64, [u8; 32])> + '_> {
+    let (chunks, rest) = hashes.as_chunks::<32>();
+    (rest.is_empty() && i64::try_from(chunks.len()).ok() == Some(width))
+        .then(|| (index..).zip(chunks.iter().copied()))
+}
+
 /// Pushes the `SELECT` of the size of `log`.
 pub(crate) fn push_audit_size<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str) {
     // The last row's end: one step down the primary key instead of a walk along the log.
@@ -805,7 +852,7 @@ where
 pub(crate) struct AuditAppend {
     /// The log's size after the append, if it is one the store can hold.
     new_size: Option<u64>,
-    fresh: Vec<(i16, i64, [u8; 32])>,
+    fresh: Vec<StoredHash>,
     old: Vec<(Subtree, [u8; 32])>,
 }
 
@@ -991,6 +1038,12 @@ where
         query.build().execute(&mut *connection).await?;
         index += chunk.len() as i64;
     }
+    let (leaves, fresh) = split_leaves(&fresh);
+    for chunk in leaves.chunks(AUDIT_CHUNK / MAX_ROW_WIDTH) {
+        let mut query = QueryBuilder::new("");
+        DB::push_audit_leaves(&mut query, log, chunk);
+        query.build().execute(&mut *connection).await?;
+    }
     for chunk in fresh.chunks(AUDIT_CHUNK) {
         let mut query = QueryBuilder::new("");
         DB::push_audit_hashes(&mut query, log, chunk);
@@ -1052,7 +1105,7 @@ where
     let mut entries = Vec::new();
     let mut expected = first;
     for row in &rows {
-        let (index, width, data) = DB::audit_entries_row(row)?;
+        let (index, width, data) = DB::packed_row(row)?;
         if index.saturating_add(width) <= first {
             continue;
         }
@@ -1093,6 +1146,22 @@ fn push_select_hashes<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, subtrees
     query.push(" AND h.level = v.column1 AND h.idx = v.column2");
 }
 
+/// Pushes the `SELECT idx, width, hashes` of the `audit_leaves` rows of `log` in the 256-leaf
+/// `bundles` (not empty).
+fn push_select_leaves<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, bundles: &[i64]) {
+    // A range scan of the primary key per bundle; a row never crosses a bundle's boundary.
+    query.push("SELECT l.idx, l.width, l.hashes FROM (VALUES ");
+    for (position, bundle) in bundles.iter().enumerate() {
+        query.push(if position == 0 { "(" } else { ", (" });
+        DB::push_integer(query, bundle * MAX_ROW_WIDTH as i64);
+        query.push(")");
+    }
+    query.push(") AS v CROSS JOIN audit_leaves l WHERE l.log = ");
+    DB::push_text(query, log);
+    query.push(" AND l.idx >= v.column1 AND l.idx < v.column1 + ");
+    DB::push_integer(query, MAX_ROW_WIDTH as i64);
+}
+
 /// The stored hashes of `subtrees`, in the order asked, `None` for those not stored.
 pub(crate) async fn audit_hashes<DB: Sql>(
     connection: &mut DB::Connection,
@@ -1126,6 +1195,34 @@ where
                 u64::try_from(index).map_err(|_| corrupt())?,
             );
             found.insert(subtree, hash.try_into().map_err(|_| corrupt())?);
+        }
+    }
+    // Leaf hashes not in `audit_hashes` are in the rows of `audit_leaves`, each within the
+    // 256-leaf bundle of its index.
+    let mut bundles: Vec<i64> = asked
+        .iter()
+        .filter(|&&(level, index)| level == 0 && !found.contains_key(&(0, index as u64)))
+        .map(|&(_, index)| index.div_euclid(MAX_ROW_WIDTH as i64))
+        .collect();
+    bundles.dedup();
+    for chunk in bundles.chunks(AUDIT_CHUNK) {
+        let mut query = QueryBuilder::new("");
+        push_select_leaves(&mut query, log, chunk);
+        let rows = query
+            .build()
+            .persistent(chunk.len() == AUDIT_CHUNK)
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in &rows {
+            let (index, width, hashes) = DB::packed_row(row)?;
+            let leaves = unpack_leaves(index, width, &hashes).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "the row of {width} leaf hashes from {index} of audit log {log}"
+                ))
+            })?;
+            for (index, hash) in leaves {
+                found.insert((0, index as u64), hash);
+            }
         }
     }
     Ok(subtrees
@@ -1230,17 +1327,42 @@ pub(crate) async fn audit_leaf_index<DB: Sql>(
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
+    // Leaf hashes stored one per row, before `audit_leaves` existed.
     let mut query = QueryBuilder::new("SELECT idx FROM audit_hashes WHERE log = ");
     DB::push_text(&mut query, log);
     query.push(" AND level = 0 AND hash = ");
     DB::push_bytes(&mut query, hash);
     query.push(" ORDER BY idx LIMIT 1");
     let row = query.build().fetch_optional(&mut *connection).await?;
-    row.map(|row| {
-        let index = DB::first_integer(&row)?;
-        u64::try_from(index).map_err(|_| Error::Corrupt(format!("leaf index {index}")))
-    })
-    .transpose()
+    let single = row.map(|row| DB::first_integer(&row)).transpose()?;
+    // Rows of leaf hashes whose bytes hold it somewhere; it is a leaf's only at a multiple of 32.
+    let mut query = QueryBuilder::new("SELECT idx, width, hashes FROM audit_leaves WHERE log = ");
+    DB::push_text(&mut query, log);
+    query.push(" AND ");
+    DB::push_contains_bytes(&mut query, "hashes", hash);
+    query.push(" ORDER BY idx");
+    let mut packed = None;
+    for row in &query.build().fetch_all(&mut *connection).await? {
+        let (index, width, hashes) = DB::packed_row(row)?;
+        let mut leaves = unpack_leaves(index, width, &hashes).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the row of {width} leaf hashes from {index} of audit log {log}"
+            ))
+        })?;
+        if let Some((index, _)) = leaves.find(|(_, leaf)| leaf == hash) {
+            packed = Some(index);
+            break;
+        }
+    }
+    let index = match (single, packed) {
+        (Some(single), Some(packed)) => Some(single.min(packed)),
+        (single, packed) => single.or(packed),
+    };
+    index
+        .map(|index| {
+            u64::try_from(index).map_err(|_| Error::Corrupt(format!("leaf index {index}")))
+        })
+        .transpose()
 }
 
 /// The latest checkpoint witnessed of the log `origin`: its size and note.

@@ -9,7 +9,7 @@ use sqlx::database::HasStatementCache;
 use sqlx::{Database, IntoArguments, Postgres, QueryBuilder, Row, Sqlite};
 use std::fmt::Write as _;
 
-use crate::ops::EntryRow;
+use crate::ops::{EntryRow, LeafRow};
 use crate::{BBox, ContextRecord, EntityRecord, Error, RegistrationRecord};
 
 /// The entity columns every `SELECT` returns, in the order [`EntityRow`] decodes them.
@@ -54,8 +54,11 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
         first_index: i64,
         rows: &[EntryRow],
     );
-    /// Pushes an `INSERT INTO audit_hashes` of `hashes`, each `(level, index, hash)`, of `log`;
+    /// Pushes an `INSERT INTO audit_leaves` of `rows` ([`crate::ops::split_leaves`]) of `log`;
     /// its text is the same whatever their number.
+    fn push_audit_leaves(query: &mut QueryBuilder<Self>, log: &str, rows: &[LeafRow]);
+    /// Pushes an `INSERT INTO audit_hashes` of `hashes`, each `(level, index, hash)` with a
+    /// level above 0, of `log`; its text is the same whatever their number.
     fn push_audit_hashes(
         query: &mut QueryBuilder<Self>,
         log: &str,
@@ -63,7 +66,8 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     );
     /// Pushes what appends `entries` at `first_index` of `log` and stores `hashes` (none stored
     /// yet) all or nothing, in one round trip, on a connection outside any transaction: the
-    /// statements of [`Sql::push_audit_entries`] and [`Sql::push_audit_hashes`], in a
+    /// statements of [`Sql::push_audit_entries`], [`Sql::push_audit_leaves`] (the leaf hashes)
+    /// and [`Sql::push_audit_hashes`] (the others), in a
     /// transaction of their own. Returns `true` if a failure can leave that transaction open
     /// (then `ROLLBACK` ends it).
     fn push_audit_append(
@@ -77,6 +81,8 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     /// a statement independent of their length.
     const LISTS_ARE_ARRAYS: bool;
 
+    /// Pushes a predicate: the byte string `column` holds `value` somewhere.
+    fn push_contains_bytes(query: &mut QueryBuilder<Self>, column: &str, value: &[u8]);
     /// Pushes a predicate tail matching any of `values` (not empty): `= x`, `IN (…)`, `= ANY(…)`.
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]);
     /// Pushes the source rows of `INSERT INTO entities (tenant, id, …, body)`.
@@ -99,8 +105,8 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error>;
     /// The first column as bytes.
     fn first_bytes(row: &Self::Row) -> Result<Vec<u8>, sqlx::Error>;
-    /// An `audit_entries` row: `idx`, `width`, `data`.
-    fn audit_entries_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error>;
+    /// An `audit_entries` or `audit_leaves` row: `idx`, `width`, and the packed bytes.
+    fn packed_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error>;
     /// An `audit_hashes` row: `level` (`SMALLINT`), `idx`, `hash`.
     fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error>;
     /// Four nullable reals and a nullable integer (a bounding box and a time).
@@ -201,7 +207,7 @@ macro_rules! decode_rows {
             row.try_get(0)
         }
 
-        fn audit_entries_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error> {
+        fn packed_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error> {
             Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
         }
 
@@ -297,6 +303,29 @@ impl Sql for Sqlite {
         query.push(") AS e");
     }
 
+    // The rows go as one blob of their hashes and a JSON array of `[index, width, start]`.
+    fn push_audit_leaves(query: &mut QueryBuilder<Self>, log: &str, rows: &[LeafRow]) {
+        let mut blob = Vec::with_capacity(rows.iter().map(|row| row.hashes.len()).sum());
+        let mut spans = String::with_capacity(2 + 24 * rows.len());
+        spans.push('[');
+        for (position, row) in rows.iter().enumerate() {
+            if position > 0 {
+                spans.push(',');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(spans, "[{},{},{}]", row.index, row.width, blob.len() + 1);
+            blob.extend_from_slice(&row.hashes);
+        }
+        spans.push(']');
+        query.push("INSERT INTO audit_leaves (log, idx, width, hashes) SELECT ");
+        Self::push_text(query, log);
+        query.push(", l.value ->> 0, l.value ->> 1, substr(");
+        query.push_bind(blob);
+        query.push(", l.value ->> 2, 32 * (l.value ->> 1)) FROM json_each(");
+        query.push_bind(spans);
+        query.push(") AS l");
+    }
+
     // The hashes go as one blob of 32-byte hashes and a JSON array of `[level, index]` pairs.
     fn push_audit_hashes(
         query: &mut QueryBuilder<Self>,
@@ -333,6 +362,7 @@ impl Sql for Sqlite {
         entries: &[Vec<u8>],
         hashes: &[(i16, i64, [u8; 32])],
     ) -> bool {
+        let (leaves, hashes) = crate::ops::split_leaves(hashes);
         query.push("BEGIN IMMEDIATE; ");
         Self::push_audit_entries(
             query,
@@ -341,9 +371,17 @@ impl Sql for Sqlite {
             &crate::ops::entry_rows(first_index, entries),
         );
         query.push("; ");
-        Self::push_audit_hashes(query, log, hashes);
+        Self::push_audit_leaves(query, log, &leaves);
+        query.push("; ");
+        Self::push_audit_hashes(query, log, &hashes);
         query.push("; COMMIT");
         true
+    }
+
+    fn push_contains_bytes(query: &mut QueryBuilder<Self>, column: &str, value: &[u8]) {
+        query.push(format!("instr({column}, "));
+        Self::push_bytes(query, value);
+        query.push(") > 0");
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {
@@ -486,6 +524,22 @@ impl Sql for Postgres {
         query.push(") AS r(o, w, d)");
     }
 
+    fn push_audit_leaves(query: &mut QueryBuilder<Self>, log: &str, rows: &[LeafRow]) {
+        query.push("INSERT INTO audit_leaves (log, idx, width, hashes) SELECT ");
+        Self::push_text(query, log);
+        query.push(", * FROM UNNEST(");
+        query.push_bind(rows.iter().map(|row| row.index).collect::<Vec<i64>>());
+        query.push(", ");
+        query.push_bind(rows.iter().map(|row| row.width).collect::<Vec<i64>>());
+        query.push(", ");
+        query.push_bind(
+            rows.iter()
+                .map(|row| row.hashes.clone())
+                .collect::<Vec<Vec<u8>>>(),
+        );
+        query.push(")");
+    }
+
     fn push_audit_hashes(
         query: &mut QueryBuilder<Self>,
         log: &str,
@@ -512,6 +566,7 @@ impl Sql for Postgres {
         entries: &[Vec<u8>],
         hashes: &[(i16, i64, [u8; 32])],
     ) -> bool {
+        let (leaves, hashes) = crate::ops::split_leaves(hashes);
         query.push("WITH appended AS (");
         Self::push_audit_entries(
             query,
@@ -519,9 +574,17 @@ impl Sql for Postgres {
             first_index,
             &crate::ops::entry_rows(first_index, entries),
         );
+        query.push("), leaves AS (");
+        Self::push_audit_leaves(query, log, &leaves);
         query.push(") ");
-        Self::push_audit_hashes(query, log, hashes);
+        Self::push_audit_hashes(query, log, &hashes);
         false
+    }
+
+    fn push_contains_bytes(query: &mut QueryBuilder<Self>, column: &str, value: &[u8]) {
+        query.push("position(");
+        Self::push_bytes(query, value);
+        query.push(format!(" in {column}) > 0"));
     }
 
     fn push_in_list(query: &mut QueryBuilder<Self>, values: &[&str]) {

@@ -1319,6 +1319,120 @@ async fn audit_entries_are_read_across_the_rows_appends_made() -> TestResult {
     Ok(())
 }
 
+/// Leaf hashes are stored as rows of up to 256 (never crossing a multiple of 256); a leaf is
+/// found by its hash only where it starts at a hash's boundary in its row, and the lowest index
+/// wins.
+#[tokio::test]
+async fn audit_leaves_are_found_by_hash_in_their_rows() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        // Rows from 0 and 256 (one append across the boundary), then 300.
+        audit_grow(&store, AUDIT_LOG, 0, 300).await?;
+        // Leaves 300 and 301 have the hash of leaf 7, as a forged log could.
+        let copied = audit_hash(AUDIT_LOG, 0, 7);
+        store
+            .audit_append(
+                AUDIT_LOG,
+                300,
+                &audit_entries_between(AUDIT_LOG, 300, 302),
+                &[(0, 300, copied), (0, 301, copied)],
+            )
+            .await?;
+        let index = async |hash: [u8; 32]| store.audit_leaf_index(AUDIT_LOG, &hash).await;
+        assert_eq!(index(audit_hash(AUDIT_LOG, 0, 0)).await?, Some(0), "{kind}");
+        assert_eq!(
+            index(audit_hash(AUDIT_LOG, 0, 255)).await?,
+            Some(255),
+            "{kind}"
+        );
+        assert_eq!(
+            index(audit_hash(AUDIT_LOG, 0, 256)).await?,
+            Some(256),
+            "{kind}"
+        );
+        assert_eq!(
+            index(audit_hash(AUDIT_LOG, 0, 299)).await?,
+            Some(299),
+            "{kind}"
+        );
+        assert_eq!(index(copied).await?, Some(7), "{kind}");
+        // Not a leaf: a hash of another level, one of another log, and the last 16 bytes of leaf
+        // 9 followed by the first 16 of leaf 10, which the row holds, but across two leaves.
+        assert_eq!(index(audit_hash(AUDIT_LOG, 8, 0)).await?, None, "{kind}");
+        assert_eq!(index(audit_hash("other", 0, 1)).await?, None, "{kind}");
+        let mut straddling = [0; 32];
+        straddling[..16].copy_from_slice(&audit_hash(AUDIT_LOG, 0, 9)[16..]);
+        straddling[16..].copy_from_slice(&audit_hash(AUDIT_LOG, 0, 10)[..16]);
+        assert_eq!(index(straddling).await?, None, "{kind}");
+        assert_eq!(
+            store
+                .audit_hashes(AUDIT_LOG, &[(0, 300), (0, 301), (0, 302)])
+                .await?,
+            [Some(copied), Some(copied), None],
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
+/// A log whose first leaf hashes were stored one per row in `audit_hashes` (before
+/// `audit_leaves` existed) reads the same and grows on.
+#[tokio::test]
+async fn audit_logs_with_leaf_hashes_stored_one_per_row_read_on() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        let upper: Vec<SubtreeHash> = audit_hashes_completed(AUDIT_LOG, 0, 10)
+            .into_iter()
+            .filter(|&(level, _, _)| level > 0)
+            .collect();
+        store
+            .audit_append(
+                AUDIT_LOG,
+                0,
+                &audit_entries_between(AUDIT_LOG, 0, 10),
+                &upper,
+            )
+            .await?;
+        for index in 0..10u64 {
+            let hash = audit_hash(AUDIT_LOG, 0, index).to_vec();
+            let index = i64::try_from(index)?;
+            if kind == "sqlite" {
+                let pool = sqlx::SqlitePool::connect(&database.url).await?;
+                sqlx::query("INSERT INTO audit_hashes (log, level, idx, hash) VALUES (?, 0, ?, ?)")
+                    .bind(AUDIT_LOG)
+                    .bind(index)
+                    .bind(hash)
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+            } else {
+                let pool = sqlx::PgPool::connect(&database.url).await?;
+                sqlx::query(
+                    "INSERT INTO audit_hashes (log, level, idx, hash) VALUES ($1, 0, $2, $3)",
+                )
+                .bind(AUDIT_LOG)
+                .bind(index)
+                .bind(hash)
+                .execute(&pool)
+                .await?;
+                pool.close().await;
+            }
+        }
+        audit_grow(&store, AUDIT_LOG, 10, 300).await?;
+        assert_audit_log(&store, AUDIT_LOG, 300, kind).await?;
+        let index = async |leaf: u64| {
+            store
+                .audit_leaf_index(AUDIT_LOG, &audit_hash(AUDIT_LOG, 0, leaf))
+                .await
+        };
+        assert_eq!(index(3).await?, Some(3), "{kind}");
+        assert_eq!(index(9).await?, Some(9), "{kind}");
+        assert_eq!(index(10).await?, Some(10), "{kind}");
+        assert_eq!(index(290).await?, Some(290), "{kind}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn audit_append_refuses_a_first_index_other_than_the_size() -> TestResult {
     for (database, store) in stores().await {
