@@ -325,7 +325,7 @@ fn default_true() -> bool {
 const MAX_MERGE_WAIT_MS: u64 = 60_000;
 
 fn default_merge_wait_ms() -> u64 {
-    500
+    1_000
 }
 fn default_checkpoint_interval_ms() -> u64 {
     1_000

@@ -53,7 +53,7 @@ pub struct AppendArgs {
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval_ms: u64,
     /// `[audit] merge_wait_ms` of the log (with `--spool`).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     merge_wait_ms: u64,
     /// How often the latest checkpoint is read, in milliseconds.
     #[arg(long, default_value_t = 1)]

@@ -60,8 +60,9 @@ pub const MAX_BATCH: usize = 1000;
 const QUEUE: usize = 4 * MAX_BATCH;
 
 /// With a spool, records that may be spooled and not yet merged; requests wait for room beyond.
-/// Room for more than one merge wait (`[audit] merge_wait_ms`) of records at full speed.
-const SPOOL_ROOM: usize = 16 * MAX_BATCH;
+/// Room for more than one merge wait (`[audit] merge_wait_ms`, 1 s by default) of records at
+/// full speed (about 12,000 a second on two cores); at most some 30 MB of entries.
+const SPOOL_ROOM: usize = 32 * MAX_BATCH;
 
 /// How long a reader of the log waits for the records acknowledged before its request to be
 /// merged ([`AuditLog::settled`]).
