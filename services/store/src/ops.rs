@@ -1162,6 +1162,31 @@ fn push_select_leaves<DB: Sql>(query: &mut QueryBuilder<DB>, log: &str, bundles:
     DB::push_integer(query, MAX_ROW_WIDTH as i64);
 }
 
+/// The rows of the `SELECT`s that `push` makes of `items`, [`AUDIT_CHUNK`] at a time; a full
+/// chunk's statement is kept prepared.
+async fn fetch_in_chunks<DB: Sql, T>(
+    connection: &mut DB::Connection,
+    items: &[T],
+    push: impl Fn(&mut QueryBuilder<DB>, &[T]),
+) -> Result<Vec<DB::Row>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut rows = Vec::new();
+    for chunk in items.chunks(AUDIT_CHUNK) {
+        let mut query = QueryBuilder::new("");
+        push(&mut query, chunk);
+        rows.extend(
+            query
+                .build()
+                .persistent(chunk.len() == AUDIT_CHUNK)
+                .fetch_all(&mut *connection)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
 /// The stored hashes of `subtrees`, in the order asked, `None` for those not stored.
 pub(crate) async fn audit_hashes<DB: Sql>(
     connection: &mut DB::Connection,
@@ -1179,50 +1204,40 @@ where
     asked.sort_unstable();
     asked.dedup();
     let mut found: HashMap<Subtree, [u8; 32]> = HashMap::with_capacity(asked.len());
-    for chunk in asked.chunks(AUDIT_CHUNK) {
-        let mut query = QueryBuilder::new("");
-        push_select_hashes(&mut query, log, chunk);
-        let rows = query
-            .build()
-            .persistent(chunk.len() == AUDIT_CHUNK)
-            .fetch_all(&mut *connection)
-            .await?;
-        for row in &rows {
-            let (level, index, hash) = DB::hash_row(row)?;
-            let corrupt = || Error::Corrupt(format!("hash at level {level}, index {index}"));
-            let subtree = (
-                u8::try_from(level).map_err(|_| corrupt())?,
-                u64::try_from(index).map_err(|_| corrupt())?,
-            );
-            found.insert(subtree, hash.try_into().map_err(|_| corrupt())?);
-        }
+    for row in fetch_in_chunks(connection, &asked, |query, chunk| {
+        push_select_hashes(query, log, chunk);
+    })
+    .await?
+    {
+        let (level, index, hash) = DB::hash_row(&row)?;
+        let corrupt = || Error::Corrupt(format!("hash at level {level}, index {index}"));
+        let subtree = (
+            u8::try_from(level).map_err(|_| corrupt())?,
+            u64::try_from(index).map_err(|_| corrupt())?,
+        );
+        found.insert(subtree, hash.try_into().map_err(|_| corrupt())?);
     }
     // Leaf hashes not in `audit_hashes` are in the rows of `audit_leaves`, each within the
     // 256-leaf bundle of its index.
     let mut bundles: Vec<i64> = asked
         .iter()
-        .filter(|&&(level, index)| level == 0 && !found.contains_key(&(0, index as u64)))
+        .filter(|&&(level, index)| level == 0 && !found.contains_key(&(0, index.unsigned_abs())))
         .map(|&(_, index)| index.div_euclid(MAX_ROW_WIDTH as i64))
         .collect();
     bundles.dedup();
-    for chunk in bundles.chunks(AUDIT_CHUNK) {
-        let mut query = QueryBuilder::new("");
-        push_select_leaves(&mut query, log, chunk);
-        let rows = query
-            .build()
-            .persistent(chunk.len() == AUDIT_CHUNK)
-            .fetch_all(&mut *connection)
-            .await?;
-        for row in &rows {
-            let (index, width, hashes) = DB::packed_row(row)?;
-            let leaves = unpack_leaves(index, width, &hashes).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "the row of {width} leaf hashes from {index} of audit log {log}"
-                ))
-            })?;
-            for (index, hash) in leaves {
-                found.insert((0, index as u64), hash);
-            }
+    for row in fetch_in_chunks(connection, &bundles, |query, chunk| {
+        push_select_leaves(query, log, chunk);
+    })
+    .await?
+    {
+        let (index, width, hashes) = DB::packed_row(&row)?;
+        let corrupt = || {
+            Error::Corrupt(format!(
+                "the row of {width} leaf hashes from {index} of audit log {log}"
+            ))
+        };
+        for (index, hash) in unpack_leaves(index, width, &hashes).ok_or_else(corrupt)? {
+            found.insert((0, u64::try_from(index).map_err(|_| corrupt())?), hash);
         }
     }
     Ok(subtrees
