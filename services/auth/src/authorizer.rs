@@ -17,6 +17,7 @@ use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, PublicKey};
 use chrono::{DateTime, Utc};
 
 use crate::Error;
+use crate::memo::TokenMemo;
 use crate::token::ANY;
 
 /// The operations a token can allow.
@@ -460,8 +461,8 @@ struct Shared {
     revoked: RwLock<HashSet<String>>,
     cache: Mutex<HashMap<CacheKey, CachedGrant>>,
     /// Whether the root key verifies a token, per token seen ([`Authorizer::verifies`]): a
-    /// signature never changes its mind, and a broker asks for every token of every request.
-    verified: Mutex<HashMap<String, bool>>,
+    /// broker asks for every token of every request.
+    verified: TokenMemo<bool>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -506,7 +507,7 @@ impl Authorizer {
             anonymous: Arc::new(Grant::anonymous(Vec::new(), Vec::new(), Some(Vec::new()))),
             revoked: RwLock::new(HashSet::new()),
             cache: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
+            verified: TokenMemo::new(),
         })))
     }
 
@@ -540,22 +541,9 @@ impl Authorizer {
     /// Whether this department's key signed `token` (remembered per token).
     pub fn verifies(&self, token: &str) -> bool {
         let token = token.trim();
-        let known = self
-            .0
+        self.0
             .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            .copied();
-        known.unwrap_or_else(|| {
-            let verified = Biscuit::from_base64(token, self.0.root).is_ok();
-            let mut memo = self.0.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if memo.len() >= CACHE_CAPACITY {
-                memo.clear();
-            }
-            memo.insert(token.to_owned(), verified);
-            verified
-        })
+            .get_or(token, || crate::token::issued_by(token, &self.0.root))
     }
 
     /// The revocation ids (hex, authority first) of a token this department's key verifies.
@@ -585,7 +573,7 @@ impl Clone for Shared {
                     .clone(),
             ),
             cache: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
+            verified: TokenMemo::new(),
         }
     }
 }
@@ -1056,7 +1044,7 @@ mod tests {
             assert!(!authorizer.verifies(&theirs));
             assert!(!authorizer.verifies("not a token"));
         }
-        assert_eq!(authorizer.0.verified.lock().expect("lock").len(), 3);
+        assert_eq!(authorizer.0.verified.len(), 3);
     }
 
     #[test]

@@ -31,6 +31,7 @@
 pub mod authorizer;
 mod error;
 pub mod keys;
+pub mod memo;
 pub mod token;
 
 pub use error::Error;

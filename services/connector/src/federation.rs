@@ -37,6 +37,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::settings::FederationSettings;
+use civitas_auth::memo::TokenMemo;
 
 /// The header a caller asks for all or nothing with (`Civitas-Completeness: all`).
 pub const COMPLETENESS_HEADER: &str = "civitas-completeness";
@@ -280,11 +281,8 @@ pub struct Federation {
     maps: Mutex<HashMap<String, Arc<EntityMap>>>,
     /// Which department's key signed a token (`None`: none of them), so that a caller's tokens
     /// are verified once, not on every request.
-    signers: Mutex<HashMap<String, Option<usize>>>,
+    signers: TokenMemo<Option<usize>>,
 }
-
-/// How many tokens [`Federation::signers`] remembers before it starts over.
-const SIGNERS_CAPACITY: usize = 10_000;
 
 impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -339,7 +337,7 @@ impl Federation {
             departments,
             client,
             maps: Mutex::new(HashMap::new()),
-            signers: Mutex::new(HashMap::new()),
+            signers: TokenMemo::new(),
         })
     }
 
@@ -501,24 +499,11 @@ impl Federation {
 
     /// The department whose root key signed `token`, if any (remembered per token).
     fn signer(&self, token: &str) -> Option<usize> {
-        if let Some(known) = self
-            .signers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-        {
-            return *known;
-        }
-        let signer = self
-            .departments
-            .iter()
-            .position(|department| civitas_auth::token::issued_by(token, &department.key));
-        let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
-        if signers.len() >= SIGNERS_CAPACITY {
-            signers.clear();
-        }
-        signers.insert(token.to_owned(), signer);
-        signer
+        self.signers.get_or(token, || {
+            self.departments
+                .iter()
+                .position(|department| civitas_auth::token::issued_by(token, &department.key))
+        })
     }
 
     /// A request to `source` with what every forwarded request carries: the request id, `Via`
