@@ -25,7 +25,8 @@
 # of its own, `[audit] spool_dir`, as a SQLite file has by default; for PostgreSQL, which has none),
 # CARGO_TARGET_DIR (default: target; civitas-loadgen
 # and the audited build are taken from it), BACKENDS (default sqlite), ROUNDS (default 3), PG_URL,
-# PORT (default 9194), CASES, and the sizes below. NO_BUILD=1 skips `cargo build`. Loopback only.
+# PORT (default 9194), CASES, WORK_ROOT (where the databases and spools go, default /tmp; /dev/shm
+# puts them on tmpfs), and the sizes below. NO_BUILD=1 skips `cargo build`. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -55,7 +56,7 @@ fi
 URL="http://127.0.0.1:$PORT"
 unset CIVITAS_TOKEN
 LOADGEN="$TARGET/release/civitas-loadgen"
-work=$(mktemp -d /tmp/civitas-audit-cost.XXXXXX)
+work=$(mktemp -d "${WORK_ROOT:-/tmp}/civitas-audit-cost.XXXXXX")
 # shellcheck source=services/loadgen/common.sh
 source "$(dirname "$0")/common.sh"
 databases=()
