@@ -1393,30 +1393,33 @@ async fn audit_logs_with_leaf_hashes_stored_one_per_row_read_on() -> TestResult 
                 &upper,
             )
             .await?;
-        for index in 0..10u64 {
-            let hash = audit_hash(AUDIT_LOG, 0, index).to_vec();
-            let index = i64::try_from(index)?;
-            if kind == "sqlite" {
-                let pool = sqlx::SqlitePool::connect(&database.url).await?;
+        // Written as the store wrote them before: one audit_hashes row per leaf.
+        let leaves =
+            (0..10u64).map(|index| (i64::try_from(index), audit_hash(AUDIT_LOG, 0, index)));
+        if kind == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&database.url).await?;
+            for (index, hash) in leaves {
                 sqlx::query("INSERT INTO audit_hashes (log, level, idx, hash) VALUES (?, 0, ?, ?)")
                     .bind(AUDIT_LOG)
-                    .bind(index)
-                    .bind(hash)
+                    .bind(index?)
+                    .bind(hash.to_vec())
                     .execute(&pool)
                     .await?;
-                pool.close().await;
-            } else {
-                let pool = sqlx::PgPool::connect(&database.url).await?;
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&database.url).await?;
+            for (index, hash) in leaves {
                 sqlx::query(
                     "INSERT INTO audit_hashes (log, level, idx, hash) VALUES ($1, 0, $2, $3)",
                 )
                 .bind(AUDIT_LOG)
-                .bind(index)
-                .bind(hash)
+                .bind(index?)
+                .bind(hash.to_vec())
                 .execute(&pool)
                 .await?;
-                pool.close().await;
             }
+            pool.close().await;
         }
         audit_grow(&store, AUDIT_LOG, 10, 300).await?;
         assert_audit_log(&store, AUDIT_LOG, 300, kind).await?;
