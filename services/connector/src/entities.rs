@@ -348,7 +348,46 @@ pub fn to_record(entity: &Entity) -> EntityRecord {
                 max_lon,
                 max_lat,
             }),
+        first_observed: entity.first_observed(),
         body: canonical::encode_stored(entity),
+    }
+}
+
+/// Computes and stores the first observation of every entity stored before the store kept it
+/// ([`Store::observations_pending`]), a thousand at a time, logging progress; returns how many
+/// there were. A connector does this before it serves requests, so no write races it. An
+/// entity whose stored body does not decode is counted as having no observation.
+pub async fn fill_first_observations(store: &Store) -> Result<u64, civitas_store::Error> {
+    const CHUNK: u32 = 1000;
+    let mut done = 0;
+    loop {
+        let pending = store.observations_pending(CHUNK).await?;
+        if pending.is_empty() {
+            return Ok(done);
+        }
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+        for (tenant, id, body) in &pending {
+            let observed = body.as_deref().and_then(|body| {
+                canonical::decode_stored(body)
+                    .inspect_err(|error| {
+                        tracing::warn!(tenant, id, "a stored entity does not decode: {error}");
+                    })
+                    .ok()?
+                    .first_observed()
+            });
+            by_tenant
+                .entry(tenant.as_str())
+                .or_default()
+                .push((id.clone(), observed));
+        }
+        for (tenant, values) in by_tenant {
+            store.set_first_observed(tenant, &values).await?;
+        }
+        done += pending.len() as u64;
+        tracing::info!(
+            done,
+            "computed the first observation of entities stored before it was kept"
+        );
     }
 }
 

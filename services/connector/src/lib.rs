@@ -174,6 +174,7 @@ impl Application {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let database_url = settings.database_url.clone().unwrap_or_default();
         let store = Store::open(&database_url).await?;
+        entities::fill_first_observations(&store).await?;
         let listener =
             TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
                 address: settings.listen.clone(),

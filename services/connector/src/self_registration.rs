@@ -8,7 +8,9 @@
 //! IRI, so no @context is needed); a type with an entity that has no attribute at all names none,
 //! which registers every attribute, so that the broker does not narrow the entity away. Its
 //! `location` is the bounding box of the entities' locations (a point or a line when it is one)
-//! and its `managementInterval` starts at the earliest creation of an entity held.
+//! its `managementInterval` starts at the earliest creation of an entity held, and its
+//! `observationInterval` at the earliest `observedAt` of their attributes (neither ends: the
+//! department keeps managing and observing).
 //!
 //! Every `refresh` the connector compares what each tenant holds with what it registered and,
 //! when they differ, updates the registration (or creates it, or deletes it once the tenant holds
@@ -58,7 +60,8 @@ const FULL_EVERY: u32 = 10;
 /// store again only when the registration may be out of date.
 ///
 /// A write of an (entity type, attribute) pair not registered yet wakes the registrar at once.
-/// A write of a location outside the registered bounding box, a deletion and a purge mark the
+/// A write of a location outside the registered bounding box or of an observation earlier than
+/// the registered one, a deletion and a purge mark the
 /// registration as possibly out of date, for the next refresh. Other writes (most of them:
 /// new values of known attributes, in the known area) change nothing it says, and cost one lock
 /// and a few lookups per entity. What those writes remove (an attribute replaced away, a
@@ -78,6 +81,7 @@ struct Known {
     /// Entity type → attribute names, `""` standing for an entity without attributes.
     types: HashMap<String, HashSet<String>>,
     bbox: Option<[f64; 4]>,
+    first_observed: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Shapes {
@@ -123,6 +127,12 @@ impl Shapes {
                     grown = true;
                 }
             }
+            if let Some(observed) = record.first_observed
+                && known.first_observed.is_none_or(|known| observed < known)
+            {
+                known.first_observed = Some(observed);
+                grown = true;
+            }
             for entity_type in &record.types {
                 if !known.types.contains_key(entity_type.as_str()) {
                     known.types.insert(entity_type.clone(), HashSet::new());
@@ -154,6 +164,7 @@ impl Shapes {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let known = known.entry(tenant.to_owned()).or_default();
         known.bbox = held.extent.bbox;
+        known.first_observed = held.extent.first_observed;
         for (entity_type, names) in &held.types {
             let known_names = known.types.entry(entity_type.clone()).or_default();
             if names.bare {
@@ -507,6 +518,9 @@ async fn update(
         "managementInterval": held.extent.first_created.map(|since| json!({
             "startAt": since.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         })),
+        "observationInterval": held.extent.first_observed.map(|since| json!({
+            "startAt": since.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        })),
     });
     let response = with_token(client.patch(&url))
         .header("content-type", "application/json")
@@ -553,6 +567,10 @@ mod tests {
     use super::*;
     use civitas_store::BBox;
 
+    fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(seconds)
+    }
+
     fn record(types: &[&str], attributes: &[&str], at: Option<(f64, f64)>) -> EntityRecord {
         let now = chrono::DateTime::UNIX_EPOCH;
         EntityRecord {
@@ -568,6 +586,7 @@ mod tests {
                 max_lon: lon,
                 max_lat: lat,
             }),
+            first_observed: None,
             body: String::new(),
         }
     }
@@ -609,10 +628,23 @@ mod tests {
             extent: civitas_store::Extent {
                 bbox: Some([0.0, 40.0, 10.0, 50.0]),
                 first_created: None,
+                first_observed: Some(at(100)),
             },
         };
         shapes.learn("south", &held);
         shapes.note("south", &[record(&["V"], &["colour"], Some((5.0, 45.0)))]);
         assert_eq!(dirty(), 5);
+
+        // An observation after the registered start changes nothing; one before it does.
+        let observed = |seconds| EntityRecord {
+            first_observed: Some(at(seconds)),
+            ..record(&["V"], &["colour"], Some((5.0, 45.0)))
+        };
+        shapes.note("south", &[observed(150)]);
+        assert_eq!(dirty(), 5, "a later observation");
+        shapes.note("south", &[observed(50)]);
+        assert_eq!(dirty(), 6, "an earlier observation");
+        shapes.note("south", &[observed(70)]);
+        assert_eq!(dirty(), 6, "later than the earliest now known");
     }
 }

@@ -126,4 +126,100 @@ impl Entity {
             _ => None,
         }
     }
+
+    /// The earliest `observedAt` of any attribute instance, sub-attributes included; `None`
+    /// when none has one.
+    pub fn first_observed(&self) -> Option<DateTime<Utc>> {
+        earliest_observation(&self.attributes)
+    }
+}
+
+fn earliest_observation(attributes: &Attributes) -> Option<DateTime<Utc>> {
+    attributes
+        .values()
+        .flatten()
+        .flat_map(|instance| {
+            let own = instance
+                .observed_at
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            [own, earliest_observation(&instance.sub_attributes)]
+        })
+        .flatten()
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(at: Option<&str>, sub_attributes: Attributes) -> Attribute {
+        Attribute {
+            observed_at: at.map(str::to_owned),
+            sub_attributes,
+            ..Attribute::new(AttributeValue::Property(Value::from(1)))
+        }
+    }
+
+    fn entity(attributes: Attributes) -> Entity {
+        Entity {
+            id: EntityId::parse("urn:ngsi-ld:Sensor:1").unwrap(),
+            types: vec!["https://example.org/Sensor".to_owned()],
+            scopes: Vec::new(),
+            attributes,
+            created_at: None,
+            modified_at: None,
+        }
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_first_observation_is_the_earliest_instant_whatever_the_offset() {
+        // 10:30+02:00 is 08:30Z, earlier than 09:00Z although it sorts later as text.
+        let attributes = Attributes::from([
+            (
+                "https://example.org/a".to_owned(),
+                vec![observed(Some("2026-01-01T09:00:00Z"), Attributes::new())],
+            ),
+            (
+                "https://example.org/b".to_owned(),
+                vec![
+                    observed(None, Attributes::new()),
+                    observed(Some("2026-01-01T10:30:00+02:00"), Attributes::new()),
+                ],
+            ),
+        ]);
+        assert_eq!(
+            entity(attributes).first_observed(),
+            Some(at("2026-01-01T08:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn sub_attributes_count_and_no_observation_gives_none() {
+        let nested = Attributes::from([(
+            "https://example.org/accuracy".to_owned(),
+            vec![observed(Some("2025-06-01T00:00:00Z"), Attributes::new())],
+        )]);
+        let attributes = Attributes::from([(
+            "https://example.org/a".to_owned(),
+            vec![observed(Some("2026-01-01T00:00:00Z"), nested)],
+        )]);
+        assert_eq!(
+            entity(attributes).first_observed(),
+            Some(at("2025-06-01T00:00:00Z"))
+        );
+        let unobserved = Attributes::from([(
+            "https://example.org/a".to_owned(),
+            vec![observed(None, Attributes::new())],
+        )]);
+        assert_eq!(entity(unobserved).first_observed(), None);
+        assert_eq!(entity(Attributes::new()).first_observed(), None);
+    }
 }

@@ -365,12 +365,44 @@ impl Store {
         })
     }
 
-    /// Where and since when `tenant` holds entities: the bounding box of their `location`s and the
-    /// earliest creation. One pass over the tenant's rows.
+    /// Where and since when `tenant` holds entities: the bounding box of their `location`s, the
+    /// earliest creation and the earliest observation. One pass over the tenant's rows.
     pub async fn extent(&self, tenant: &str) -> Result<Extent, Error> {
         on_pool!(self.readers(), |connection, Db| {
             ops::extent::<Db>(&mut connection, tenant).await
         })
+    }
+
+    /// Up to `limit` entities stored before the store kept their first observation
+    /// ([`EntityRecord::first_observed`], migration 11): tenant, id and body (`None` for one
+    /// deleted meanwhile). The store does not read bodies: the caller computes each one's first
+    /// observation and stores it with [`Store::set_first_observed`], which takes it off this
+    /// list. Empty once all are done.
+    pub async fn observations_pending(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, String, Option<String>)>, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::observations_pending::<Db>(&mut connection, limit).await
+        })
+    }
+
+    /// Stores the first observations of entities of `tenant` listed by
+    /// [`Store::observations_pending`], and takes them off that list, in one transaction.
+    pub async fn set_first_observed(
+        &self,
+        tenant: &str,
+        values: &[(String, Option<chrono::DateTime<chrono::Utc>>)],
+    ) -> Result<(), Error> {
+        let values: Vec<(String, Option<i64>)> = values
+            .iter()
+            .map(|(id, observed)| (id.clone(), observed.map(crate::sql::to_micros)))
+            .collect();
+        let mut transaction = self.begin().await?;
+        on_transaction!(transaction, |connection, Db| {
+            ops::set_first_observed::<Db>(connection, tenant, &values).await
+        })?;
+        transaction.commit().await
     }
 
     /// Every (entity type, attribute name) pair some entity of `tenant` has, in that order.

@@ -62,6 +62,11 @@ pub(crate) const SQLITE: &[Embedded] = &[
         "audit leaf rows",
         include_str!("../migrations/sqlite/0010_audit_leaf_rows.sql"),
     ),
+    (
+        11,
+        "entity observations",
+        include_str!("../migrations/sqlite/0011_entity_observations.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Embedded] = &[
@@ -114,6 +119,11 @@ pub(crate) const POSTGRES: &[Embedded] = &[
         10,
         "audit leaf rows",
         include_str!("../migrations/postgres/0010_audit_leaf_rows.sql"),
+    ),
+    (
+        11,
+        "entity observations",
+        include_str!("../migrations/postgres/0011_entity_observations.sql"),
     ),
 ];
 

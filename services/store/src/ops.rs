@@ -16,7 +16,7 @@ use crate::sql::{
 };
 use crate::{ContextRecord, EntityQuery, EntityRecord, Error, QueryPage, RegistrationRecord};
 
-/// Rows per multi-row `INSERT INTO entities` (12 parameters each; SQLite allows 32766).
+/// Rows per multi-row `INSERT INTO entities` (13 parameters each; SQLite allows 32766).
 const ENTITY_CHUNK: usize = 500;
 /// Rows per multi-row `INSERT` into an index table (3 parameters each).
 const INDEX_CHUNK: usize = 2000;
@@ -31,7 +31,7 @@ const INDEX_TABLES: [IndexTable; 3] = [
 ];
 
 const INSERT_ENTITIES: &str = "INSERT INTO entities (tenant, id, types, scopes, attributes, \
-     created_at, modified_at, min_lon, min_lat, max_lon, max_lat, body) ";
+     created_at, modified_at, min_lon, min_lat, max_lon, max_lat, first_observed_at, body) ";
 
 /// A statement is kept prepared in the connection's cache only if its text will recur: always
 /// when lists are bound as arrays, else for single rows and full chunks. The ragged last chunk
@@ -437,7 +437,8 @@ const UPSERT_TAIL: &str = " ON CONFLICT (tenant, id) DO UPDATE SET types = exclu
      scopes = excluded.scopes, attributes = excluded.attributes, \
      created_at = excluded.created_at, modified_at = excluded.modified_at, \
      min_lon = excluded.min_lon, min_lat = excluded.min_lat, \
-     max_lon = excluded.max_lon, max_lat = excluded.max_lat, body = excluded.body";
+     max_lon = excluded.max_lon, max_lat = excluded.max_lat, \
+     first_observed_at = excluded.first_observed_at, body = excluded.body";
 
 /// Inserts or entirely replaces the records. Of several records with the same id the last wins.
 pub(crate) async fn upsert_many<DB: Sql>(
@@ -497,6 +498,8 @@ where
     DB::push_real(&mut query, bbox.map(|b| b.max_lon));
     query.push(", max_lat = ");
     DB::push_real(&mut query, bbox.map(|b| b.max_lat));
+    query.push(", first_observed_at = ");
+    DB::push_optional_integer(&mut query, record.first_observed.map(to_micros));
     query.push(", body = ");
     DB::push_text(&mut query, &record.body);
     query.push(" WHERE tenant = ");
@@ -1672,12 +1675,12 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let mut query = QueryBuilder::new(
-        "SELECT MIN(min_lon), MIN(min_lat), MAX(max_lon), MAX(max_lat), MIN(created_at) \
-         FROM entities WHERE tenant = ",
+        "SELECT MIN(min_lon), MIN(min_lat), MAX(max_lon), MAX(max_lat), MIN(created_at), \
+         MIN(first_observed_at) FROM entities WHERE tenant = ",
     );
     DB::push_text(&mut query, tenant);
     let row = query.build().fetch_one(&mut *connection).await?;
-    let (bbox, created) = DB::extent_row(&row)?;
+    let (bbox, [created, observed]) = DB::extent_row(&row)?;
     let bbox = match bbox {
         [Some(min_lon), Some(min_lat), Some(max_lon), Some(max_lat)] => {
             Some([min_lon, min_lat, max_lon, max_lat])
@@ -1687,7 +1690,60 @@ where
     Ok(crate::Extent {
         bbox,
         first_created: created.map(crate::sql::from_micros).transpose()?,
+        first_observed: observed.map(crate::sql::from_micros).transpose()?,
     })
+}
+
+/// Up to `limit` entities whose first observation is not computed yet (they were stored before
+/// the store kept it), in (tenant, id) order: tenant, id and body (`None` if the entity is gone).
+pub(crate) async fn observations_pending<DB: Sql>(
+    connection: &mut DB::Connection,
+    limit: u32,
+) -> Result<Vec<(String, String, Option<String>)>, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new(
+        "SELECT p.tenant, p.id, e.body FROM entity_observations_pending p \
+         LEFT JOIN entities e ON e.tenant = p.tenant AND e.id = p.id \
+         ORDER BY p.tenant, p.id LIMIT ",
+    );
+    DB::push_integer(&mut query, i64::from(limit));
+    let rows = query.build().fetch_all(&mut *connection).await?;
+    Ok(rows
+        .iter()
+        .map(|row| DB::two_texts_and_maybe_one(row))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Sets the first observation of these entities of `tenant` and takes them off the pending list.
+pub(crate) async fn set_first_observed<DB: Sql>(
+    connection: &mut DB::Connection,
+    tenant: &str,
+    values: &[(String, Option<i64>)],
+) -> Result<(), Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    for (id, observed) in values {
+        let mut query = QueryBuilder::new("UPDATE entities SET first_observed_at = ");
+        DB::push_optional_integer(&mut query, *observed);
+        query.push(" WHERE tenant = ");
+        DB::push_text(&mut query, tenant);
+        query.push(" AND id = ");
+        DB::push_text(&mut query, id);
+        query.build().execute(&mut *connection).await?;
+    }
+    for chunk in values.chunks(IN_LIST_CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+        let mut query =
+            QueryBuilder::new("DELETE FROM entity_observations_pending WHERE tenant = ");
+        DB::push_text(&mut query, tenant);
+        query.push(" AND id ");
+        DB::push_in_list(&mut query, &ids);
+        query.build().execute(&mut *connection).await?;
+    }
+    Ok(())
 }
 
 /// Every (entity type, attribute name) pair some entity of `tenant` has, and `(type, "")` for a

@@ -22,6 +22,9 @@ pub struct EntityRecord {
     pub modified_at: DateTime<Utc>,
     /// Bounding box of the entity's `location` GeoProperty, for geo-queries.
     pub location: Option<BBox>,
+    /// The earliest `observedAt` of the entity's attributes (sub-attributes included), if any;
+    /// stored with microsecond precision.
+    pub first_observed: Option<DateTime<Utc>>,
     /// Canonical JSON of the whole entity, opaque to the store.
     pub body: String,
 }
@@ -110,4 +113,7 @@ pub struct Extent {
     pub bbox: Option<[f64; 4]>,
     /// The earliest creation of an entity held; `None` when it holds none.
     pub first_created: Option<DateTime<Utc>>,
+    /// The earliest `observedAt` of an entity held ([`EntityRecord::first_observed`]); `None`
+    /// when no entity has one.
+    pub first_observed: Option<DateTime<Utc>>,
 }

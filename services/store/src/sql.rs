@@ -14,7 +14,7 @@ use crate::{BBox, ContextRecord, EntityRecord, Error, RegistrationRecord};
 
 /// The entity columns every `SELECT` returns, in the order [`EntityRow`] decodes them.
 pub(crate) const ENTITY_COLUMNS: &str = "e.id, e.types, e.scopes, e.attributes, e.created_at, \
-     e.modified_at, e.min_lon, e.min_lat, e.max_lon, e.max_lat, e.body";
+     e.modified_at, e.min_lon, e.min_lat, e.max_lon, e.max_lat, e.first_observed_at, e.body";
 
 /// The registration columns every `SELECT` returns, in the order [`RegistrationRow`] decodes them.
 pub(crate) const REGISTRATION_COLUMNS: &str = "id, body, created_at, modified_at";
@@ -36,6 +36,7 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
 
     fn push_text(query: &mut QueryBuilder<Self>, value: &str);
     fn push_integer(query: &mut QueryBuilder<Self>, value: i64);
+    fn push_optional_integer(query: &mut QueryBuilder<Self>, value: Option<i64>);
     fn push_real(query: &mut QueryBuilder<Self>, value: Option<f64>);
     /// Binds a byte string (`BLOB` on SQLite, `BYTEA` on PostgreSQL).
     fn push_bytes(query: &mut QueryBuilder<Self>, value: &[u8]);
@@ -101,6 +102,10 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn first_text(row: &Self::Row) -> Result<String, sqlx::Error>;
     /// The first two columns as strings.
     fn two_texts(row: &Self::Row) -> Result<(String, String), sqlx::Error>;
+    /// Two texts and a nullable one.
+    fn two_texts_and_maybe_one(
+        row: &Self::Row,
+    ) -> Result<(String, String, Option<String>), sqlx::Error>;
     /// The first column as an integer, the second as a string.
     fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error>;
     /// The first column as bytes.
@@ -109,14 +114,18 @@ pub(crate) trait Sql: Database<Arguments: IntoArguments<Self>> + HasStatementCac
     fn packed_row(row: &Self::Row) -> Result<(i64, i64, Vec<u8>), sqlx::Error>;
     /// An `audit_hashes` row: `level` (`SMALLINT`), `idx`, `hash`.
     fn hash_row(row: &Self::Row) -> Result<(i16, i64, Vec<u8>), sqlx::Error>;
-    /// Four nullable reals and a nullable integer (a bounding box and a time).
-    fn extent_row(row: &Self::Row) -> Result<([Option<f64>; 4], Option<i64>), sqlx::Error>;
+    /// Four nullable reals and two nullable integers (a bounding box and two times).
+    fn extent_row(row: &Self::Row) -> Result<ExtentRow, sqlx::Error>;
 }
 
 /// The first key of the PostgreSQL advisory locks serialising appends to an audit log (the
 /// second is a hash of the log's name): the bytes of `"AUDT"`, so that the locks do not collide
 /// with any other use of two-key advisory locks.
 const AUDIT_LOCK_CLASS: i32 = 0x4155_4454;
+
+/// The aggregates of a tenant's `entities` rows: a bounding box, the earliest creation and the
+/// earliest observation.
+pub(crate) type ExtentRow = ([Option<f64>; 4], [Option<i64>; 2]);
 
 /// The raw columns of an `entities` row.
 pub(crate) struct EntityRow {
@@ -127,6 +136,7 @@ pub(crate) struct EntityRow {
     created_at: i64,
     modified_at: i64,
     bbox: [Option<f64>; 4],
+    first_observed_at: Option<i64>,
     body: String,
 }
 
@@ -164,7 +174,8 @@ macro_rules! decode_rows {
                     row.try_get(8)?,
                     row.try_get(9)?,
                 ],
-                body: row.try_get(10)?,
+                first_observed_at: row.try_get(10)?,
+                body: row.try_get(11)?,
             })
         }
 
@@ -199,6 +210,12 @@ macro_rules! decode_rows {
             Ok((row.try_get(0)?, row.try_get(1)?))
         }
 
+        fn two_texts_and_maybe_one(
+            row: &Self::Row,
+        ) -> Result<(String, String, Option<String>), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        }
+
         fn integer_and_text(row: &Self::Row) -> Result<(i64, String), sqlx::Error> {
             Ok((row.try_get(0)?, row.try_get(1)?))
         }
@@ -215,7 +232,7 @@ macro_rules! decode_rows {
             Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
         }
 
-        fn extent_row(row: &Self::Row) -> Result<([Option<f64>; 4], Option<i64>), sqlx::Error> {
+        fn extent_row(row: &Self::Row) -> Result<ExtentRow, sqlx::Error> {
             Ok((
                 [
                     row.try_get(0)?,
@@ -223,7 +240,7 @@ macro_rules! decode_rows {
                     row.try_get(2)?,
                     row.try_get(3)?,
                 ],
-                row.try_get(4)?,
+                [row.try_get(4)?, row.try_get(5)?],
             ))
         }
     };
@@ -242,6 +259,10 @@ impl Sql for Sqlite {
     }
 
     fn push_integer(query: &mut QueryBuilder<Self>, value: i64) {
+        query.push_bind(value);
+    }
+
+    fn push_optional_integer(query: &mut QueryBuilder<Self>, value: Option<i64>) {
         query.push_bind(value);
     }
 
@@ -437,6 +458,8 @@ impl Sql for Sqlite {
                 Self::push_real(query, value);
             }
             query.push(", ");
+            Self::push_optional_integer(query, record.first_observed.map(to_micros));
+            query.push(", ");
             Self::push_text(query, &record.body);
             query.push(")");
         }
@@ -472,6 +495,10 @@ impl Sql for Postgres {
     }
 
     fn push_integer(query: &mut QueryBuilder<Self>, value: i64) {
+        query.push_bind(value);
+    }
+
+    fn push_optional_integer(query: &mut QueryBuilder<Self>, value: Option<i64>) {
         query.push_bind(value);
     }
 
@@ -604,7 +631,7 @@ impl Sql for Postgres {
         }
     }
 
-    // One array per column, unnested into rows: a constant statement, prepared once, with 12
+    // One array per column, unnested into rows: a constant statement, prepared once, with 13
     // parameters however many rows there are.
     fn push_entity_rows(query: &mut QueryBuilder<Self>, tenant: &str, records: &[&EntityRecord]) {
         fn column<T>(records: &[&EntityRecord], value: impl Fn(&EntityRecord) -> T) -> Vec<T> {
@@ -632,6 +659,8 @@ impl Sql for Postgres {
         query.push_bind(column(records, |r| r.location.map(|b| b.max_lon)));
         query.push(", ");
         query.push_bind(column(records, |r| r.location.map(|b| b.max_lat)));
+        query.push(", ");
+        query.push_bind(column(records, |r| r.first_observed.map(to_micros)));
         query.push(", ");
         query.push_bind(column(records, |r| r.body.clone()));
         query.push(")");
@@ -706,6 +735,7 @@ impl EntityRow {
             created_at: from_micros(self.created_at)?,
             modified_at: from_micros(self.modified_at)?,
             location,
+            first_observed: self.first_observed_at.map(from_micros).transpose()?,
             body: self.body,
             id: self.id,
         })

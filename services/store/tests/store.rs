@@ -44,6 +44,7 @@ fn record(id: &str, types: &[&str], attributes: &[&str]) -> EntityRecord {
         created_at: fixed_time(0),
         modified_at: fixed_time(0),
         location: None,
+        first_observed: None,
         body: format!(r#"{{"id":"{id}"}}"#),
     }
 }
@@ -107,6 +108,7 @@ async fn insert_then_get_round_trips_every_field() -> TestResult {
             max_lon: -3.6,
             max_lat: 40.5,
         });
+        original.first_observed = Some(fixed_time(5));
         original.body = r#"{"id":"urn:ngsi-ld:ParkingSpot:1","b":1,"a":[1.50,"ü"]}"#.to_owned();
 
         let mut transaction = store.begin().await?;
@@ -1786,12 +1788,13 @@ async fn audit_key_seed_is_stored_once_and_kept() -> TestResult {
 }
 
 #[tokio::test]
-async fn extent_spans_every_location_and_the_first_creation() -> TestResult {
+async fn extent_spans_every_location_the_first_creation_and_observation() -> TestResult {
     for (database, store) in stores().await {
         let kind = database.kind;
         let empty = store.extent(TENANT).await?;
         assert_eq!(empty.bbox, None, "{kind}");
         assert_eq!(empty.first_created, None, "{kind}");
+        assert_eq!(empty.first_observed, None, "{kind}");
         let mut records = fixtures();
         records[0].location = Some(BBox {
             min_lon: 2.0,
@@ -1806,6 +1809,8 @@ async fn extent_spans_every_location_and_the_first_creation() -> TestResult {
             max_lat: 49.0,
         });
         records[4].created_at = fixed_time(-60);
+        records[1].first_observed = Some(fixed_time(-30));
+        records[2].first_observed = Some(fixed_time(-45));
         let mut transaction = store.begin().await?;
         transaction.insert_many(TENANT, &records).await?;
         let mut far = record("urn:ngsi-ld:Far:1", &[SPOT], &[]);
@@ -1816,12 +1821,132 @@ async fn extent_spans_every_location_and_the_first_creation() -> TestResult {
             max_lat: 10.0,
         });
         far.created_at = fixed_time(-3_600);
+        far.first_observed = Some(fixed_time(-3_600));
         transaction.insert("other", &far).await?;
         transaction.commit().await?;
 
         let extent = store.extent(TENANT).await?;
         assert_eq!(extent.bbox, Some([-1.0, 48.0, 2.5, 49.0]), "{kind}");
         assert_eq!(extent.first_created, Some(fixed_time(-60)), "{kind}");
+        assert_eq!(extent.first_observed, Some(fixed_time(-45)), "{kind}");
+
+        // An update moves it: the earliest observation is now another entity's.
+        let mut transaction = store.begin().await?;
+        transaction
+            .update(
+                TENANT,
+                &EntityRecord {
+                    first_observed: None,
+                    ..records[2].clone()
+                },
+            )
+            .await?;
+        transaction.commit().await?;
+        let extent = store.extent(TENANT).await?;
+        assert_eq!(extent.first_observed, Some(fixed_time(-30)), "{kind}");
+    }
+    Ok(())
+}
+
+/// Entities stored before the first observation was kept are listed until the caller sets it;
+/// one deleted meanwhile leaves the list with it.
+#[tokio::test]
+async fn first_observations_of_entities_stored_before_are_filled_in() -> TestResult {
+    for (database, store) in stores().await {
+        let kind = database.kind;
+        seed(&store).await?;
+        assert!(
+            store.observations_pending(10).await?.is_empty(),
+            "{kind}: entities written now are not pending"
+        );
+        // What migration 11 does to the entities already held.
+        let pending = [
+            ("other", "urn:ngsi-ld:ParkingSpot:1"),
+            (TENANT, "urn:ngsi-ld:ParkingSpot:2"),
+            (TENANT, "urn:ngsi-ld:Building:1"),
+            (TENANT, "urn:ngsi-ld:Building:2"),
+        ];
+        if kind == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&database.url).await?;
+            for (tenant, id) in pending {
+                sqlx::query("INSERT INTO entity_observations_pending (tenant, id) VALUES (?, ?)")
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&pool)
+                    .await?;
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&database.url).await?;
+            for (tenant, id) in pending {
+                sqlx::query("INSERT INTO entity_observations_pending (tenant, id) VALUES ($1, $2)")
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&pool)
+                    .await?;
+            }
+            pool.close().await;
+        }
+        let mut transaction = store.begin().await?;
+        transaction
+            .delete_many(TENANT, &strings(&["urn:ngsi-ld:Building:2"]))
+            .await?;
+        transaction.commit().await?;
+
+        let body = |id: &str| Some(format!(r#"{{"id":"{id}"}}"#));
+        let first = store.observations_pending(2).await?;
+        assert_eq!(
+            first,
+            vec![
+                (
+                    TENANT.to_owned(),
+                    "urn:ngsi-ld:Building:1".to_owned(),
+                    body("urn:ngsi-ld:Building:1")
+                ),
+                (
+                    TENANT.to_owned(),
+                    "urn:ngsi-ld:ParkingSpot:2".to_owned(),
+                    body("urn:ngsi-ld:ParkingSpot:2")
+                ),
+            ],
+            "{kind}: in (tenant, id) order, the deleted one gone"
+        );
+        store
+            .set_first_observed(
+                TENANT,
+                &[
+                    ("urn:ngsi-ld:Building:1".to_owned(), Some(fixed_time(-7))),
+                    ("urn:ngsi-ld:ParkingSpot:2".to_owned(), None),
+                ],
+            )
+            .await?;
+        let rest = store.observations_pending(2).await?;
+        assert_eq!(rest.len(), 1, "{kind}");
+        assert_eq!(rest[0].0, "other", "{kind}");
+        store
+            .set_first_observed(
+                "other",
+                &[("urn:ngsi-ld:ParkingSpot:1".to_owned(), Some(fixed_time(3)))],
+            )
+            .await?;
+        assert!(store.observations_pending(2).await?.is_empty(), "{kind}");
+
+        let building = store.get(TENANT, "urn:ngsi-ld:Building:1").await?;
+        assert_eq!(
+            building.and_then(|record| record.first_observed),
+            Some(fixed_time(-7)),
+            "{kind}"
+        );
+        assert_eq!(
+            store.extent(TENANT).await?.first_observed,
+            Some(fixed_time(-7)),
+            "{kind}"
+        );
+        assert_eq!(
+            store.extent("other").await?.first_observed,
+            Some(fixed_time(3)),
+            "{kind}"
+        );
     }
     Ok(())
 }

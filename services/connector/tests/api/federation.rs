@@ -10,7 +10,7 @@ use civitas_connector::settings::{DepartmentSettings, FederationSettings};
 use civitas_testkit::fixed_time;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_CONTEXT_URL, TestApp, apps_with, link, write_policy};
+use crate::helpers::{TEST_CONTEXT_URL, TestApp, apps, apps_with, link, write_policy};
 
 const ENTITIES: &str = "/ngsi-ld/v1/entities";
 
@@ -1263,18 +1263,23 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     );
     assert!(body.get("location").is_none(), "{body}");
 
-    // Where its entities are: the bounding box of their locations, kept current.
-    let located = |id: &str, lon: f64, lat: f64| {
+    assert!(body.get("observationInterval").is_none(), "{body}");
+
+    // Where its entities are: the bounding box of their locations, kept current; and since when
+    // they were observed: the earliest observedAt.
+    let located = |id: &str, lon: f64, lat: f64, observed: &str| {
         json!({"id": id, "type": vehicle,
                "https://uri.etsi.org/ngsi-ld/location": {"type": "GeoProperty",
-                   "value": {"type": "Point", "coordinates": [lon, lat]}}})
+                   "value": {"type": "Point", "coordinates": [lon, lat]}},
+               "https://example.org/ns#speed": {"type": "Property", "value": 40,
+                   "observedAt": observed}})
     };
-    for (id, lon, lat) in [
-        ("urn:ngsi-ld:V:2", 2.0, 48.0),
-        ("urn:ngsi-ld:V:3", 3.0, 49.0),
+    for (id, lon, lat, observed) in [
+        ("urn:ngsi-ld:V:2", 2.0, 48.0, "2025-03-01T10:00:00+01:00"),
+        ("urn:ngsi-ld:V:3", 3.0, 49.0, "2025-03-01T09:30:00Z"),
     ] {
         let reply = connector
-            .send_json("POST", ENTITIES, &located(id, lon, lat), None)
+            .send_json("POST", ENTITIES, &located(id, lon, lat, observed), None)
             .await;
         assert_eq!(reply.status, 201, "{}", reply.text);
     }
@@ -1288,6 +1293,12 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
                                                     [2.0, 49.0], [2.0, 48.0]]]}),
         "{body}"
     );
+    // 10:00+01:00 is the earlier of the two.
+    assert_eq!(
+        body["observationInterval"],
+        json!({"startAt": "2025-03-01T09:00:00Z"}),
+        "{body}"
+    );
     for id in ["urn:ngsi-ld:V:2", "urn:ngsi-ld:V:3"] {
         let reply = connector
             .request("DELETE", &format!("{ENTITIES}/{id}"), &[], None)
@@ -1297,6 +1308,7 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     let (_, body) =
         registration_when(&broker, "fleet", |_, body| body.get("location").is_none()).await;
     assert!(body.get("location").is_none(), "{body}");
+    assert!(body.get("observationInterval").is_none(), "{body}");
 
     // The broker forwards by it: the connector's entity comes back through the broker.
     bus_comes_through(&broker).await;
@@ -1354,6 +1366,90 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     }
     let (status, body) = registration_when(&broker, "fleet", |status, _| status == 404).await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// Entities stored before the store kept their first observation (a database of an earlier
+/// version) get it when the connector starts, so that its registration's `observationInterval`
+/// covers them too.
+#[actix_web::test]
+async fn entities_stored_before_first_observations_were_kept_get_them_at_start() {
+    for app in apps().await {
+        let backend = app.backend;
+        let entity = json!({"id": "urn:ngsi-ld:V:1", "type": "https://example.org/ns#Vehicle",
+            "https://example.org/ns#speed": {"type": "Property", "value": 40,
+                "observedAt": "2025-03-01T10:00:00+01:00",
+                "https://example.org/ns#accuracy": {"type": "Property", "value": 1,
+                    "observedAt": "2025-02-01T00:00:00Z"}}});
+        let reply = app.send_json("POST", ENTITIES, &entity, None).await;
+        assert_eq!(reply.status, 201, "{backend}: {}", reply.text);
+        let plain = json!({"id": "urn:ngsi-ld:V:2", "type": "https://example.org/ns#Vehicle"});
+        let reply = app.send_json("POST", ENTITIES, &plain, None).await;
+        assert_eq!(reply.status, 201, "{backend}: {}", reply.text);
+
+        // What migration 11 leaves of a database written before it.
+        let url = app.database_url().to_owned();
+        let statements = [
+            "UPDATE entities SET first_observed_at = NULL",
+            "INSERT INTO entity_observations_pending (tenant, id) SELECT tenant, id FROM entities",
+        ];
+        if backend == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("connects");
+            for statement in statements {
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .expect(statement);
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+            for statement in statements {
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .expect(statement);
+            }
+            pool.close().await;
+        }
+        let store = civitas_store::Store::open(&url).await.expect("opens");
+        assert_eq!(store.extent("").await.expect("extent").first_observed, None);
+        assert_eq!(
+            store.observations_pending(10).await.expect("pending").len(),
+            2
+        );
+
+        let app = app.restart(|_| {}).await;
+        assert!(
+            store
+                .observations_pending(10)
+                .await
+                .expect("pending")
+                .is_empty(),
+            "{backend}"
+        );
+        let first = |id: &str| {
+            let store = store.clone();
+            let id = id.to_owned();
+            async move {
+                store
+                    .get("", &id)
+                    .await
+                    .expect("reads")
+                    .and_then(|record| record.first_observed)
+            }
+        };
+        let february = chrono::DateTime::parse_from_rfc3339("2025-02-01T00:00:00Z")
+            .expect("a date")
+            .to_utc();
+        assert_eq!(first("urn:ngsi-ld:V:1").await, Some(february), "{backend}");
+        assert_eq!(first("urn:ngsi-ld:V:2").await, None, "{backend}");
+        assert_eq!(
+            store.extent("").await.expect("extent").first_observed,
+            Some(february),
+            "{backend}"
+        );
+        drop(app);
+    }
 }
 
 #[actix_web::test]

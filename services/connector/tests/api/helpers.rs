@@ -192,6 +192,14 @@ impl TestApp {
         spawn_app(database, &configure).await
     }
 
+    /// The URL of the connector's database.
+    pub fn database_url(&self) -> &str {
+        self.database
+            .as_ref()
+            .map(|database| database.url.as_str())
+            .unwrap_or_default()
+    }
+
     /// Sends a request; `body` is sent as given, headers as listed.
     pub async fn request(
         &self,
