@@ -1206,8 +1206,27 @@ where
         .collect();
     asked.sort_unstable();
     asked.dedup();
+    // Leaf hashes are in `audit_hashes` only below the first row of `audit_leaves`: those were
+    // stored before that table existed. Above it, none is looked for there.
+    let legacy_below = if asked.iter().any(|&(level, _)| level == 0) {
+        let mut query =
+            QueryBuilder::new("SELECT COALESCE(MIN(idx), -1) FROM audit_leaves WHERE log = ");
+        DB::push_text(&mut query, log);
+        let row = query.build().fetch_one(&mut *connection).await?;
+        match DB::first_integer(&row)? {
+            -1 => i64::MAX,
+            first => first,
+        }
+    } else {
+        i64::MAX
+    };
+    let in_hashes: Vec<(i64, i64)> = asked
+        .iter()
+        .filter(|&&(level, index)| level > 0 || index < legacy_below)
+        .copied()
+        .collect();
     let mut found: HashMap<Subtree, [u8; 32]> = HashMap::with_capacity(asked.len());
-    for row in fetch_in_chunks(connection, &asked, |query, chunk| {
+    for row in fetch_in_chunks(connection, &in_hashes, |query, chunk| {
         push_select_hashes(query, log, chunk);
     })
     .await?
