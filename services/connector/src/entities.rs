@@ -354,15 +354,32 @@ pub fn to_record(entity: &Entity) -> EntityRecord {
 }
 
 /// Computes and stores the first observation of every entity stored before the store kept it
-/// ([`Store::observations_pending`]), a thousand at a time, logging progress; returns how many
-/// there were. A connector does this before it serves requests, so no write races it. An
-/// entity whose stored body does not decode is counted as having no observation.
+/// ([`Store::observations_pending`]), a thousand at a time; returns how many there were. A
+/// connector does this before it serves requests, so no write races it. It logs how many there
+/// are, its progress every few seconds, and the end. An entity whose stored body does not
+/// decode is counted as having no observation.
 pub async fn fill_first_observations(store: &Store) -> Result<u64, civitas_store::Error> {
     const CHUNK: u32 = 1000;
+    const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    let total = store.observations_pending_count().await?;
+    if total == 0 {
+        return Ok(0);
+    }
+    tracing::info!(
+        total,
+        "computing the first observation of entities stored before it was kept"
+    );
+    let started = std::time::Instant::now();
+    let mut reported = started;
     let mut done = 0;
     loop {
         let pending = store.observations_pending(CHUNK).await?;
         if pending.is_empty() {
+            tracing::info!(
+                done,
+                seconds = started.elapsed().as_secs_f64(),
+                "first observations computed"
+            );
             return Ok(done);
         }
         let mut by_tenant: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
@@ -384,10 +401,10 @@ pub async fn fill_first_observations(store: &Store) -> Result<u64, civitas_store
             store.set_first_observed(tenant, &values).await?;
         }
         done += pending.len() as u64;
-        tracing::info!(
-            done,
-            "computed the first observation of entities stored before it was kept"
-        );
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = std::time::Instant::now();
+            tracing::info!(done, total, "computing first observations");
+        }
     }
 }
 

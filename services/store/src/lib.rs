@@ -387,6 +387,13 @@ impl Store {
         })
     }
 
+    /// How many entities [`Store::observations_pending`] has left to list.
+    pub async fn observations_pending_count(&self) -> Result<u64, Error> {
+        on_pool!(self.readers(), |connection, Db| {
+            ops::observations_pending_count::<Db>(&mut connection).await
+        })
+    }
+
     /// Stores the first observations of entities of `tenant` listed by
     /// [`Store::observations_pending`], and takes them off that list, in one transaction.
     pub async fn set_first_observed(

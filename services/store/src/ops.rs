@@ -1735,6 +1735,19 @@ where
         .collect::<Result<_, _>>()?)
 }
 
+/// How many entities wait for their first observation to be computed.
+pub(crate) async fn observations_pending_count<DB: Sql>(
+    connection: &mut DB::Connection,
+) -> Result<u64, Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::new("SELECT COUNT(*) FROM entity_observations_pending");
+    let row = query.build().fetch_one(&mut *connection).await?;
+    let count = DB::first_integer(&row)?;
+    u64::try_from(count).map_err(|_| Error::Corrupt(format!("a count of {count}")))
+}
+
 /// Sets the first observation of these entities of `tenant` and takes them off the pending list.
 pub(crate) async fn set_first_observed<DB: Sql>(
     connection: &mut DB::Connection,
@@ -1744,16 +1757,22 @@ pub(crate) async fn set_first_observed<DB: Sql>(
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    for (id, observed) in values {
-        let mut query = QueryBuilder::new("UPDATE entities SET first_observed_at = ");
-        DB::push_optional_integer(&mut query, *observed);
-        query.push(" WHERE tenant = ");
-        DB::push_text(&mut query, tenant);
-        query.push(" AND id = ");
-        DB::push_text(&mut query, id);
-        query.build().execute(&mut *connection).await?;
-    }
     for chunk in values.chunks(IN_LIST_CHUNK) {
+        // One statement per chunk: the list joined to the rows it names by primary key.
+        let mut query =
+            QueryBuilder::new("UPDATE entities SET first_observed_at = v.column2 FROM (VALUES ");
+        for (position, (id, observed)) in chunk.iter().enumerate() {
+            query.push(if position == 0 { "(" } else { ", (" });
+            DB::push_text(&mut query, id);
+            query.push(", ");
+            DB::push_optional_integer(&mut query, *observed);
+            query.push(")");
+        }
+        query.push(") AS v WHERE entities.tenant = ");
+        DB::push_text(&mut query, tenant);
+        query.push(" AND entities.id = v.column1");
+        query.build().execute(&mut *connection).await?;
+
         let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
         let mut query =
             QueryBuilder::new("DELETE FROM entity_observations_pending WHERE tenant = ");

@@ -1893,6 +1893,7 @@ async fn first_observations_of_entities_stored_before_are_filled_in() -> TestRes
             .await?;
         transaction.commit().await?;
 
+        assert_eq!(store.observations_pending_count().await?, 3, "{kind}");
         let body = |id: &str| Some(format!(r#"{{"id":"{id}"}}"#));
         let first = store.observations_pending(2).await?;
         assert_eq!(
@@ -1920,6 +1921,7 @@ async fn first_observations_of_entities_stored_before_are_filled_in() -> TestRes
                 ],
             )
             .await?;
+        assert_eq!(store.observations_pending_count().await?, 1, "{kind}");
         let rest = store.observations_pending(2).await?;
         assert_eq!(rest.len(), 1, "{kind}");
         assert_eq!(rest[0].0, "other", "{kind}");
@@ -1930,6 +1932,7 @@ async fn first_observations_of_entities_stored_before_are_filled_in() -> TestRes
             )
             .await?;
         assert!(store.observations_pending(2).await?.is_empty(), "{kind}");
+        assert_eq!(store.observations_pending_count().await?, 0, "{kind}");
 
         let building = store.get(TENANT, "urn:ngsi-ld:Building:1").await?;
         assert_eq!(
