@@ -1860,33 +1860,13 @@ async fn first_observations_of_entities_stored_before_are_filled_in() -> TestRes
             "{kind}: entities written now are not pending"
         );
         // What migration 11 does to the entities already held.
-        let pending = [
-            ("other", "urn:ngsi-ld:ParkingSpot:1"),
-            (TENANT, "urn:ngsi-ld:ParkingSpot:2"),
-            (TENANT, "urn:ngsi-ld:Building:1"),
-            (TENANT, "urn:ngsi-ld:Building:2"),
-        ];
-        if kind == "sqlite" {
-            let pool = sqlx::SqlitePool::connect(&database.url).await?;
-            for (tenant, id) in pending {
-                sqlx::query("INSERT INTO entity_observations_pending (tenant, id) VALUES (?, ?)")
-                    .bind(tenant)
-                    .bind(id)
-                    .execute(&pool)
-                    .await?;
-            }
-            pool.close().await;
-        } else {
-            let pool = sqlx::PgPool::connect(&database.url).await?;
-            for (tenant, id) in pending {
-                sqlx::query("INSERT INTO entity_observations_pending (tenant, id) VALUES ($1, $2)")
-                    .bind(tenant)
-                    .bind(id)
-                    .execute(&pool)
-                    .await?;
-            }
-            pool.close().await;
-        }
+        database
+            .execute(
+                "INSERT INTO entity_observations_pending (tenant, id) VALUES \
+                 ('other', 'urn:ngsi-ld:ParkingSpot:1'), ('city', 'urn:ngsi-ld:ParkingSpot:2'), \
+                 ('city', 'urn:ngsi-ld:Building:1'), ('city', 'urn:ngsi-ld:Building:2')",
+            )
+            .await;
         let mut transaction = store.begin().await?;
         transaction
             .delete_many(TENANT, &strings(&["urn:ngsi-ld:Building:2"]))

@@ -54,6 +54,37 @@ enum Cleanup {
     Postgres { server_url: String, name: String },
 }
 
+impl TestDatabase {
+    /// Runs `script` (one or more SQL statements) on this database, over a connection of its
+    /// own: for a test that puts the database in a state the store's API cannot make, such as
+    /// one written by an earlier version.
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be reached or a statement fails.
+    pub async fn execute(&self, script: &'static str) {
+        if self.kind == "sqlite" {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("the test database accepts a connection");
+            sqlx::raw_sql(script)
+                .execute(&mut connection)
+                .await
+                .expect(script);
+            let _ = connection.close().await;
+        } else {
+            let mut connection = PgConnection::connect(&self.url)
+                .await
+                .expect("the test database accepts a connection");
+            sqlx::raw_sql(script)
+                .execute(&mut connection)
+                .await
+                .expect(script);
+            let _ = connection.close().await;
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Cleanup::Postgres { server_url, name } = &self.cleanup {

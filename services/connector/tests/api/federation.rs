@@ -1368,16 +1368,6 @@ async fn a_connector_registers_what_it_holds_at_the_broker_and_keeps_it_current(
     assert_eq!(status, 404, "{body}");
 }
 
-/// Runs `script` on the database at `url`, with a connection of its own.
-async fn execute_script<DB: sqlx::Database>(url: &str, script: &'static str)
-where
-    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
-{
-    let pool = sqlx::Pool::<DB>::connect(url).await.expect("connects");
-    sqlx::raw_sql(script).execute(&pool).await.expect(script);
-    pool.close().await;
-}
-
 /// Entities stored before the store kept their first observation (a database of an earlier
 /// version) get it when the connector starts, so that its registration's `observationInterval`
 /// covers them too.
@@ -1397,14 +1387,12 @@ async fn entities_stored_before_first_observations_were_kept_get_them_at_start()
         assert_eq!(reply.status, 201, "{backend}: {}", reply.text);
 
         // What migration 11 leaves of a database written before it.
+        app.execute_sql(
+            "UPDATE entities SET first_observed_at = NULL; \
+             INSERT INTO entity_observations_pending (tenant, id) SELECT tenant, id FROM entities;",
+        )
+        .await;
         let url = app.database_url().to_owned();
-        let script = "UPDATE entities SET first_observed_at = NULL; \
-            INSERT INTO entity_observations_pending (tenant, id) SELECT tenant, id FROM entities;";
-        if backend == "sqlite" {
-            execute_script::<sqlx::Sqlite>(&url, script).await;
-        } else {
-            execute_script::<sqlx::Postgres>(&url, script).await;
-        }
         let store = civitas_store::Store::open(&url).await.expect("opens");
         assert_eq!(store.extent("").await.expect("extent").first_observed, None);
         assert_eq!(

@@ -200,6 +200,13 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// Runs `script` on the connector's database (see `TestDatabase::execute`).
+    pub async fn execute_sql(&self, script: &'static str) {
+        if let Some(database) = &self.database {
+            database.execute(script).await;
+        }
+    }
+
     /// Sends a request; `body` is sent as given, headers as listed.
     pub async fn request(
         &self,
