@@ -64,25 +64,25 @@ impl TestDatabase {
     /// When the database cannot be reached or a statement fails.
     pub async fn execute(&self, script: &'static str) {
         if self.kind == "sqlite" {
-            let mut connection = sqlx::SqliteConnection::connect(&self.url)
-                .await
-                .expect("the test database accepts a connection");
-            sqlx::raw_sql(script)
-                .execute(&mut connection)
-                .await
-                .expect(script);
-            let _ = connection.close().await;
+            run_script::<sqlx::SqliteConnection>(&self.url, script).await;
         } else {
-            let mut connection = PgConnection::connect(&self.url)
-                .await
-                .expect("the test database accepts a connection");
-            sqlx::raw_sql(script)
-                .execute(&mut connection)
-                .await
-                .expect(script);
-            let _ = connection.close().await;
+            run_script::<PgConnection>(&self.url, script).await;
         }
     }
+}
+
+async fn run_script<C: Connection>(url: &str, script: &'static str)
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    let mut connection = C::connect(url)
+        .await
+        .expect("the test database accepts a connection");
+    sqlx::raw_sql(script)
+        .execute(&mut connection)
+        .await
+        .expect(script);
+    let _ = connection.close().await;
 }
 
 impl Drop for TestDatabase {
