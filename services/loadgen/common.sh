@@ -111,14 +111,15 @@ start_connector() {
   launch_connector "$2"
 }
 
-# launch_connector LOG: the release connector with $work/bench.toml on database_url (kept from an
-# earlier run, if any) at 127.0.0.1:$PORT, and a bounded wait until it answers.
+# launch_connector LOG [SECONDS] [LEVEL]: the release connector with $work/bench.toml on
+# database_url (kept from an earlier run, if any) at 127.0.0.1:$PORT, logging at LEVEL (default
+# warn) to LOG, and a wait of at most SECONDS (default 10) until it answers.
 launch_connector() {
-  local log=$1
-  CIVITAS_LOG=warn "${CIVITAS_BIN:-$TARGET/release/civitas}" connector --config "$work/bench.toml" \
+  local log=$1 seconds=${2:-10} level=${3:-warn}
+  CIVITAS_LOG=$level "${CIVITAS_BIN:-$TARGET/release/civitas}" connector --config "$work/bench.toml" \
     --database-url "$database_url" --listen "127.0.0.1:$PORT" 2>>"$log" &
   connector_pid=$!
-  for _ in $(seq 100); do
+  for _ in $(seq $((seconds * 10))); do
     curl -fs "$URL/health" >/dev/null 2>&1 && return 0
     sleep 0.1
   done

@@ -52,14 +52,7 @@ db = sqlite3.connect(sys.argv[1]); db.executescript(sys.argv[2]); db.commit()' \
   esac
   log="$work/restart-$backend.log"
   started=$(date +%s.%N)
-  CIVITAS_LOG=info "$TARGET/release/civitas" connector --config "$work/bench.toml" \
-    --database-url "$database_url" --listen "127.0.0.1:$PORT" 2>>"$log" &
-  connector_pid=$!
-  for _ in $(seq $((TIMEOUT * 10))); do
-    curl -fs "$URL/health" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fs "$URL/health" >/dev/null || { cat "$log" >&2; exit 1; }
+  launch_connector "$log" "$TIMEOUT" info
   ready=$(date +%s.%N)
   grep -E "first observation" "$log" | sed 's/^/  /'
   awk -v a="$started" -v b="$ready" 'BEGIN { printf "  serving %.1f s after the start\n", b - a }'

@@ -23,16 +23,19 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_timestamp(value: &Value, what: &str) -> Result<DateTime<Utc>, Error> {
-    value
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+/// An ISO 8601 date-time with a time zone (RFC 3339), as an instant; `None` if `text` is not one.
+pub(crate) fn instant(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| {
-            Error::bad(format!(
-                "{what} must be an ISO 8601 date-time with a time zone"
-            ))
-        })
+}
+
+fn parse_timestamp(value: &Value, what: &str) -> Result<DateTime<Utc>, Error> {
+    value.as_str().and_then(instant).ok_or_else(|| {
+        Error::bad(format!(
+            "{what} must be an ISO 8601 date-time with a time zone"
+        ))
+    })
 }
 
 /// Validates a canonical entity into the model.

@@ -142,8 +142,7 @@ fn earliest_observation(attributes: &Attributes) -> Option<DateTime<Utc>> {
             let own = instance
                 .observed_at
                 .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
+                .and_then(crate::canonical::instant);
             [own, earliest_observation(&instance.sub_attributes)]
         })
         .flatten()

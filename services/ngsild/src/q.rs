@@ -20,6 +20,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::Error;
+use crate::canonical::instant;
 use crate::context::ActiveContext;
 use crate::entity::{Attribute, AttributeValue, Attributes, Entity};
 
@@ -304,12 +305,6 @@ impl Test {
 fn in_range(value: &Value, low: &Literal, high: &Literal) -> bool {
     compare(value, low).is_some_and(|o| o != Ordering::Less)
         && compare(value, high).is_some_and(|o| o != Ordering::Greater)
-}
-
-fn instant(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// How `value` orders against `literal`, when they are comparable.

@@ -726,8 +726,7 @@ pub(crate) fn strings(
 pub(crate) fn timestamp(value: &Value, what: &str) -> Result<DateTime<Utc>, Error> {
     value
         .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+        .and_then(crate::canonical::instant)
         .ok_or_else(|| Error::bad(format!("{what} must be a date-time with a time zone")))
 }
 
